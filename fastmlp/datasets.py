@@ -1,0 +1,312 @@
+"""MNIST-format datasets: an IDX reader, a verified download into the cache, an offline fallback.
+
+Files are looked for, in order, in ``data_dir``, in ``$FASTMLP_DATA``, and in the user cache
+directory (``~/.cache/fastmlp`` on Linux); in each, directly or in a subfolder named after the
+dataset (``mnist``, ``fashion-mnist``). Missing files are downloaded into the cache from public
+mirrors and checked against their published MD5 checksums.
+"""
+import gzip
+import os
+import struct
+import sys
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataFormatError, DataNotFoundError
+
+ENV_VAR = "FASTMLP_DATA"
+MAX_IDX_BYTES = 1 << 31  # a declared payload above 2 GiB is refused before anything is read
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+# name -> {file: md5 of the canonical .gz}; shapes every copy must have.
+DATASETS = {
+    "mnist": {
+        "mirrors": ["https://ossci-datasets.s3.amazonaws.com/mnist/",
+                    "https://storage.googleapis.com/cvdf-datasets/mnist/"],
+        "files": {
+            "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+            "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+    },
+    "fashion-mnist": {
+        "mirrors": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+        "files": {
+            "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+            "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
+    },
+}
+_EXPECTED_SHAPES = {
+    "train-images-idx3-ubyte": (60000, 28, 28), "train-labels-idx1-ubyte": (60000,),
+    "t10k-images-idx3-ubyte": (10000, 28, 28), "t10k-labels-idx1-ubyte": (10000,),
+}
+
+
+# ---- IDX reader ---------------------------------------------------------------------------
+def read_idx(path):
+    """Read an IDX file (gzip-compressed or raw) into a NumPy array of its declared type.
+
+    Validates the magic number, the dimensions and the byte count before trusting anything,
+    and raises :class:`DataFormatError` naming the file and the problem.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as raw:
+            compressed = raw.read(2) == b"\x1f\x8b"
+        opener = gzip.open if compressed else open
+        with opener(path, "rb") as f:
+            return _read_idx_stream(f, path, None if compressed else path.stat().st_size)
+    except DataFormatError:
+        raise
+    except (OSError, EOFError, zlib.error) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise DataNotFoundError(f"{path}: no such file") from None
+        raise DataFormatError(f"{path}: unreadable or corrupt ({exc})") from None
+
+
+def _read_exact(f, buf):
+    view = memoryview(buf).cast("B")
+    got = 0
+    while got < len(view):
+        n = f.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _read_idx_stream(f, path, file_size):
+    header = f.read(4)
+    if len(header) < 4:
+        raise DataFormatError(f"{path}: too short to be an IDX file ({len(header)} bytes)")
+    zero, code, ndim = struct.unpack(">HBB", header)
+    if zero != 0 or code not in _IDX_DTYPES:
+        raise DataFormatError(f"{path}: not an IDX file (magic number {header.hex()})")
+    if not 1 <= ndim <= 4:
+        raise DataFormatError(f"{path}: IDX header declares {ndim} dimensions (expected 1 to 4)")
+    dims_raw = f.read(4 * ndim)
+    if len(dims_raw) < 4 * ndim:
+        raise DataFormatError(f"{path}: truncated in the IDX header")
+    dims = struct.unpack(f">{ndim}I", dims_raw)
+    dtype = np.dtype(_IDX_DTYPES[code])
+    count = int(np.prod(dims, dtype=np.int64)) if dims else 0
+    payload = count * dtype.itemsize
+    if payload > MAX_IDX_BYTES:
+        raise DataFormatError(f"{path}: IDX header declares shape {dims}, {payload} bytes: "
+                              f"larger than the {MAX_IDX_BYTES} bytes allowed")
+    if file_size is not None and file_size != 4 + 4 * ndim + payload:
+        raise DataFormatError(f"{path}: IDX header declares shape {dims} ({payload} bytes of data)"
+                              f" but the file holds {file_size - 4 - 4 * ndim}")
+    data = np.empty(count, dtype=dtype)
+    got = _read_exact(f, data)
+    if got != payload:
+        raise DataFormatError(f"{path}: truncated: IDX header declares shape {dims} "
+                              f"({payload} bytes of data) but only {got} are there")
+    if f.read(1):
+        raise DataFormatError(f"{path}: more data than its IDX header declares (shape {dims})")
+    return data.reshape(dims).astype(dtype.newbyteorder("="), copy=False)
+
+
+# ---- where the files are --------------------------------------------------------------------
+def default_cache_dir():
+    import platformdirs
+    return Path(platformdirs.user_cache_dir("fastmlp"))
+
+
+def candidate_dirs(name, data_dir=None):
+    """The folders searched for ``name``'s files, in order."""
+    roots = []
+    if data_dir is not None:
+        roots.append(Path(data_dir))
+    if os.environ.get(ENV_VAR):
+        roots.append(Path(os.environ[ENV_VAR]))
+    roots.append(default_cache_dir())
+    dirs = []
+    for root in roots:
+        for d in (root, root / name):
+            if d not in dirs:
+                dirs.append(d)
+    return dirs
+
+
+def _find(directory, filename):
+    for candidate in (directory / filename, directory / filename[:-3]):  # .gz, or raw IDX
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def locate(name, data_dir=None, download=True):
+    """Paths of the four files of ``name``, downloading them into the cache if needed."""
+    spec = _spec(name)
+    searched = candidate_dirs(name, data_dir)
+    for d in searched:
+        found = {f: _find(d, f) for f in spec["files"]}
+        if all(found.values()):
+            return found
+    if not download:
+        raise DataNotFoundError(_not_found_message(name, searched, None))
+    return _download(name, searched)
+
+
+def _spec(name):
+    if name not in DATASETS:
+        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}")
+    return DATASETS[name]
+
+
+def _not_found_message(name, searched, reason):
+    lines = [f"The {name} files were not found. Looked in:"]
+    lines += [f"  {d}" for d in searched]
+    if reason:
+        lines.append(f"and the download failed: {reason}")
+    lines.append(f"Put the four files ({', '.join(DATASETS[name]['files'])}) in one of those "
+                 f"folders, or point ${ENV_VAR} or data_dir (--data-dir) at them.")
+    return "\n".join(lines)
+
+
+def _download(name, searched):
+    import pooch
+    spec = _spec(name)
+    target = default_cache_dir() / name
+    paths = {}
+    for filename, md5 in spec["files"].items():
+        errors = []
+        for mirror in mirrors(name):
+            try:
+                paths[filename] = Path(pooch.retrieve(
+                    mirror + filename, known_hash=f"md5:{md5}", fname=filename, path=target,
+                    progressbar=sys.stderr.isatty()))
+                break
+            except Exception as exc:  # network errors, HTTP errors, checksum mismatch
+                errors.append(f"{mirror}{filename}: {exc}")
+        else:
+            raise DataNotFoundError(_not_found_message(name, searched, "; ".join(errors)))
+    return paths
+
+
+def mirrors(name):
+    """Mirror base URLs, overridable with $FASTMLP_MIRRORS (space separated)."""
+    override = os.environ.get("FASTMLP_MIRRORS")
+    return override.split() if override else list(_spec(name)["mirrors"])
+
+
+# ---- loading ----------------------------------------------------------------------------------
+def _check_pair(images, labels, img_path, lbl_path):
+    stem = img_path.name.replace(".gz", "")
+    expected = _EXPECTED_SHAPES.get(stem)
+    if expected and images.shape != expected:
+        raise DataFormatError(f"{img_path}: shape {images.shape}, expected {expected}")
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise DataFormatError(f"{img_path}: expected uint8 images of 3 dimensions, got "
+                              f"{images.dtype} of shape {images.shape}")
+    if labels.ndim != 1 or labels.dtype != np.uint8:
+        raise DataFormatError(f"{lbl_path}: expected a 1-D uint8 label file, got {labels.dtype} "
+                              f"of shape {labels.shape}")
+    if labels.shape[0] != images.shape[0]:
+        raise DataFormatError(f"{lbl_path}: {labels.shape[0]} labels for {images.shape[0]} images "
+                              f"in {img_path.name}")
+    if labels.size and labels.max() > 9:
+        raise DataFormatError(f"{lbl_path}: label {int(labels.max())} outside 0..9")
+
+
+def _scale(images, dtype, flatten):
+    n = images.shape[0]
+    out = np.empty(images.shape, dtype=dtype)
+    np.multiply(images, dtype.type(1 / 255), out=out, casting="unsafe")
+    return out.reshape(n, -1) if flatten else out
+
+
+def load_idx_dataset(name, data_dir=None, *, validation_size=0, dtype="float32", flatten=True,
+                     download=True):
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype}")
+    paths = locate(name, data_dir, download)
+    splits = []
+    for part in ("train", "t10k"):
+        img_path = paths[f"{part}-images-idx3-ubyte.gz"]
+        lbl_path = paths[f"{part}-labels-idx1-ubyte.gz"]
+        images, labels = read_idx(img_path), read_idx(lbl_path)
+        _check_pair(images, labels, img_path, lbl_path)
+        splits.append((_scale(images, dtype, flatten), labels.astype(np.int64)))
+        del images
+    (X_train, y_train), test = splits
+    if not isinstance(validation_size, (int, np.integer)) or not (
+            0 <= validation_size < X_train.shape[0]):
+        raise ValueError(f"validation_size must be an integer in [0, {X_train.shape[0]}), "
+                         f"got {validation_size!r}")
+    if validation_size == 0:
+        return (X_train, y_train), test
+    cut = X_train.shape[0] - validation_size  # the classic split: the last samples validate
+    return (X_train[:cut], y_train[:cut]), (X_train[cut:], y_train[cut:]), test
+
+
+def load_mnist(data_dir=None, *, validation_size=0, dtype="float32", flatten=True, download=True):
+    """MNIST as ``(X_train, y_train), (X_test, y_test)``, pixels scaled to [0, 1], labels int64.
+
+    With ``validation_size > 0`` the last ``validation_size`` training samples are returned as
+    a middle ``(X_val, y_val)`` split (10,000 gives the classic 50k/10k/10k).
+    """
+    return load_idx_dataset("mnist", data_dir, validation_size=validation_size, dtype=dtype,
+                            flatten=flatten, download=download)
+
+
+def load_fashion_mnist(data_dir=None, *, validation_size=0, dtype="float32", flatten=True,
+                       download=True):
+    """Fashion-MNIST, in the same format and with the same options as :func:`load_mnist`."""
+    return load_idx_dataset("fashion-mnist", data_dir, validation_size=validation_size,
+                            dtype=dtype, flatten=flatten, download=download)
+
+
+def load_digits_8x8(*, validation_size=0, dtype="float32", test_size=360, seed=0):
+    """The UCI 8x8 handwritten digits that ship with scikit-learn (1,797 images), offline."""
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    X = (digits.data / 16.0).astype(dtype)
+    y = digits.target.astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(y))
+    X, y = X[order], y[order]
+    train_end = len(y) - test_size
+    if not 0 <= validation_size < train_end:
+        raise ValueError(f"validation_size must be in [0, {train_end}), got {validation_size}")
+    test = (X[train_end:], y[train_end:])
+    if validation_size == 0:
+        return (X[:train_end], y[:train_end]), test
+    cut = train_end - validation_size
+    return (X[:cut], y[:cut]), (X[cut:train_end], y[cut:train_end]), test
+
+
+LOADERS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
+FALLBACK = "digits"
+
+
+def load_dataset(name=None, data_dir=None, *, validation_size=0, dtype="float32"):
+    """Load a dataset by name; returns (name actually loaded, splits).
+
+    ``name=None`` means MNIST, falling back — loudly — to the offline 8x8 digits when MNIST is
+    neither on disk nor downloadable. A dataset named explicitly never falls back.
+    """
+    if name is not None and name != FALLBACK and name not in LOADERS:
+        raise ValueError(f"dataset must be one of {sorted(LOADERS) + [FALLBACK]}, got {name!r}")
+    if name == FALLBACK:
+        return FALLBACK, load_digits_8x8(validation_size=validation_size, dtype=dtype)
+    try:
+        return name or "mnist", LOADERS[name or "mnist"](data_dir, validation_size=validation_size,
+                                                       dtype=dtype)
+    except DataNotFoundError as exc:
+        if name is not None:
+            raise
+        message = (f"{exc}\n*** MNIST is unavailable: falling back to the 8x8 UCI digits bundled "
+                   f"with scikit-learn (1,797 images). Pass --dataset mnist to refuse this. ***")
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        return FALLBACK, load_digits_8x8(validation_size=min(validation_size, 300), dtype=dtype)

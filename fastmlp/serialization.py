@@ -1,0 +1,136 @@
+"""Model files: arrays in an uncompressed .npz plus JSON metadata, never pickled.
+
+Writing goes to a temporary file in the same folder, flushed to disk, then renamed over the
+target, so a failed save leaves any previous file intact. Reading checks the zip structure,
+every array header (dtype, shape) against the metadata, and the sizes against the file's
+size before reading any data, so a hostile file can neither run code nor ask for memory.
+"""
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelFormatError
+
+FORMAT = "fastmlp-model"
+FORMAT_VERSION = 1
+META_KEY = "meta.json"
+MAX_META_BYTES = 1 << 24
+
+
+def atomic_write_bytes(path, write):
+    """Call write(file) on a temp file beside path, then rename it over path."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_arrays(path, arrays, meta):
+    """Write {name: array} and the metadata dict to path atomically."""
+    meta = dict(meta, format=FORMAT, format_version=FORMAT_VERSION,
+                arrays={k: {"shape": list(v.shape), "dtype": v.dtype.str} for k, v in arrays.items()})
+    meta_bytes = json.dumps(meta, allow_nan=False).encode()
+
+    def write(f):
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
+            zf.writestr(META_KEY, meta_bytes)
+            for name, arr in arrays.items():
+                buf = io.BytesIO()
+                np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
+                zf.writestr(f"{name}.npy", buf.getvalue())
+
+    atomic_write_bytes(path, write)
+
+
+def load_arrays(path):
+    """Read a file written by :func:`save_arrays`: returns (arrays, meta)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    file_size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return _read(zf, path, file_size)
+    except ModelFormatError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, KeyError,
+            NotImplementedError, RuntimeError) as exc:
+        raise ModelFormatError(f"{path}: not a readable fastmlp model file ({exc})") from None
+
+
+def _read(zf, path, file_size):
+    names = set(zf.namelist())
+    if META_KEY not in names:
+        raise ModelFormatError(f"{path}: not a fastmlp model file (no {META_KEY} inside)")
+    info = zf.getinfo(META_KEY)
+    if info.file_size > MAX_META_BYTES:
+        raise ModelFormatError(f"{path}: metadata of {info.file_size} bytes is implausibly large")
+    try:
+        meta = json.loads(zf.read(META_KEY).decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"{path}: metadata is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelFormatError(f"{path}: not a fastmlp model file (format {meta.get('format')!r})"
+                               if isinstance(meta, dict) else f"{path}: metadata is not an object")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelFormatError(f"{path}: model format version {meta.get('format_version')!r}; "
+                               f"this fastmlp reads version {FORMAT_VERSION}")
+    declared = meta.get("arrays")
+    if not isinstance(declared, dict):
+        raise ModelFormatError(f"{path}: metadata lists no arrays")
+    total = 0
+    for name, spec in declared.items():
+        try:
+            shape = tuple(int(s) for s in spec["shape"])
+            dtype = np.dtype(spec["dtype"])
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ModelFormatError(f"{path}: bad entry for array {name!r} ({exc})") from None
+        if dtype.kind not in "iuf" or any(s < 0 for s in shape):
+            raise ModelFormatError(f"{path}: array {name!r} has dtype {dtype} shape {shape}")
+        total += int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+    if total > file_size:
+        raise ModelFormatError(f"{path}: declares {total} bytes of arrays but the file has "
+                               f"{file_size}: truncated or corrupt")
+    arrays = {}
+    for name, spec in declared.items():
+        member = f"{name}.npy"
+        if member not in names:
+            raise ModelFormatError(f"{path}: array {name!r} is missing")
+        arrays[name] = _read_member(zf, member, path, tuple(spec["shape"]),
+                                    np.dtype(spec["dtype"]))
+    return arrays, meta
+
+
+def _read_member(zf, member, path, shape, dtype):
+    with zf.open(member) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            got_shape, fortran, got_dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            got_shape, fortran, got_dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ModelFormatError(f"{path}: {member} has .npy version {version}")
+        if got_dtype != dtype or tuple(got_shape) != shape or fortran:
+            raise ModelFormatError(f"{path}: {member} holds {got_dtype} {tuple(got_shape)}, the "
+                                   f"metadata says {dtype} {shape}")
+        count = int(np.prod(shape, dtype=np.int64))
+        data = f.read(count * dtype.itemsize)
+        if len(data) != count * dtype.itemsize or f.read(1):
+            raise ModelFormatError(f"{path}: {member} has the wrong number of bytes")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).copy()

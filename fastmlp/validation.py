@@ -1,0 +1,64 @@
+"""Checks at the public entry points: every message names the argument and what was expected."""
+import numbers
+
+import numpy as np
+
+
+def check_features(X, n_features, dtype, name="X"):
+    """X as a C-contiguous float array of shape (n, n_features), finite, not empty."""
+    if not isinstance(X, np.ndarray):
+        try:
+            X = np.asarray(X)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{name} must be a 2-D numeric array, could not convert it: {exc}")
+    if X.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a numeric array (float or integer), got dtype {X.dtype}")
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, {n_features}), got shape {X.shape}")
+    if X.shape[1] != n_features:
+        raise ValueError(f"{name} has {X.shape[1]} features per sample but the network's input "
+                         f"layer has {n_features}: expected shape (n_samples, {n_features})")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is empty: shape {X.shape}")
+    X = np.ascontiguousarray(X, dtype=dtype)
+    if not np.isfinite(X).all():
+        bad = int(np.count_nonzero(~np.isfinite(X)))
+        raise ValueError(f"{name} contains {bad} NaN or infinite values")
+    return X
+
+
+def check_labels(y, n_samples, n_classes, name="y"):
+    """y as int64 labels in [0, n_classes), one per sample."""
+    if not isinstance(y, np.ndarray):
+        try:
+            y = np.asarray(y)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{name} must be a 1-D array of integer labels: {exc}")
+    if y.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (n_samples,), got shape {y.shape}")
+    if y.shape[0] != n_samples:
+        raise ValueError(f"{name} has {y.shape[0]} labels for {n_samples} samples")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all() or (y != np.round(y)).any():
+            raise ValueError(f"{name} must hold integer class labels; found non-integer values")
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(f"{name} labels must be in [0, {n_classes}) for a network with "
+                         f"{n_classes} outputs; found {y.min()}..{y.max()}")
+    return np.ascontiguousarray(y, dtype=np.int64)
+
+
+def check_int(value, name, low, high=None):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return int(value)
+
+
+def check_choice(value, name, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return value

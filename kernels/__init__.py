@@ -1,0 +1,12 @@
+"""fastmlp.kernels: Numba kernels and their NumPy twins, registered in pairs.
+
+This folder is installed as ``fastmlp.kernels`` (see ``package-dir`` in pyproject.toml).
+"""
+from . import catalog  # noqa: F401  (fills the registry)
+from .activations import ACTIVATION_CODES, IDENTITY, RELU, SIGMOID, TANH
+from .mlp import Workspace, forward, forward_ref, make_workspace, train_steps, train_steps_ref
+from .registry import KERNELS, Case, KernelPair, copy_args
+
+__all__ = ["KERNELS", "Case", "KernelPair", "copy_args", "ACTIVATION_CODES", "IDENTITY", "RELU",
+           "SIGMOID", "TANH", "Workspace", "make_workspace", "forward", "forward_ref",
+           "train_steps", "train_steps_ref"]

@@ -1,0 +1,161 @@
+"""Whole-network kernels: inference forward, and a run of training steps in one call.
+
+``train_steps`` runs minibatch steps [step_begin, step_end) of an epoch entirely inside
+compiled code, so small batches pay no Python per step. Its NumPy twin runs the same
+steps as a plain Python loop over the reference kernels: textbook backprop.
+
+Parameters and buffers travel as tuples with one array per layer (layer l maps
+sizes[l] -> sizes[l + 1]); all hidden layers share one activation, the last is identity
+followed by softmax cross-entropy.
+"""
+from collections import namedtuple
+
+import numpy as np
+from numba import njit
+
+from .activations import IDENTITY
+from .data import gather_rows, gather_rows_ref
+from .dense import dense_backward, dense_backward_ref, dense_forward, dense_forward_ref
+from .loss import softmax_cross_entropy, softmax_cross_entropy_ref
+from .optim import momentum_update, momentum_update_ref
+from .sparse_input import (sparse_input_backward_momentum, sparse_input_backward_momentum_ref,
+                           sparse_input_forward, sparse_input_forward_ref)
+
+Workspace = namedtuple(
+    "Workspace",
+    "acts deltas grad_W grad_b xb yb nz_idx nz_val nz_cnt col_ptr col_row col_val")
+
+
+def make_workspace(sizes, batch_size, dtype):
+    """Every buffer one fit needs, made once: nothing is allocated per step."""
+    dtype = np.dtype(dtype)
+    outs = sizes[1:]
+    n_in = sizes[0]
+    return Workspace(
+        acts=tuple(np.zeros((batch_size, m), dtype) for m in outs),
+        deltas=tuple(np.zeros((batch_size, m), dtype) for m in outs),
+        grad_W=tuple(np.zeros((a, b), dtype) for a, b in zip(sizes[:-1], sizes[1:])),
+        grad_b=tuple(np.zeros(m, dtype) for m in outs),
+        xb=np.zeros((batch_size, n_in), dtype),
+        yb=np.zeros(batch_size, np.int64),
+        nz_idx=np.zeros((batch_size, n_in), np.int32),
+        nz_val=np.zeros((batch_size, n_in), dtype),
+        nz_cnt=np.zeros(batch_size, np.int32),
+        col_ptr=np.zeros(n_in + 1, np.int64),
+        col_row=np.zeros(batch_size * n_in, np.int32),
+        col_val=np.zeros(batch_size * n_in, dtype),
+    )
+
+
+def layer_activation(layer, n_layers, act):
+    return act if layer < n_layers - 1 else IDENTITY
+
+
+# ---- inference ---------------------------------------------------------------------------
+@njit(cache=True)
+def forward(x, Ws, bs, act, acts):
+    """acts[l][:n] <- output of layer l for the rows of x; acts[-1] holds the logits."""
+    n = x.shape[0]
+    n_layers = len(Ws)
+    dense_forward(x, Ws[0], bs[0], act if n_layers > 1 else IDENTITY, acts[0][:n])
+    for l in range(1, n_layers):
+        dense_forward(acts[l - 1][:n], Ws[l], bs[l], act if l < n_layers - 1 else IDENTITY,
+                      acts[l][:n])
+
+
+def forward_ref(x, Ws, bs, act, acts):
+    n = x.shape[0]
+    inp = x
+    for l in range(len(Ws)):
+        dense_forward_ref(inp, Ws[l], bs[l], layer_activation(l, len(Ws), act), acts[l][:n])
+        inp = acts[l][:n]
+
+
+# ---- training ----------------------------------------------------------------------------
+@njit(cache=True)
+def train_steps(X, y, order, batch_size, step_begin, step_end, Ws, bs, vWs, vbs,
+                acts, deltas, grad_W, grad_b, xb, yb, nz_idx, nz_val, nz_cnt,
+                col_ptr, col_row, col_val, act, lr, momentum, weight_decay, sparse_input):
+    """SGD-with-momentum steps over order[step*batch : (step+1)*batch] for each step.
+
+    Returns (sum over samples of the loss, number classified right, number of samples),
+    measured on each minibatch before its update.
+    """
+    n_layers = len(Ws)
+    last = n_layers - 1
+    n = order.shape[0]
+    loss_sum = 0.0
+    correct = 0
+    seen = 0
+    for step in range(step_begin, step_end):
+        start = step * batch_size
+        stop = min(start + batch_size, n)
+        nb = stop - start
+        rows = order[start:stop]
+        for i in range(nb):
+            yb[i] = y[rows[i]]
+
+        act0 = act if n_layers > 1 else IDENTITY
+        if sparse_input:
+            sparse_input_forward(X, rows, Ws[0], bs[0], act0, acts[0][:nb], nz_idx, nz_val, nz_cnt)
+        else:
+            gather_rows(X, rows, xb)
+            dense_forward(xb[:nb], Ws[0], bs[0], act0, acts[0][:nb])
+        for l in range(1, n_layers):
+            dense_forward(acts[l - 1][:nb], Ws[l], bs[l], act if l < last else IDENTITY,
+                          acts[l][:nb])
+
+        loss, c = softmax_cross_entropy(acts[last][:nb], yb[:nb], deltas[last][:nb])
+        loss_sum += loss * nb
+        correct += c
+        seen += nb
+
+        for l in range(last, 0, -1):
+            # δ of layer l-1 is computed from W[l] before W[l] is updated
+            dense_backward(acts[l - 1][:nb], Ws[l], deltas[l][:nb], act, grad_W[l], grad_b[l],
+                           deltas[l - 1][:nb])
+            momentum_update(Ws[l], vWs[l], grad_W[l], lr, momentum, weight_decay)
+            momentum_update(bs[l], vbs[l], grad_b[l], lr, momentum, weight_decay * 0)
+        if sparse_input:
+            sparse_input_backward_momentum(nz_idx, nz_val, nz_cnt, deltas[0][:nb], Ws[0], bs[0],
+                                           vWs[0], vbs[0], lr, momentum, weight_decay,
+                                           col_ptr, col_row, col_val)
+        else:
+            dense_backward(xb[:nb], Ws[0], deltas[0][:nb], IDENTITY, grad_W[0], grad_b[0],
+                           deltas[0][:0])
+            momentum_update(Ws[0], vWs[0], grad_W[0], lr, momentum, weight_decay)
+            momentum_update(bs[0], vbs[0], grad_b[0], lr, momentum, weight_decay * 0)
+    return loss_sum, correct, seen
+
+
+def train_steps_ref(X, y, order, batch_size, step_begin, step_end, Ws, bs, vWs, vbs,
+                    acts, deltas, grad_W, grad_b, xb, yb, nz_idx, nz_val, nz_cnt,
+                    col_ptr, col_row, col_val, act, lr, momentum, weight_decay, sparse_input):
+    n_layers = len(Ws)
+    last = n_layers - 1
+    loss_sum, correct, seen = 0.0, 0, 0
+    for step in range(step_begin, step_end):
+        rows = order[step * batch_size:(step + 1) * batch_size]
+        nb = rows.shape[0]
+        gather_rows_ref(X, rows, xb)
+        x = xb[:nb]
+        labels = y[rows]
+
+        inp = x
+        for l in range(n_layers):
+            dense_forward_ref(inp, Ws[l], bs[l], layer_activation(l, n_layers, act), acts[l][:nb])
+            inp = acts[l][:nb]
+
+        loss, c = softmax_cross_entropy_ref(acts[last][:nb], labels, deltas[last][:nb])
+        loss_sum += loss * nb
+        correct += c
+        seen += nb
+
+        for l in range(last, -1, -1):
+            layer_input = acts[l - 1][:nb] if l > 0 else x
+            delta_prev = deltas[l - 1][:nb] if l > 0 else deltas[0][:0]
+            dense_backward_ref(layer_input, Ws[l], deltas[l][:nb], act, grad_W[l], grad_b[l],
+                               delta_prev)
+            momentum_update_ref(Ws[l], vWs[l], grad_W[l], lr, momentum, weight_decay)
+            momentum_update_ref(bs[l], vbs[l], grad_b[l], lr, momentum, 0)
+    return loss_sum, correct, seen
