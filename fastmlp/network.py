@@ -3,17 +3,16 @@ import math
 import signal
 import sys
 import threading
-import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from . import kernels as K
 from ._version import __version__
 from .errors import ModelFormatError, TrainingDivergedError
 from .optimizers import SGD
 from .serialization import load_arrays, save_arrays
+from .training import Trainer
 from .validation import check_choice, check_features, check_int, check_labels
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -22,8 +21,6 @@ BACKENDS = {
     "numpy": {"train_steps": K.train_steps_ref, "forward": K.forward_ref,
               "softmax": K.KERNELS["softmax"].reference},
 }
-# Fraction of nonzero inputs under which the first layer skips zeros (measured in bench/).
-SPARSE_INPUT_DENSITY = 0.5
 EVAL_BATCH = 4096
 
 
@@ -199,13 +196,15 @@ class Network:
         return rng.permutation(n).astype(np.int64)
 
     def fit(self, X, y, epochs=10, batch_size=256, lr=0.1, momentum=0.9, weight_decay=0.0,
-            validation_data=None, shuffle=True, verbose=1, checkpoint=None, resume=None):
+            validation_data=None, shuffle=True, verbose=1, checkpoint=None, resume=None,
+            callbacks=()):
         """Train with minibatch SGD + momentum; returns a :class:`History`.
 
         ``epochs`` counts from the network's first epoch: a network resumed from a checkpoint
         after epoch 3 trains epochs 4..epochs. ``checkpoint`` is saved atomically at every
         epoch end (and on Ctrl-C); ``resume`` continues a checkpoint to the very weights an
         uninterrupted run would reach. Ctrl-C stops at a step boundary and returns.
+        Each of ``callbacks`` is called as ``callback(epoch, metrics)`` after every epoch.
         """
         X = check_features(X, self.n_features, self.dtype)
         y = check_labels(y, X.shape[0], self.n_classes)
@@ -222,79 +221,47 @@ class Network:
             Xv = check_features(validation_data[0], self.n_features, self.dtype, "X_val")
             yv = check_labels(validation_data[1], Xv.shape[0], self.n_classes, "y_val")
 
-        vW = [np.zeros_like(w) for w in self.weights]
-        vb = [np.zeros_like(b) for b in self.biases]
+        trainer = Trainer(self, X, y, batch_size, opt, shuffle,
+                          chunks_per_epoch=50 if verbose == 1 and sys.stderr.isatty() else 8)
         resume_state = {}
         if resume is not None:
-            resume_state = self._restore_checkpoint(resume, vW, vb, batch_size, shuffle)
+            resume_state = self._restore_checkpoint(resume, trainer.vW, trainer.vb, batch_size,
+                                                    shuffle)
         config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
                   "weight_decay": weight_decay, "shuffle": shuffle, "backend": self.backend}
         self.train_config = config
         history = self.history
         history.params = dict(config, samples=n)
         history.stopped = None
-
-        steps = -(-n // batch_size)
-        ws = K.make_workspace(self.sizes, batch_size, self.dtype)
-        Ws, bs, vWs, vbs = tuple(self.weights), tuple(self.biases), tuple(vW), tuple(vb)
-        saved = [np.empty_like(a) for a in Ws + bs + vWs + vbs]  # last finite state
-        live = Ws + bs + vWs + vbs
-        t = self.dtype.type
-        hyper = (self._act_code, t(opt.lr), t(opt.momentum), t(opt.weight_decay))
-        sparse = bool(self.backend == "numba" and
-                      np.count_nonzero(X) < SPARSE_INPUT_DENSITY * X.size)
-        train_steps = self._ops()["train_steps"]
         progress = verbose == 1 and sys.stderr.isatty()
-        chunk = max(1, -(-steps // (50 if progress else 8)))
 
         with _sigint_flag() as sigint:
             for epoch in range(self.epochs_done, epochs):
-                order = self.epoch_order(epoch, n, shuffle)
                 step = resume_state.pop("step", 0)
-                loss_sum, correct, seen, elapsed = resume_state.pop("partial", (0.0, 0, 0, 0.0))
-                bar = _progress_bar(steps, step, epoch, epochs) if progress else None
-                # The sparse first layer runs on Numba's threads; BLAS threads spinning beside
-                # them would starve both on a small machine, so BLAS gets one thread meanwhile.
-                blas_limit = threadpool_limits(1, user_api="blas") if sparse else nullcontext()
-                blas_limit.__enter__()
-                t0 = time.perf_counter()
-                while step < steps and not sigint["hit"]:
-                    for src, dst in zip(live, saved):
-                        np.copyto(dst, src)
-                    stop = min(step + chunk, steps)
-                    ls, c, s = train_steps(X, y, order, batch_size, step, stop, Ws, bs, vWs, vbs,
-                                           ws.acts, ws.deltas, ws.grad_W, ws.grad_b, ws.xb, ws.yb,
-                                           ws.nz_idx, ws.nz_val, ws.nz_cnt, ws.col_ptr,
-                                           ws.col_row, ws.col_val, *hyper, sparse)
-                    if not math.isfinite(ls):
-                        blas_limit.__exit__(None, None, None)
-                        for src, dst in zip(saved, live):
-                            np.copyto(dst, src)
-                        history.stopped = "diverged"
-                        if bar is not None:
-                            bar.close()
-                        raise TrainingDivergedError(
-                            f"the training loss became {ls / max(s, 1)} in epoch {epoch + 1}, "
-                            f"steps {step + 1}..{stop}; the network keeps the weights from "
-                            f"before step {step + 1}. Try a smaller lr (now {lr}) or another "
-                            f"init (now {self.init!r}).")
-                    loss_sum, correct, seen = loss_sum + ls, correct + c, seen + s
-                    step = stop
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", refresh=False)
-                        bar.update(stop - bar.n)
-                elapsed += time.perf_counter() - t0
-                blas_limit.__exit__(None, None, None)
+                totals = tuple(resume_state.pop("partial", (0.0, 0, 0, 0.0)))
+                bar = _progress_bar(trainer.steps, step, epoch, epochs) if progress else None
+                on_chunk = None
                 if bar is not None:
-                    bar.close()
-                if step < steps:  # Ctrl-C
+                    def on_chunk(done, loss, bar=bar):
+                        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                        bar.update(done - bar.n)
+                try:
+                    loss_sum, correct, seen, step, elapsed = trainer.run_epoch(
+                        epoch, step, totals, lambda: sigint["hit"], on_chunk)
+                except TrainingDivergedError:
+                    history.stopped = "diverged"
+                    raise
+                finally:
+                    if bar is not None:
+                        bar.close()
+                if step < trainer.steps:  # Ctrl-C
                     history.stopped = "interrupted"
                     if checkpoint is not None:
-                        self._save_checkpoint(checkpoint, vW, vb, epoch_step=step,
+                        self._save_checkpoint(checkpoint, trainer.vW, trainer.vb, epoch_step=step,
                                               partial=(loss_sum, correct, seen, elapsed))
                     if verbose:
-                        print(f"Interrupted in epoch {epoch + 1} after step {step}/{steps}: the "
-                              f"network holds the weights of that step."
+                        print(f"Interrupted in epoch {epoch + 1} after step {step}/"
+                              f"{trainer.steps}: the network holds the weights of that step."
                               + (f" Checkpoint: {checkpoint}" if checkpoint else ""), flush=True)
                     break
                 metrics = {"loss": loss_sum / seen, "accuracy": correct / seen,
@@ -307,7 +274,9 @@ class Network:
                 if verbose:
                     print(format_epoch_line(epoch + 1, epochs, metrics), flush=True)
                 if checkpoint is not None:
-                    self._save_checkpoint(checkpoint, vW, vb)
+                    self._save_checkpoint(checkpoint, trainer.vW, trainer.vb)
+                for callback in callbacks:
+                    callback(epoch + 1, metrics)
         return history
 
     # ---- files -------------------------------------------------------------------------------

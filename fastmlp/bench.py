@@ -1,0 +1,395 @@
+"""One training epoch of 784-H-10 on MNIST-shaped data, timed for fastmlp (Numba and NumPy
+backends), PyTorch and JAX when installed, and the machine's sgemm floor, in one run.
+
+Recipe for every runner: ReLU, softmax cross-entropy, SGD lr 0.1 momentum 0.9, float32, a fresh
+shuffle each epoch. Each runner gets one warm epoch, then timed epochs run interleaved (one
+epoch of each runner in turn) and the median is reported.
+"""
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import numpy as np
+
+LR, MOMENTUM = 0.1, 0.9
+
+
+# ---- data and the floor -------------------------------------------------------------------------
+def mnist_or_synthetic(data_dir=None, n=60000):
+    """Real MNIST when it is on disk (no download), else synthetic rows of MNIST's sparsity."""
+    from .datasets import load_mnist
+    from .errors import DataNotFoundError
+    try:
+        (X, y), test = load_mnist(data_dir, download=False)
+        source = "MNIST"
+    except DataNotFoundError:
+        rng = np.random.default_rng(0)
+        X = rng.random((n, 784), dtype=np.float32)
+        X[rng.random((n, 784)) > 0.19] = 0
+        y = rng.integers(0, 10, n)
+        test, source = None, "synthetic (MNIST not found)"
+    if n < X.shape[0]:
+        X, y = X[:n], y[:n]
+    return np.ascontiguousarray(X), y.astype(np.int64), test, source
+
+
+def epoch_flops(sizes, n):
+    """Dense FLOPs of one epoch: forward x@W, weight gradients xᵀδ, and δWᵀ for every layer
+    but the first (2 FLOPs per multiply-add)."""
+    macs = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
+    return 2 * n * (2 * sum(macs) + sum(macs[1:]))
+
+
+def sgemm_rate(seconds=1.0):
+    """The best float32 matmul rate in FLOP/s over a few square sizes, all BLAS threads."""
+    best = 0.0
+    for size in (512, 1024, 2048):
+        a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+        b = a.copy()
+        c = np.empty_like(a)
+        np.dot(a, b, out=c)
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 3:
+            np.dot(a, b, out=c)
+            reps += 1
+        best = max(best, 2 * size ** 3 * reps / (time.perf_counter() - t0))
+    return best
+
+
+# ---- runners -----------------------------------------------------------------------------------
+class FastmlpRunner:
+    def __init__(self, backend):
+        self.backend = backend
+        self.name = f"fastmlp-{backend}"
+
+    def available(self):
+        return True
+
+    def version(self):
+        from ._version import __version__
+        import numba
+        return f"fastmlp {__version__}, numba {numba.__version__}, numpy {np.__version__}"
+
+    def setup(self, X, y, hidden, batch):
+        from .network import Network
+        from .optimizers import SGD
+        from .training import Trainer
+        self.net = Network([X.shape[1], hidden, 10], seed=0, backend=self.backend)
+        self.trainer = Trainer(self.net, X, y, batch, SGD(LR, MOMENTUM), shuffle=True,
+                               chunks_per_epoch=1)
+
+    def epoch(self, e):
+        t0 = time.perf_counter()
+        self.trainer.run_epoch(e)
+        return time.perf_counter() - t0
+
+    def accuracy(self, X, y):
+        return self.net.evaluate(X, y)["accuracy"]
+
+
+class TorchRunner:
+    name = "torch"
+
+    def available(self):
+        try:
+            import torch  # noqa: F401
+            return True
+        except ImportError:
+            return False
+
+    def version(self):
+        import torch
+        return f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+    def setup(self, X, y, hidden, batch):
+        import torch
+        torch.manual_seed(0)
+        self.torch = torch
+        self.X, self.y = torch.from_numpy(X), torch.from_numpy(y)
+        self.model = torch.nn.Sequential(torch.nn.Linear(X.shape[1], hidden), torch.nn.ReLU(),
+                                         torch.nn.Linear(hidden, 10))
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
+        self.batch = batch
+
+    def epoch(self, e):
+        torch, model, opt, B = self.torch, self.model, self.opt, self.batch
+        t0 = time.perf_counter()
+        perm = torch.randperm(self.X.shape[0])
+        for s in range(0, self.X.shape[0], B):
+            idx = perm[s:s + B]
+            opt.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(model(self.X[idx]), self.y[idx])
+            loss.backward()
+            opt.step()
+        return time.perf_counter() - t0
+
+    def accuracy(self, X, y):
+        with self.torch.no_grad():
+            pred = self.model(self.torch.from_numpy(X)).argmax(1).numpy()
+        return float(np.mean(pred == y))
+
+
+class JaxRunner:
+    """``jit``: a jitted step called per minibatch; ``scan``: the whole epoch in one jitted
+    ``lax.scan`` over the minibatches (the ragged last batch by the jitted step)."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.name = f"jax-{mode}"
+
+    def available(self):
+        try:
+            import jax  # noqa: F401
+            return True
+        except ImportError:
+            return False
+
+    def version(self):
+        import jax
+        return f"jax {jax.__version__} ({jax.devices()[0].platform})"
+
+    def setup(self, X, y, hidden, batch):
+        import jax
+        import jax.numpy as jnp
+        self.jax = jax
+        key = jax.random.PRNGKey(0)
+        k1, k2 = jax.random.split(key)
+        d = X.shape[1]
+        self.params = {
+            "W1": jax.random.normal(k1, (d, hidden), jnp.float32) * np.sqrt(2 / d),
+            "b1": jnp.zeros(hidden, jnp.float32),
+            "W2": jax.random.normal(k2, (hidden, 10), jnp.float32) * np.sqrt(2 / hidden),
+            "b2": jnp.zeros(10, jnp.float32)}
+        self.vel = jax.tree_util.tree_map(jnp.zeros_like, self.params)
+        self.X, self.y = jnp.asarray(X), jnp.asarray(y.astype(np.int32))
+        self.batch, self.n = batch, X.shape[0]
+        self.rng = np.random.default_rng(0)
+
+        def loss_fn(p, xb, yb):
+            h = jax.nn.relu(xb @ p["W1"] + p["b1"])
+            logits = h @ p["W2"] + p["b2"]
+            return jnp.mean(jax.nn.logsumexp(logits, axis=1)
+                            - jnp.take_along_axis(logits, yb[:, None], axis=1)[:, 0])
+
+        def update(p, v, X, y, idx):
+            g = jax.grad(loss_fn)(p, X[idx], y[idx])
+            v = jax.tree_util.tree_map(lambda v, g: MOMENTUM * v + g, v, g)
+            p = jax.tree_util.tree_map(lambda p, v: p - LR * v, p, v)
+            return p, v
+
+        self.step = jax.jit(update, donate_argnums=(0, 1))
+
+        def epoch_scan(p, v, X, y, batches):
+            def body(carry, idx):
+                return update(*carry, X, y, idx), None
+            (p, v), _ = jax.lax.scan(body, (p, v), batches)
+            return p, v
+
+        self.scan = jax.jit(epoch_scan, donate_argnums=(0, 1))
+
+    def epoch(self, e):
+        B, n = self.batch, self.n
+        t0 = time.perf_counter()
+        perm = self.rng.permutation(n).astype(np.int32)
+        full = n // B * B
+        p, v = self.params, self.vel
+        if self.mode == "scan":
+            p, v = self.scan(p, v, self.X, self.y, perm[:full].reshape(-1, B))
+        else:
+            for s in range(0, full, B):
+                p, v = self.step(p, v, self.X, self.y, perm[s:s + B])
+        if full < n:
+            p, v = self.step(p, v, self.X, self.y, perm[full:])
+        self.jax.block_until_ready(p)
+        self.params, self.vel = p, v
+        return time.perf_counter() - t0
+
+    def accuracy(self, X, y):
+        p = self.params
+        h = np.maximum(np.asarray(X @ np.asarray(p["W1"]) + np.asarray(p["b1"])), 0)
+        return float(np.mean((h @ np.asarray(p["W2"]) + np.asarray(p["b2"])).argmax(1) == y))
+
+
+def all_runners():
+    return [FastmlpRunner("numba"), FastmlpRunner("numpy"), TorchRunner(), JaxRunner("jit"),
+            JaxRunner("scan")]
+
+
+def time_epochs(runners, X, y, hidden, batch, repeats):
+    """One warm epoch each, then ``repeats`` epochs interleaved; returns {name: [seconds]}."""
+    times = {}
+    for r in runners:
+        r.setup(X, y, hidden, batch)
+        r.epoch(0)
+        times[r.name] = []
+    for e in range(1, repeats + 1):
+        for r in runners:
+            times[r.name].append(r.epoch(e))
+    return times
+
+
+# ---- time to accuracy, memory, start-up -----------------------------------------------------------
+TTA_RECIPE = {"hidden": 300, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "init": "he"}
+
+
+def time_to_accuracy(X, y, Xt, yt, target=0.98, max_epochs=30, recipe=None):
+    """Training seconds (test evaluation not counted) until test accuracy first reaches target."""
+    from .network import Network
+    from .optimizers import SGD
+    from .training import Trainer
+    recipe = dict(TTA_RECIPE, **(recipe or {}))
+    net = Network([X.shape[1], recipe["hidden"], 10], init=recipe["init"], seed=0)
+    trainer = Trainer(net, X, y, recipe["batch_size"], SGD(recipe["lr"], recipe["momentum"]),
+                      chunks_per_epoch=1)
+    trainer.run_epoch(0, step=trainer.steps - 1)  # compile (or load the cache) untimed ...
+    net.__init__(net.sizes, init=recipe["init"], seed=0)  # ... then start from scratch
+    trainer = Trainer(net, X, y, recipe["batch_size"], SGD(recipe["lr"], recipe["momentum"]),
+                      chunks_per_epoch=1)
+    seconds, curve = 0.0, []
+    for epoch in range(max_epochs):
+        seconds += trainer.run_epoch(epoch)[4]
+        acc = net.evaluate(Xt, yt)["accuracy"]
+        curve.append((epoch + 1, round(seconds, 3), acc))
+        if acc >= target:
+            return {"recipe": recipe, "target": target, "seconds": seconds, "epochs": epoch + 1,
+                    "accuracy": acc, "curve": curve}
+    return {"recipe": recipe, "target": target, "seconds": None, "epochs": max_epochs,
+            "accuracy": curve[-1][2], "curve": curve}
+
+
+_FIT_SCRIPT = textwrap.dedent("""
+    import json, resource, sys, time
+    t0 = time.perf_counter()
+    from fastmlp import Network, load_mnist
+    (X, y), (Xt, yt) = load_mnist({data_dir!r}, download=False)
+    data_bytes = X.nbytes + Xt.nbytes
+    t1 = time.perf_counter()
+    net = Network([784, 300, 10], seed=0)
+    net.fit(X[:512], y[:512], epochs=1, batch_size=256, verbose=0)  # first step: JIT or cache
+    t2 = time.perf_counter()
+    {full_fit}
+    print(json.dumps({{"import_and_load": t1 - t0, "first_fit": t2 - t1, "data_bytes": data_bytes,
+                       "maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}}))
+""")
+
+
+def _child(data_dir, full_fit, env):
+    code = _FIT_SCRIPT.format(data_dir=data_dir, full_fit="net.fit(X, y, epochs=2, verbose=0)"
+                              if full_fit else "")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def memory_and_startup(data_dir):
+    """Peak RSS of a full MNIST fit, and the start-up cost with a cold and a warm JIT cache."""
+    from .datasets import locate
+    data_dir = str(locate("mnist", data_dir, download=False)["train-images-idx3-ubyte.gz"].parent)
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory() as cache:
+        env["NUMBA_CACHE_DIR"] = cache
+        cold = _child(data_dir, False, env)
+        warm = _child(data_dir, False, env)
+    fit = _child(data_dir, True, dict(os.environ))
+    budget = fit["data_bytes"] * 1.5 + 100e6
+    return {"peak_rss_mb": fit["maxrss"] / 1e6, "budget_mb": budget / 1e6,
+            "data_mb": fit["data_bytes"] / 1e6, "within_budget": fit["maxrss"] <= budget,
+            "first_fit_cold_cache_s": cold["first_fit"], "first_fit_warm_cache_s": warm["first_fit"],
+            "import_and_load_s": warm["import_and_load"]}
+
+
+# ---- the run -------------------------------------------------------------------------------------
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "system": platform.platform()}
+
+
+def run(batch_sizes=(10, 256), hidden=300, repeats=3, samples=60000, runner_names=None,
+        data_dir=None, tta=True, memory=True, log=print):
+    X, y, test, source = mnist_or_synthetic(data_dir, samples)
+    runners = [r for r in all_runners() if r.available()
+               and (not runner_names or r.name in runner_names)]
+    result = {"machine": machine(), "data": source, "samples": len(y), "hidden": hidden,
+              "recipe": f"ReLU, softmax cross-entropy, SGD lr {LR} momentum {MOMENTUM}, float32",
+              "versions": {r.name: r.version() for r in runners}, "batches": {}}
+    rate = sgemm_rate()
+    result["sgemm_gflops"] = rate / 1e9
+    flops = epoch_flops((X.shape[1], hidden, 10), len(y))
+    log(f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores; data: {source}, "
+        f"{len(y)} samples, 784-{hidden}-10")
+    log(f"sgemm: {rate / 1e9:.1f} GFLOP/s; epoch: {flops / 1e9:.1f} GFLOP; floor "
+        f"{flops / rate:.3f} s")
+    for batch in batch_sizes:
+        times = time_epochs(runners, X, y, hidden, batch, repeats)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        entry = {"floor_s": flops / rate, "median_s": med, "times_s": times}
+        result["batches"][batch] = entry
+        log("")
+        log(format_table(batch, med, flops / rate))
+    if tta and test is not None:
+        result["time_to_accuracy"] = time_to_accuracy(X, y, *test)
+        t = result["time_to_accuracy"]
+        log("")
+        log(f"time to {t['target']:.1%} test accuracy (fastmlp-numba, 784-{t['recipe']['hidden']}"
+            f"-10, batch {t['recipe']['batch_size']}, lr {t['recipe']['lr']}, momentum "
+            f"{t['recipe']['momentum']}, {t['recipe']['init']} init): "
+            + (f"{t['seconds']:.2f} s of training, {t['epochs']} epochs, {t['accuracy']:.4f}"
+               if t["seconds"] is not None else f"not reached in {t['epochs']} epochs"))
+    if memory and test is not None:
+        m = memory_and_startup(data_dir)
+        result["memory_and_startup"] = m
+        log(f"peak RSS of a 2-epoch MNIST fit: {m['peak_rss_mb']:.0f} MB (budget "
+            f"{m['budget_mb']:.0f} MB = data {m['data_mb']:.0f} MB x 1.5 + 100 MB); first fit in "
+            f"a new process: {m['first_fit_cold_cache_s']:.1f} s with a cold JIT cache, "
+            f"{m['first_fit_warm_cache_s']:.2f} s with a warm one")
+    return result
+
+
+def format_table(batch, medians, floor):
+    base = medians.get("fastmlp-numba")
+    lines = [f"batch {batch}: median seconds per epoch (floor {floor:.3f} s)",
+             f"{'runner':<16}{'seconds':>10}{'x floor':>10}{'fastmlp-numba is':>20}"]
+    for name, sec in medians.items():
+        speed = f"{sec / base:.2f}x faster" if base and name != "fastmlp-numba" else ""
+        lines.append(f"{name:<16}{sec:>10.3f}{sec / floor:>10.2f}{speed:>20}")
+    return "\n".join(lines)
+
+
+def add_arguments(p):
+    p.add_argument("--batch-sizes", default="10,256", help="comma-separated, e.g. 10,256")
+    p.add_argument("--hidden", type=int, default=300)
+    p.add_argument("--repeats", type=int, default=3, help="timed epochs per runner")
+    p.add_argument("--samples", type=int, default=60000)
+    p.add_argument("--runners", default=None,
+                   help="comma-separated subset of fastmlp-numba,fastmlp-numpy,torch,jax-jit,"
+                        "jax-scan (default: every one installed)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--quick", action="store_true",
+                   help="CI smoke: 6,000 samples, one timed epoch, no time-to-accuracy or memory")
+    p.add_argument("--json", default=None, help="write the full results here")
+
+
+def main(args):
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    if args.quick:
+        args.samples, args.repeats = min(args.samples, 6000), 1
+    result = run(batch_sizes, args.hidden, args.repeats, args.samples,
+                 args.runners.split(",") if args.runners else None, args.data_dir,
+                 tta=not args.quick, memory=not args.quick)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2, default=float)
+        print(f"\nwrote {args.json}")
+    return 0

@@ -1,0 +1,258 @@
+"""The ``fastmlp`` command: train, evaluate, predict, bench."""
+import argparse
+import csv
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from . import datasets
+from ._version import __version__
+from .errors import FastMLPError, TrainingDivergedError
+
+EXIT_INTERRUPTED = 130
+
+
+class CLIError(Exception):
+    """A problem with the command line itself; reported in one line."""
+
+
+def _hidden(text):
+    if text.strip() in ("", "none", "0"):
+        return []
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--hidden takes sizes like 300 or 512,256, got {text!r}")
+    if any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"--hidden sizes must be >= 1, got {text!r}")
+    return sizes
+
+
+def _data_args(p):
+    p.add_argument("--dataset", choices=sorted(datasets.LOADERS) + [datasets.FALLBACK],
+                   default=None, help="default: mnist, falling back to the bundled 8x8 digits "
+                                      "only when MNIST cannot be found or downloaded")
+    p.add_argument("--data-dir", default=None,
+                   help=f"folder with the IDX files (else ${datasets.ENV_VAR}, else the cache)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="fastmlp", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fastmlp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a network and report its test accuracy")
+    _data_args(t)
+    t.add_argument("--hidden", type=_hidden, default=[300], help="e.g. 300 or 512,256")
+    t.add_argument("--activation", default="relu", choices=["relu", "sigmoid", "tanh"])
+    t.add_argument("--init", default="he", choices=["he", "xavier", "normal", "large"])
+    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--batch-size", type=int, default=256)
+    t.add_argument("--lr", type=float, default=0.1)
+    t.add_argument("--momentum", type=float, default=0.9)
+    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--validation-size", type=int, default=0,
+                   help="carve a validation split from the training set; with 0 the per-epoch "
+                        "val_ columns are measured on the test set")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--backend", default="numba", choices=["numba", "numpy"])
+    t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    t.add_argument("--out", default="model.npz", help="where to save the trained model")
+    t.add_argument("--checkpoint", default=None, help="save a resumable checkpoint every epoch")
+    t.add_argument("--resume", default=None, help="continue from a checkpoint")
+    t.add_argument("--plot", default=None, help="learning curves image, e.g. curves.png")
+    t.add_argument("--log", default=None, help="per-epoch metrics, .csv or .jsonl")
+    t.add_argument("--quiet", action="store_true", help="no summary, no per-epoch lines")
+
+    e = sub.add_parser("evaluate", help="loss, accuracy, per-class report, confusion matrix")
+    e.add_argument("model")
+    _data_args(e)
+    e.add_argument("--plot-confusion", default=None, metavar="FILE")
+    e.add_argument("--plot-errors", default=None, metavar="FILE",
+                   help="a grid of misclassified test digits")
+    e.add_argument("--backend", default="numba", choices=["numba", "numpy"])
+
+    p = sub.add_parser("predict", help="classify digit images (PNG/JPG or .npy)")
+    p.add_argument("model")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--backend", default="numba", choices=["numba", "numpy"])
+
+    b = sub.add_parser("bench", help="time one epoch against the NumPy reference, PyTorch, JAX "
+                                     "and the sgemm floor")
+    from .bench import add_arguments
+    add_arguments(b)
+    return parser
+
+
+# ---- train ------------------------------------------------------------------------------------
+class _EpochLog:
+    """Writes one row per epoch as training goes, to .csv or .jsonl."""
+
+    COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_time")
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if self.path.suffix.lower() not in (".csv", ".jsonl"):
+            raise CLIError(f"--log must end in .csv or .jsonl, got {path}")
+        self.file = open(self.path, "w", newline="")
+        if self.path.suffix.lower() == ".csv":
+            self.writer = csv.DictWriter(self.file, fieldnames=self.COLUMNS)
+            self.writer.writeheader()
+        else:
+            self.writer = None
+
+    def __call__(self, epoch, metrics):
+        row = {"epoch": epoch, **{k: metrics.get(k) for k in self.COLUMNS[1:]}}
+        if self.writer:
+            self.writer.writerow(row)
+        else:
+            self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+
+    def close(self):
+        self.file.close()
+
+
+def _load_data(args, validation_size, dtype="float32"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        name, splits = datasets.load_dataset(args.dataset, args.data_dir,
+                                             validation_size=validation_size, dtype=dtype)
+    for w in caught:
+        print(f"WARNING: {w.message}", file=sys.stderr, flush=True)
+    return name, splits
+
+
+def cmd_train(args):
+    from .network import Network
+    if args.epochs < 0:
+        raise CLIError(f"--epochs must be >= 0, got {args.epochs}")
+    name, splits = _load_data(args, args.validation_size, args.dtype)
+    if len(splits) == 3:
+        (X, y), val, (Xt, yt) = splits
+        val_note = f"validation {len(val[1])} (carved from train)"
+    else:
+        (X, y), (Xt, yt) = splits
+        val = (Xt, yt)
+        val_note = "val_ columns measured on the test set"
+    n_classes = int(max(y.max(), yt.max())) + 1
+    sizes = [X.shape[1], *args.hidden, n_classes]
+    if args.resume:
+        net = Network.load(args.resume, backend=args.backend)
+        if net.sizes != tuple(sizes):
+            raise CLIError(f"--resume {args.resume}: the checkpoint is a {list(net.sizes)} "
+                           f"network; --hidden asks for {sizes}")
+    else:
+        net = Network(sizes, activation=args.activation, init=args.init, dtype=args.dtype,
+                      backend=args.backend, seed=args.seed)
+    if not args.quiet:
+        print(f"Data: {name}: train {len(y)}, test {len(yt)}, {val_note}")
+        net.summary()
+    log = _EpochLog(args.log) if args.log else None
+    try:
+        history = net.fit(X, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          momentum=args.momentum, weight_decay=args.weight_decay,
+                          validation_data=val, verbose=0 if args.quiet else 1,
+                          checkpoint=args.checkpoint, resume=args.resume,
+                          callbacks=[log] if log else ())
+    except TrainingDivergedError as exc:
+        raise CLIError(f"training diverged: {exc}") from None
+    finally:
+        if log:
+            log.close()
+    net.train_config["dataset"] = name
+    test = net.evaluate(Xt, yt)
+    print(f"Test loss: {test['loss']:.4f} - test accuracy: {test['accuracy']:.4f}", flush=True)
+    if args.out:
+        net.save(args.out)
+        print(f"Saved model to {args.out}")
+    if args.plot:
+        from .plotting import plot_history
+        plot_history(history, args.plot, title=f"{name} {sizes}")
+        print(f"Saved learning curves to {args.plot}")
+    if history.stopped == "interrupted":
+        return EXIT_INTERRUPTED
+    return 0
+
+
+# ---- evaluate ---------------------------------------------------------------------------------
+def cmd_evaluate(args):
+    from .metrics import classification_report, confusion_matrix, format_confusion, format_report
+    from .network import Network
+    net = Network.load(args.model, backend=args.backend)
+    if args.dataset is None:
+        args.dataset = net.train_config.get("dataset")
+    name, splits = _load_data(args, 0, net.dtype.name)
+    Xt, yt = splits[-1]
+    if Xt.shape[1] != net.n_features:
+        raise CLIError(f"{args.model} takes {net.n_features} inputs but {name} has "
+                       f"{Xt.shape[1]} features per sample")
+    result = net.evaluate(Xt, yt)
+    pred = net.predict(Xt)
+    cm = confusion_matrix(yt, pred, net.n_classes)
+    print(f"Model: {args.model} {list(net.sizes)} - test set: {name}, {len(yt)} samples")
+    print(f"Test loss: {result['loss']:.4f} - test accuracy: {result['accuracy']:.4f}\n")
+    print(format_report(classification_report(yt, pred, net.n_classes)))
+    print("\nConfusion matrix:")
+    print(format_confusion(cm))
+    if args.plot_confusion:
+        from .plotting import plot_confusion
+        plot_confusion(cm, args.plot_confusion)
+        print(f"\nSaved confusion matrix to {args.plot_confusion}")
+    if args.plot_errors:
+        from .plotting import plot_errors
+        plot_errors(Xt, yt, pred, args.plot_errors)
+        print(f"Saved {int(np.count_nonzero(pred != yt))} errors (up to 36 shown) to "
+              f"{args.plot_errors}")
+    return 0
+
+
+# ---- predict ----------------------------------------------------------------------------------
+def cmd_predict(args):
+    from .images import prepare
+    from .network import Network
+    net = Network.load(args.model, backend=args.backend)
+    if args.top_k < 1:
+        raise CLIError(f"--top-k must be >= 1, got {args.top_k}")
+    k = min(args.top_k, net.n_classes)
+    inputs = np.stack([prepare(path, net.n_features) for path in args.images])
+    proba = net.predict_proba(inputs.astype(net.dtype))
+    for path, p in zip(args.images, proba):
+        top = np.argsort(-p, kind="stable")[:k]
+        ranked = ", ".join(f"{c} ({p[c]:.4f})" for c in top)
+        print(f"{path}: {top[0]}   top-{k}: {ranked}")
+    return 0
+
+
+def cmd_bench(args):
+    from .bench import main as bench_main
+    return bench_main(args)
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+            "bench": cmd_bench}
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (CLIError, FastMLPError, ValueError, TypeError, OSError) as exc:
+        if os.environ.get("FASTMLP_DEBUG"):
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"fastmlp {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fastmlp {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

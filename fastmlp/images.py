@@ -1,0 +1,87 @@
+"""Turning a picture of a digit into a network input, the way MNIST itself was made:
+grayscale, dark background, crop to the digit, fit into 20x20 keeping the aspect ratio,
+then place it in 28x28 so that its centre of mass is at the centre.
+"""
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataFormatError
+
+
+def load_image(path):
+    """A 2-D float array in [0, 1] from a PNG/JPG/... (Pillow) or a .npy file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image file")
+    if path.suffix.lower() == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise DataFormatError(f"{path}: not a readable .npy array ({exc})") from None
+        if arr.dtype.kind not in "biuf":
+            raise DataFormatError(f"{path}: expected a numeric array, got dtype {arr.dtype}")
+        if arr.ndim == 1:
+            side = int(round(np.sqrt(arr.size)))
+            if side * side != arr.size:
+                raise DataFormatError(f"{path}: a 1-D array of {arr.size} values is not a square "
+                                      f"image")
+            arr = arr.reshape(side, side)
+        if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+            arr = arr[..., :3].mean(axis=-1)
+        if arr.ndim != 2 or arr.size == 0:
+            raise DataFormatError(f"{path}: expected a 2-D image, got shape {arr.shape}")
+        arr = arr.astype(np.float64)
+        if not np.isfinite(arr).all():
+            raise DataFormatError(f"{path}: contains NaN or infinite values")
+        if arr.max() > 1:
+            arr = arr / 255.0
+        return np.clip(arr, 0, 1)
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            im.load()
+            gray = im.convert("L")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataFormatError(f"{path}: not a readable image ({exc})") from None
+    return np.asarray(gray, dtype=np.float64) / 255.0
+
+
+def mnist_style(image, side=28, box=20, threshold=0.1):
+    """The MNIST preprocessing of a 2-D image in [0, 1]; returns a (side*side,) vector."""
+    from PIL import Image
+    img = np.asarray(image, dtype=np.float64)
+    background = float(np.median(np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])))
+    if background > 0.5:  # dark digit on a light background: make it light on dark
+        img, background = 1.0 - img, 1.0 - background
+    img = np.clip(img - background, 0, None)
+    if img.max() <= 0:
+        raise ValueError("the image is blank: no digit found")
+    img = img / img.max()
+    rows = np.flatnonzero((img > threshold).any(axis=1))
+    cols = np.flatnonzero((img > threshold).any(axis=0))
+    img = img[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    h, w = img.shape
+    scale = box / max(h, w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    resized = Image.fromarray((img * 255).astype(np.uint8)).resize((new_w, new_h),
+                                                                     Image.Resampling.LANCZOS)
+    digit = np.asarray(resized, dtype=np.float64) / 255.0
+    canvas = np.zeros((side, side))
+    total = digit.sum()
+    cy = (digit.sum(axis=1) @ np.arange(new_h)) / total
+    cx = (digit.sum(axis=0) @ np.arange(new_w)) / total
+    top = int(round((side - 1) / 2 - cy))
+    left = int(round((side - 1) / 2 - cx))
+    top = min(max(top, 0), side - new_h)
+    left = min(max(left, 0), side - new_w)
+    canvas[top:top + new_h, left:left + new_w] = digit
+    return canvas.reshape(-1)
+
+
+def prepare(path, n_features):
+    """Read an image file and make it a network input of n_features values."""
+    side = int(round(np.sqrt(n_features)))
+    if side * side != n_features:
+        raise ValueError(f"the model takes {n_features} inputs, not a square image")
+    return mnist_style(load_image(path), side=side, box=max(1, round(side * 20 / 28)))

@@ -1,0 +1,87 @@
+"""Every registered Numba kernel against its NumPy twin, on the same random inputs."""
+import numpy as np
+import pytest
+
+from fastmlp.kernels import KERNELS, Case, copy_args
+from fastmlp.kernels.activations import ACTIVATION_CODES
+
+SHAPES = [(1, 5, 3), (7, 20, 13), (64, 100, 32), (33, 784, 300)]
+ACTS = sorted(ACTIVATION_CODES.values())
+TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
+
+
+def assert_same(fast, ref, dtype, what):
+    if isinstance(fast, tuple):
+        assert len(fast) == len(ref), what
+        for i, (a, b) in enumerate(zip(fast, ref)):
+            assert_same(a, b, dtype, f"{what}[{i}]")
+        return
+    if isinstance(fast, np.ndarray):
+        assert fast.shape == ref.shape, what
+        tol = TOL[dtype]
+        scale = max(1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0
+        np.testing.assert_allclose(fast, ref, rtol=tol["rtol"], atol=tol["atol"] * scale,
+                                   err_msg=what)
+    else:
+        np.testing.assert_allclose(np.asarray(fast, dtype=float), np.asarray(ref, dtype=float),
+                                   rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"], err_msg=what)
+
+
+def run_pair(pair, case, seed=0):
+    args = pair.make_case(np.random.default_rng(seed), case)
+    fast_args, ref_args = copy_args(args), copy_args(args)
+    fast_ret = pair.fast(*fast_args)
+    ref_ret = pair.reference(*ref_args)
+    return args, fast_args, ref_args, fast_ret, ref_ret
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("name", sorted(KERNELS))
+def test_kernel_matches_twin(name, shape, dtype):
+    pair = KERNELS[name]
+    for act in ACTS:
+        for sparse_input in (True, False):
+            case = Case(*shape, dtype=dtype, act=act, sparse_input=sparse_input)
+            args, fast_args, ref_args, fast_ret, ref_ret = run_pair(pair, case)
+            for i in pair.outputs:
+                what = f"{name} {case}: argument {i}"
+                assert_same(fast_args[i], ref_args[i], dtype, what)
+            if pair.compares_return:
+                assert_same(fast_ret, ref_ret, dtype, f"{name} {case}: return value")
+            if act == ACTIVATION_CODES["identity"] and name in ("activate", "derivative_mul"):
+                continue  # a no-op by definition
+            assert any(not np.array_equal(np.asarray(a), np.asarray(b)) if not isinstance(a, tuple)
+                       else any(not np.array_equal(x, z) for x, z in zip(a, b))
+                       for a, b in ((args[i], fast_args[i]) for i in pair.outputs)), \
+                f"{name} wrote none of its outputs"
+
+
+def test_harness_detects_a_wrong_twin():
+    pair = KERNELS["dense_forward"]
+    case = Case(4, 6, 5, np.float64)
+    args, fast_args, ref_args, _, _ = run_pair(pair, case)
+    ref_args[4][0, 0] += 1e-6
+    with pytest.raises(AssertionError):
+        assert_same(fast_args[4], ref_args[4], np.float64, "out")
+
+
+def test_every_kernel_has_a_distinct_twin():
+    for name, pair in KERNELS.items():
+        assert pair.fast is not pair.reference, name
+        assert hasattr(pair.fast, "py_func"), f"{name}: the fast side is not a Numba function"
+        assert not hasattr(pair.reference, "py_func"), f"{name}: the twin must be plain NumPy"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_cross_entropy_is_stable_for_huge_logits(dtype):
+    for name in ("fast", "reference"):
+        fn = getattr(KERNELS["softmax_cross_entropy"], name)
+        logits = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4], [5e3, 5e3, -1e4]], dtype)
+        labels = np.array([0, 0, 1])
+        d = np.zeros_like(logits)
+        loss, correct = fn(logits, labels, d)
+        assert np.isfinite(loss) and np.isfinite(d).all(), name
+        # sample 0 right (loss 0), sample 1 wrong by 2e4, sample 2 a tie: log 2
+        np.testing.assert_allclose(loss, (0 + 2e4 + np.log(2)) / 3, rtol=1e-6)
+        np.testing.assert_allclose(d.sum(axis=1), 0, atol=1e-6)
