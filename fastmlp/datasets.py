@@ -188,10 +188,17 @@ def _download(name, searched):
                     progressbar=sys.stderr.isatty()))
                 break
             except Exception as exc:  # network errors, HTTP errors, checksum mismatch
-                errors.append(f"{mirror}{filename}: {exc}")
+                errors.append(f"{mirror}{filename}: {_short_reason(exc)}")
         else:
             raise DataNotFoundError(_not_found_message(name, searched, "; ".join(errors)))
     return paths
+
+
+def _short_reason(exc):
+    if isinstance(exc, ValueError):  # pooch: the checksum did not match
+        return " ".join(str(exc).split())[:300]
+    reason = str(exc).split("(Caused by")[0].strip()
+    return f"{type(exc).__name__}: {reason[:120]}"
 
 
 def mirrors(name):

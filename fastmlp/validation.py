@@ -21,9 +21,11 @@ def check_features(X, n_features, dtype, name="X"):
     if X.shape[0] == 0:
         raise ValueError(f"{name} is empty: shape {X.shape}")
     X = np.ascontiguousarray(X, dtype=dtype)
-    if not np.isfinite(X).all():
-        bad = int(np.count_nonzero(~np.isfinite(X)))
-        raise ValueError(f"{name} contains {bad} NaN or infinite values")
+    for start in range(0, X.shape[0], 4096):  # in blocks: no temporary the size of X
+        block = X[start:start + 4096]
+        if not np.isfinite(block).all():
+            row = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
+            raise ValueError(f"{name} contains NaN or infinite values (first in row {row})")
     return X
 
 

@@ -11,15 +11,14 @@ followed by softmax cross-entropy.
 from collections import namedtuple
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .activations import IDENTITY
 from .data import gather_rows, gather_rows_ref
 from .dense import dense_backward, dense_backward_ref, dense_forward, dense_forward_ref
 from .loss import softmax_cross_entropy, softmax_cross_entropy_ref
 from .optim import momentum_update, momentum_update_ref
-from .sparse_input import (sparse_input_backward_momentum, sparse_input_backward_momentum_ref,
-                           sparse_input_forward, sparse_input_forward_ref)
+from .sparse_input import bias_update, columns_of, forward_row, update_row
 
 Workspace = namedtuple(
     "Workspace",
@@ -72,7 +71,7 @@ def forward_ref(x, Ws, bs, act, acts):
 
 
 # ---- training ----------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, parallel=True)  # its own prange loops: see the note in sparse_input.py
 def train_steps(X, y, order, batch_size, step_begin, step_end, Ws, bs, vWs, vbs,
                 acts, deltas, grad_W, grad_b, xb, yb, nz_idx, nz_val, nz_cnt,
                 col_ptr, col_row, col_val, act, lr, momentum, weight_decay, sparse_input):
@@ -97,7 +96,9 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, Ws, bs, vWs, vbs,
 
         act0 = act if n_layers > 1 else IDENTITY
         if sparse_input:
-            sparse_input_forward(X, rows, Ws[0], bs[0], act0, acts[0][:nb], nz_idx, nz_val, nz_cnt)
+            W0, b0, a0 = Ws[0], bs[0], acts[0]
+            for i in prange(nb):
+                nz_cnt[i] = forward_row(X[rows[i]], W0, b0, act0, a0[i], nz_idx[i], nz_val[i])
         else:
             gather_rows(X, rows, xb)
             dense_forward(xb[:nb], Ws[0], bs[0], act0, acts[0][:nb])
@@ -117,9 +118,11 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, Ws, bs, vWs, vbs,
             momentum_update(Ws[l], vWs[l], grad_W[l], lr, momentum, weight_decay)
             momentum_update(bs[l], vbs[l], grad_b[l], lr, momentum, weight_decay * 0)
         if sparse_input:
-            sparse_input_backward_momentum(nz_idx, nz_val, nz_cnt, deltas[0][:nb], Ws[0], bs[0],
-                                           vWs[0], vbs[0], lr, momentum, weight_decay,
-                                           col_ptr, col_row, col_val)
+            W0, vW0, d0 = Ws[0], vWs[0], deltas[0][:nb]
+            columns_of(nz_idx, nz_val, nz_cnt, nb, W0.shape[0], col_ptr, col_row, col_val)
+            for j in prange(W0.shape[0]):
+                update_row(j, W0, vW0, d0, col_ptr, col_row, col_val, lr, momentum, weight_decay)
+            bias_update(bs[0], vbs[0], d0, lr, momentum)
         else:
             dense_backward(xb[:nb], Ws[0], deltas[0][:nb], IDENTITY, grad_W[0], grad_b[0],
                            deltas[0][:0])

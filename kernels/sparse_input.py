@@ -12,37 +12,45 @@ from .activations import IDENTITY, activate_ref, _act_scalar
 from .optim import momentum_update_ref
 
 
+@njit(cache=True)
+def forward_row(x, W, b, act, o, nz_idx, nz_val):
+    """o <- f(x @ W + b) for one input row x, skipping its zeros; returns how many nonzeros
+    it recorded in nz_idx / nz_val."""
+    n_in, n_out = W.shape
+    nnz = 0
+    for j in range(n_in):
+        if x[j] != 0:
+            nz_idx[nnz] = j
+            nz_val[nnz] = x[j]
+            nnz += 1
+    for h in range(n_out):
+        o[h] = b[h]
+    k = 0
+    while k + 4 <= nnz:  # four input rows per pass: fewer loads and stores of o
+        j0, j1, j2, j3 = nz_idx[k], nz_idx[k + 1], nz_idx[k + 2], nz_idx[k + 3]
+        v0, v1, v2, v3 = nz_val[k], nz_val[k + 1], nz_val[k + 2], nz_val[k + 3]
+        for h in range(n_out):
+            o[h] += v0 * W[j0, h] + v1 * W[j1, h] + v2 * W[j2, h] + v3 * W[j3, h]
+        k += 4
+    while k < nnz:
+        j0 = nz_idx[k]
+        v0 = nz_val[k]
+        for h in range(n_out):
+            o[h] += v0 * W[j0, h]
+        k += 1
+    if act != IDENTITY:
+        for h in range(n_out):
+            o[h] = _act_scalar(o[h], act)
+    return nnz
+
+
+# Numba can segfault when a cached function calls a parallel one and is loaded from the cache
+# (numba issues 8578, 4807): so every prange loop lives in the top-level kernel that is called
+# from Python, here and in mlp.train_steps, and the helpers they call are serial.
 @njit(cache=True, parallel=True)
 def sparse_input_forward(X, rows, W, b, act, out, nz_idx, nz_val, nz_cnt):
-    n_in, n_out = W.shape
     for i in prange(rows.shape[0]):
-        x = X[rows[i]]
-        nnz = 0
-        for j in range(n_in):
-            if x[j] != 0:
-                nz_idx[i, nnz] = j
-                nz_val[i, nnz] = x[j]
-                nnz += 1
-        nz_cnt[i] = nnz
-        o = out[i]
-        for h in range(n_out):
-            o[h] = b[h]
-        k = 0
-        while k + 4 <= nnz:  # four input rows per pass: fewer loads and stores of o
-            j0, j1, j2, j3 = nz_idx[i, k], nz_idx[i, k + 1], nz_idx[i, k + 2], nz_idx[i, k + 3]
-            v0, v1, v2, v3 = nz_val[i, k], nz_val[i, k + 1], nz_val[i, k + 2], nz_val[i, k + 3]
-            for h in range(n_out):
-                o[h] += v0 * W[j0, h] + v1 * W[j1, h] + v2 * W[j2, h] + v3 * W[j3, h]
-            k += 4
-        while k < nnz:
-            j0 = nz_idx[i, k]
-            v0 = nz_val[i, k]
-            for h in range(n_out):
-                o[h] += v0 * W[j0, h]
-            k += 1
-        if act != IDENTITY:
-            for h in range(n_out):
-                o[h] = _act_scalar(o[h], act)
+        nz_cnt[i] = forward_row(X[rows[i]], W, b, act, out[i], nz_idx[i], nz_val[i])
 
 
 def sparse_input_forward_ref(X, rows, W, b, act, out, nz_idx, nz_val, nz_cnt):
@@ -59,7 +67,7 @@ def sparse_input_forward_ref(X, rows, W, b, act, out, nz_idx, nz_val, nz_cnt):
 
 
 @njit(cache=True)
-def _columns_of(nz_idx, nz_val, nz_cnt, n, n_in, col_ptr, col_row, col_val):
+def columns_of(nz_idx, nz_val, nz_cnt, n, n_in, col_ptr, col_row, col_val):
     """Transpose the per-row nonzero lists into per-input-column lists (counting sort)."""
     for j in range(n_in + 1):
         col_ptr[j] = 0
@@ -81,37 +89,48 @@ def _columns_of(nz_idx, nz_val, nz_cnt, n, n_in, col_ptr, col_row, col_val):
     col_ptr[0] = 0
 
 
-@njit(cache=True, parallel=True)
-def _fused_rows_update(W, vW, delta, col_ptr, col_row, col_val, lr, momentum, weight_decay):
-    n_in, n_out = W.shape
-    for j in prange(n_in):
-        w = W[j]
-        v = vW[j]
-        if weight_decay == 0:
-            for h in range(n_out):
-                v[h] *= momentum
-        else:
-            for h in range(n_out):
-                v[h] = momentum * v[h] + weight_decay * w[h]
-        p = col_ptr[j]
-        end = col_ptr[j + 1]
-        while p + 4 <= end:
-            r0, r1, r2, r3 = col_row[p], col_row[p + 1], col_row[p + 2], col_row[p + 3]
-            c0, c1, c2, c3 = col_val[p], col_val[p + 1], col_val[p + 2], col_val[p + 3]
-            for h in range(n_out):
-                v[h] += c0 * delta[r0, h] + c1 * delta[r1, h] + c2 * delta[r2, h] + c3 * delta[r3, h]
-            p += 4
-        while p < end:
-            r0 = col_row[p]
-            c0 = col_val[p]
-            for h in range(n_out):
-                v[h] += c0 * delta[r0, h]
-            p += 1
+@njit(cache=True)
+def update_row(j, W, vW, delta, col_ptr, col_row, col_val, lr, momentum, weight_decay):
+    """v[j] <- μ v[j] + λ w[j] + Σ x[i, j] δ[i] over column j's nonzeros;  w[j] -= α v[j]."""
+    n_out = W.shape[1]
+    w = W[j]
+    v = vW[j]
+    if weight_decay == 0:
         for h in range(n_out):
-            w[h] -= lr * v[h]
+            v[h] *= momentum
+    else:
+        for h in range(n_out):
+            v[h] = momentum * v[h] + weight_decay * w[h]
+    p = col_ptr[j]
+    end = col_ptr[j + 1]
+    while p + 4 <= end:
+        r0, r1, r2, r3 = col_row[p], col_row[p + 1], col_row[p + 2], col_row[p + 3]
+        c0, c1, c2, c3 = col_val[p], col_val[p + 1], col_val[p + 2], col_val[p + 3]
+        for h in range(n_out):
+            v[h] += c0 * delta[r0, h] + c1 * delta[r1, h] + c2 * delta[r2, h] + c3 * delta[r3, h]
+        p += 4
+    while p < end:
+        r0 = col_row[p]
+        c0 = col_val[p]
+        for h in range(n_out):
+            v[h] += c0 * delta[r0, h]
+        p += 1
+    for h in range(n_out):
+        w[h] -= lr * v[h]
 
 
 @njit(cache=True)
+def bias_update(b, vb, delta, lr, momentum):
+    n = delta.shape[0]
+    for h in range(b.shape[0]):
+        g = delta[0, h] * 0
+        for i in range(n):
+            g += delta[i, h]
+        vb[h] = momentum * vb[h] + g
+        b[h] -= lr * vb[h]
+
+
+@njit(cache=True, parallel=True)
 def sparse_input_backward_momentum(nz_idx, nz_val, nz_cnt, delta, W, b, vW, vb,
                                    lr, momentum, weight_decay, col_ptr, col_row, col_val):
     """Gradient of the first layer fused into its momentum update (λ not on the bias).
@@ -119,16 +138,11 @@ def sparse_input_backward_momentum(nz_idx, nz_val, nz_cnt, delta, W, b, vW, vb,
     delta (n, d_out) is the gradient at the layer's pre-activation; col_ptr (d_in + 1,),
     col_row and col_val (n * d_in,) are scratch.
     """
-    n = delta.shape[0]
     n_in = W.shape[0]
-    _columns_of(nz_idx, nz_val, nz_cnt, n, n_in, col_ptr, col_row, col_val)
-    _fused_rows_update(W, vW, delta, col_ptr, col_row, col_val, lr, momentum, weight_decay)
-    for h in range(b.shape[0]):
-        g = delta[0, h] * 0
-        for i in range(n):
-            g += delta[i, h]
-        vb[h] = momentum * vb[h] + g
-        b[h] -= lr * vb[h]
+    columns_of(nz_idx, nz_val, nz_cnt, delta.shape[0], n_in, col_ptr, col_row, col_val)
+    for j in prange(n_in):
+        update_row(j, W, vW, delta, col_ptr, col_row, col_val, lr, momentum, weight_decay)
+    bias_update(b, vb, delta, lr, momentum)
 
 
 def sparse_input_backward_momentum_ref(nz_idx, nz_val, nz_cnt, delta, W, b, vW, vb,

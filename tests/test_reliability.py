@@ -1,0 +1,430 @@
+"""Bad input, corrupt files, divergence and interruption: clear errors, nothing lost."""
+import gzip
+import io
+import json
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import zipfile
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastmlp import Network, kernels as K, read_idx
+from fastmlp.errors import DataFormatError, ModelFormatError, TrainingDivergedError
+from fastmlp.serialization import FORMAT_VERSION, META_KEY
+
+# ---- input validation --------------------------------------------------------------------------
+GOOD_X = np.random.default_rng(0).random((50, 8))
+GOOD_Y = np.arange(50) % 3
+
+
+@pytest.mark.parametrize("kwargs,error,message", [
+    (dict(sizes=[8]), ValueError, "sizes must list at least two"),
+    (dict(sizes="8,3"), ValueError, "sizes must list"),
+    (dict(sizes=[8, 0, 3]), ValueError, r"sizes\[1\] must be >= 1"),
+    (dict(sizes=[8, -4, 3]), ValueError, r"sizes\[1\] must be >= 1"),
+    (dict(sizes=[8, 2.5, 3]), TypeError, r"sizes\[1\] must be an integer"),
+    (dict(activation="softplus"), ValueError, "activation must be one of"),
+    (dict(init="zeros"), ValueError, "init must be one of"),
+    (dict(backend="cuda"), ValueError, "backend must be one of"),
+    (dict(dtype="float16"), ValueError, "dtype must be one of"),
+    (dict(seed=-1), ValueError, "seed must be >= 0"),
+    (dict(seed="x"), TypeError, "seed must be an integer"),
+])
+def test_network_arguments_are_checked(kwargs, error, message):
+    args = dict(sizes=[8, 4, 3])
+    args.update(kwargs)
+    with pytest.raises(error, match=message):
+        Network(args.pop("sizes"), **args)
+
+
+X_NAN = GOOD_X.copy()
+X_NAN[3, 2] = np.nan
+X_INF = GOOD_X.copy()
+X_INF[7, 0] = np.inf
+
+
+@pytest.mark.parametrize("X,y,kwargs,error,message", [
+    (GOOD_X[0], GOOD_Y, {}, ValueError, "X must be 2-D"),
+    (GOOD_X[:, :5], GOOD_Y, {}, ValueError, "X has 5 features per sample but .* has 8"),
+    (GOOD_X.astype(object), GOOD_Y, {}, TypeError, "X must be a numeric array"),
+    (np.full((50, 8), "a"), GOOD_Y, {}, TypeError, "X must be a numeric array"),
+    (X_NAN, GOOD_Y, {}, ValueError, r"X contains NaN or infinite values \(first in row 3\)"),
+    (X_INF, GOOD_Y, {}, ValueError, r"X contains NaN or infinite values \(first in row 7\)"),
+    (GOOD_X[:0], GOOD_Y[:0], {}, ValueError, "X is empty"),
+    (GOOD_X, GOOD_Y + 0.5, {}, ValueError, "y must hold integer class labels"),
+    (GOOD_X, GOOD_Y + 1, {}, ValueError, r"y labels must be in \[0, 3\)"),
+    (GOOD_X, GOOD_Y - 1, {}, ValueError, r"y labels must be in \[0, 3\)"),
+    (GOOD_X, GOOD_Y[:40], {}, ValueError, "y has 40 labels for 50 samples"),
+    (GOOD_X, GOOD_Y[:, None], {}, ValueError, "y must be 1-D"),
+    (GOOD_X, GOOD_Y.astype(str), {}, TypeError, "y must hold integer class labels"),
+    (GOOD_X, GOOD_Y, dict(batch_size=0), ValueError, r"batch_size must be in \[1, 50\]"),
+    (GOOD_X, GOOD_Y, dict(batch_size=51), ValueError, r"batch_size must be in \[1, 50\]"),
+    (GOOD_X, GOOD_Y, dict(batch_size=2.5), TypeError, "batch_size must be an integer"),
+    (GOOD_X, GOOD_Y, dict(lr=0), ValueError, "lr must be > 0"),
+    (GOOD_X, GOOD_Y, dict(lr=-0.1), ValueError, "lr must be > 0"),
+    (GOOD_X, GOOD_Y, dict(lr=float("nan")), ValueError, "lr must be finite"),
+    (GOOD_X, GOOD_Y, dict(lr=float("inf")), ValueError, "lr must be finite"),
+    (GOOD_X, GOOD_Y, dict(lr="0.1"), TypeError, "lr must be a real number"),
+    (GOOD_X, GOOD_Y, dict(momentum=1.0), ValueError, r"momentum must be in \[0, 1\)"),
+    (GOOD_X, GOOD_Y, dict(momentum=-0.1), ValueError, r"momentum must be in \[0, 1\)"),
+    (GOOD_X, GOOD_Y, dict(weight_decay=-1e-4), ValueError, "weight_decay must be >= 0"),
+    (GOOD_X, GOOD_Y, dict(epochs=-1), ValueError, "epochs must be >= 0"),
+    (GOOD_X, GOOD_Y, dict(verbose=5), ValueError, "verbose must be in"),
+    (GOOD_X, GOOD_Y, dict(shuffle="yes"), TypeError, "shuffle must be True or False"),
+    (GOOD_X, GOOD_Y, dict(validation_data=GOOD_X), ValueError, "validation_data must be a pair"),
+    (GOOD_X, GOOD_Y, dict(validation_data=(GOOD_X[:, :3], GOOD_Y)), ValueError, "X_val has 3"),
+    (GOOD_X, GOOD_Y, dict(validation_data=(GOOD_X, GOOD_Y + 5)), ValueError, "y_val labels"),
+])
+def test_fit_arguments_are_checked(X, y, kwargs, error, message):
+    net = Network([8, 4, 3], seed=0)
+    before = [w.copy() for w in net.weights]
+    with pytest.raises(error, match=message):
+        net.fit(X, y, **{"verbose": 0, "batch_size": 10, **kwargs})
+    for a, b in zip(before, net.weights):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "evaluate"])
+def test_inference_arguments_are_checked(method):
+    net = Network([8, 4, 3], seed=0)
+    call = getattr(net, method)
+    extra = (GOOD_Y,) if method == "evaluate" else ()
+    with pytest.raises(ValueError, match="X has 7 features"):
+        call(GOOD_X[:, :7], *extra)
+    with pytest.raises(ValueError, match="NaN"):
+        call(X_NAN, *extra)
+    if method == "evaluate":
+        with pytest.raises(ValueError, match="y labels"):
+            call(GOOD_X, GOOD_Y + 3)
+
+
+# ---- divergence --------------------------------------------------------------------------------
+def test_divergence_stops_with_last_finite_weights(toy_data):
+    X, y = toy_data
+    net = Network([64, 32, 10], init="large", seed=0)
+    with pytest.raises(TrainingDivergedError, match="keeps its weights from before step"):
+        net.fit(X, y, epochs=50, batch_size=16, lr=1e10, momentum=0.9, verbose=0)
+    assert net.history.stopped == "diverged"
+    assert all(np.isfinite(w).all() for w in net.weights + net.biases)
+    assert np.isfinite(net.predict_proba(X)).all()
+
+
+def test_without_the_guard_the_same_run_would_end_in_nan(toy_data):
+    """The run above really diverges: the raw kernel, unguarded, leaves non-finite weights."""
+    X, y = toy_data
+    X = X.astype(np.float32)
+    net = Network([64, 32, 10], init="large", seed=0)
+    Ws, bs = tuple(net.weights), tuple(net.biases)
+    vWs, vbs = tuple(map(np.zeros_like, Ws)), tuple(map(np.zeros_like, bs))
+    ws = K.make_workspace(net.sizes, 16, np.float32)
+    f = np.float32
+    for epoch in range(5):
+        K.train_steps(X, y, net.epoch_order(epoch, len(y)), 16, 0, len(y) // 16, Ws, bs, vWs, vbs,
+                      ws.acts, ws.deltas, ws.grad_W, ws.grad_b, ws.xb, ws.yb, ws.nz_idx, ws.nz_val,
+                      ws.nz_cnt, ws.col_ptr, ws.col_row, ws.col_val, K.RELU, f(1e10), f(0.9), f(0),
+                      True)
+    assert not all(np.isfinite(w).all() for w in Ws)
+
+
+# ---- model files -------------------------------------------------------------------------------
+@pytest.fixture
+def model_file(tmp_path):
+    net = Network([20, 8, 3], seed=1)
+    rng = np.random.default_rng(0)
+    net.fit(rng.random((60, 20)), rng.integers(0, 3, 60), epochs=2, batch_size=20, verbose=0)
+    path = tmp_path / "model.npz"
+    net.save(path)
+    return net, path
+
+
+def _rewrite(path, meta_edit=None, drop=None, replace=None):
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    meta = json.loads(members[META_KEY])
+    if meta_edit:
+        meta_edit(meta)
+    members[META_KEY] = json.dumps(meta).encode()
+    if drop:
+        del members[drop]
+    if replace:
+        members.update(replace)
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, data in members.items():
+            zf.writestr(n, data)
+
+
+def test_model_round_trip(model_file, tmp_path):
+    net, path = model_file
+    loaded = Network.load(path)
+    assert (loaded.sizes, loaded.activation, loaded.dtype, loaded.seed) == \
+        (net.sizes, net.activation, net.dtype, net.seed)
+    for a, b in zip(net.weights + net.biases, loaded.weights + loaded.biases):
+        np.testing.assert_array_equal(a, b)
+    assert loaded.history.history["loss"] == net.history.history["loss"]
+    assert loaded.train_config["batch_size"] == 20
+
+
+def _set_version(meta):
+    meta["format_version"] = FORMAT_VERSION + 98
+
+
+def _set_shape(meta):
+    meta["arrays"]["W0"]["shape"] = [20, 9]
+
+
+def _set_sizes(meta):
+    meta["sizes"] = [20, 9, 3]
+
+
+def _huge(meta):
+    meta["arrays"]["W0"]["shape"] = [10 ** 9, 10 ** 9]
+
+
+@pytest.mark.parametrize("edit,message", [
+    (dict(meta_edit=_set_version), "format version 99"),
+    (dict(meta_edit=_set_shape), "W0.npy holds float32 \\(20, 8\\), the metadata says"),
+    (dict(meta_edit=_set_sizes), "W0 is float32 \\(20, 8\\), expected float32 \\(20, 9\\)"),
+    (dict(meta_edit=_huge), "declares .* bytes of arrays but the file has"),
+    (dict(meta_edit=lambda m: m.pop("sizes")), "inconsistent model metadata"),
+    (dict(meta_edit=lambda m: m.update(format="other")), "not a fastmlp model file"),
+    (dict(drop="b1.npy"), "array 'b1' is missing"),
+    (dict(drop=META_KEY), "no meta.json inside"),
+    (dict(meta_edit=lambda m: m["arrays"].pop("b1")), "array b1 is missing"),
+])
+def test_inconsistent_model_files(model_file, edit, message):
+    _, path = model_file
+    _rewrite(path, **edit)
+    with pytest.raises(ModelFormatError, match=message):
+        Network.load(path)
+
+
+def test_truncated_and_bit_flipped_model_files(model_file):
+    _, path = model_file
+    data = path.read_bytes()
+    for cut in (0, 10, len(data) // 3, len(data) // 2, len(data) - 30, len(data) - 1):
+        path.write_bytes(data[:cut])
+        with pytest.raises(ModelFormatError):
+            Network.load(path)
+    for offset in (200, len(data) // 2, len(data) - 200):
+        path.write_bytes(data[:offset] + bytes([data[offset] ^ 0x10]) + data[offset + 1:])
+        with pytest.raises(ModelFormatError):
+            Network.load(path)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {_Exploit.marker}",))
+
+
+@pytest.mark.parametrize("how", ["pickle file", "npz with object array", "pickled member"])
+def test_a_pickle_disguised_as_a_model_never_runs(model_file, tmp_path, how):
+    _, path = model_file
+    _Exploit.marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Exploit())
+    if how == "pickle file":
+        path.write_bytes(payload)
+    elif how == "npz with object array":
+        with open(path, "wb") as f:
+            np.savez(f, W0=np.array([_Exploit()], dtype=object))
+    else:
+        buf = io.BytesIO()
+        np.save(buf, np.array([_Exploit()], dtype=object), allow_pickle=True)
+        _rewrite(path, replace={"W0.npy": buf.getvalue()})
+    with pytest.raises(ModelFormatError):
+        Network.load(path)
+    assert not _Exploit.marker.exists()
+
+
+def test_a_model_with_nan_weights_is_refused(model_file):
+    net, path = model_file
+    net.weights[0][0, 0] = np.nan
+    net.save(path)
+    with pytest.raises(ModelFormatError, match="W0 contains NaN"):
+        Network.load(path)
+
+
+def test_a_failed_save_keeps_the_previous_file(model_file, monkeypatch):
+    net, path = model_file
+    before = path.read_bytes()
+    net.weights[0] += 1
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np.lib.format, "write_array", broken)
+    with pytest.raises(OSError, match="disk full"):
+        net.save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.npz"]  # no temp file left
+    monkeypatch.undo()
+    net.save(path)
+    np.testing.assert_array_equal(Network.load(path).weights[0], net.weights[0])
+
+
+@settings(max_examples=2500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_fuzzed_model_files_raise_only_documented_errors(tmp_path_factory, data):
+    path = _fuzz_base(tmp_path_factory)
+    good = path.read_bytes()
+    mutated = _mutate(data, good)
+    target = path.parent / "fuzzed.npz"
+    target.write_bytes(mutated)
+    try:
+        Network.load(target)
+    except ModelFormatError:
+        pass
+
+
+_BASE = {}
+
+
+def _fuzz_base(factory):
+    if "model" not in _BASE:
+        d = factory.mktemp("fuzz")
+        net = Network([6, 4, 3], seed=0)
+        net.save(d / "base.npz")
+        raw = d / "labels.idx"
+        labels = np.arange(40, dtype=np.uint8) % 10
+        raw.write_bytes(struct.pack(">HBBI", 0, 8, 1, 40) + labels.tobytes())
+        _BASE.update(model=d / "base.npz", idx=raw)
+    return _BASE["model"]
+
+
+def _mutate(data, good):
+    kind = data.draw(st.sampled_from(["flip", "truncate", "insert", "overwrite"]))
+    b = bytearray(good)
+    if kind == "flip":
+        for _ in range(data.draw(st.integers(1, 8))):
+            i = data.draw(st.integers(0, len(b) - 1))
+            b[i] ^= 1 << data.draw(st.integers(0, 7))
+    elif kind == "truncate":
+        b = b[:data.draw(st.integers(0, len(b) - 1))]
+    elif kind == "insert":
+        i = data.draw(st.integers(0, len(b)))
+        b[i:i] = data.draw(st.binary(min_size=1, max_size=16))
+    else:
+        i = data.draw(st.integers(0, len(b) - 1))
+        chunk = data.draw(st.binary(min_size=1, max_size=16))
+        b[i:i + len(chunk)] = chunk
+    return bytes(b)
+
+
+@settings(max_examples=2500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data(), compress=st.booleans())
+def test_fuzzed_idx_files_raise_only_documented_errors(tmp_path_factory, data, compress):
+    _fuzz_base(tmp_path_factory)
+    good = _BASE["idx"].read_bytes()
+    if compress:
+        good = gzip.compress(good)
+    target = _BASE["idx"].parent / ("fuzzed.gz" if compress else "fuzzed.idx")
+    target.write_bytes(_mutate(data, good))
+    try:
+        arr = read_idx(target)
+    except DataFormatError:
+        return
+    assert isinstance(arr, np.ndarray) and arr.ndim >= 1
+
+
+# ---- interruption and resume -------------------------------------------------------------------
+def _interrupt_after_first_epoch(epoch, metrics):
+    if epoch == 1:
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_ctrl_c_returns_and_resume_reaches_the_same_weights(toy_data, tmp_path, backend):
+    X, y = toy_data
+    kw = dict(epochs=4, batch_size=32, lr=0.05, momentum=0.9, weight_decay=1e-4, verbose=0)
+    full = Network([64, 32, 10], seed=3, backend=backend)
+    full.fit(X, y, **kw)
+
+    net = Network([64, 32, 10], seed=3, backend=backend)
+    ck = tmp_path / "ck.npz"
+    history = net.fit(X, y, checkpoint=ck, callbacks=[_interrupt_after_first_epoch], **kw)
+    assert history.stopped == "interrupted" and history.epoch == [1]
+    assert net.epochs_done == 1 and ck.exists()
+
+    resumed = Network([64, 32, 10], seed=99, backend=backend)  # seed comes from the checkpoint
+    history = resumed.fit(X, y, resume=ck, **kw)
+    assert history.epoch == [1, 2, 3, 4] and history.stopped is None
+    for a, b in zip(full.weights + full.biases, resumed.weights + resumed.biases):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_ctrl_c_inside_an_epoch_resumes_bitwise(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.random((4000, 100)).astype(np.float32)
+    X[X < 0.7] = 0
+    y = rng.integers(0, 10, 4000)
+    kw = dict(batch_size=8, lr=0.01, momentum=0.9, verbose=0)
+    net = Network([100, 64, 10], seed=4, backend="numpy")
+    ck = tmp_path / "ck.npz"
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    history = net.fit(X, y, epochs=100_000, checkpoint=ck, **kw)
+    timer.join()
+    assert history.stopped == "interrupted"
+    meta = json.loads(zipfile.ZipFile(ck).read(META_KEY))
+    assert meta["epochs_done"] == net.epochs_done and meta["step"] > 0  # stopped mid-epoch
+    assert all(np.isfinite(w).all() for w in net.weights)
+    target = net.epochs_done + 2
+
+    resumed = Network([100, 64, 10], seed=4, backend="numpy")
+    resumed.fit(X, y, epochs=target, resume=ck, **kw)
+    full = Network([100, 64, 10], seed=4, backend="numpy")
+    full.fit(X, y, epochs=target, **kw)
+    for a, b in zip(full.weights + full.biases, resumed.weights + resumed.biases):
+        np.testing.assert_array_equal(a, b)
+    assert resumed.history.history["loss"] == pytest.approx(full.history.history["loss"],
+                                                            rel=1e-12)
+
+
+def test_resume_refuses_a_model_file_and_a_different_network(model_file, tmp_path):
+    _, path = model_file
+    rng = np.random.default_rng(0)
+    X, y = rng.random((60, 20)), rng.integers(0, 3, 60)
+    with pytest.raises(ModelFormatError, match="not a checkpoint"):
+        Network([20, 8, 3], seed=1).fit(X, y, batch_size=20, resume=path, verbose=0)
+    ck = tmp_path / "ck.npz"
+    Network([20, 8, 3], seed=1).fit(X, y, epochs=1, batch_size=20, checkpoint=ck, verbose=0)
+    with pytest.raises(ValueError, match=r"holds a \[20, 8, 3\] relu float32 network, this one "
+                                         r"is \[20, 5, 3\]"):
+        Network([20, 5, 3], seed=1).fit(X, y, epochs=2, batch_size=20, resume=ck, verbose=0)
+
+
+@pytest.mark.mnist
+def test_cli_ctrl_c_saves_the_model_and_exits_130(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "fastmlp", "train", "--dataset", "mnist",
+                             "--epochs", "200", "--hidden", "64", "--out", "m.npz"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    for line in proc.stdout:
+        if line.startswith("Epoch 1/200"):
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Interrupted in epoch" in out and "Traceback" not in err
+    net = Network.load(tmp_path / "m.npz")
+    assert 1 <= net.epochs_done < 200
+
+
+# ---- numerics ----------------------------------------------------------------------------------
+def test_float32_and_float64_agree_on_a_short_training(toy_data):
+    X, y = toy_data
+    runs = {}
+    for dtype in ("float32", "float64"):
+        net = Network([64, 32, 10], seed=2, dtype=dtype)
+        runs[dtype] = (net, net.fit(X, y, epochs=3, batch_size=32, lr=0.05, verbose=0))
+    np.testing.assert_allclose(runs["float32"][1].history["loss"],
+                               runs["float64"][1].history["loss"], rtol=1e-4)
+    for a, b in zip(runs["float32"][0].weights, runs["float64"][0].weights):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
