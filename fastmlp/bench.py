@@ -235,7 +235,7 @@ def time_epochs(runners, X, y, hidden, batch, repeats):
 
 
 # ---- time to accuracy, memory, start-up -----------------------------------------------------------
-TTA_RECIPE = {"hidden": 300, "batch_size": 64, "lr": 0.05, "momentum": 0.9, "init": "he"}
+TTA_RECIPE = {"hidden": 300, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "init": "he"}
 
 
 def time_to_accuracy(X, y, Xt, yt, target=0.98, max_epochs=30, recipe=None):

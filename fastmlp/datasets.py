@@ -6,6 +6,7 @@ dataset (``mnist``, ``fashion-mnist``). Missing files are downloaded into the ca
 mirrors and checked against their published MD5 checksums.
 """
 import gzip
+import math
 import os
 import struct
 import sys
@@ -98,7 +99,7 @@ def _read_idx_stream(f, path, file_size):
         raise DataFormatError(f"{path}: truncated in the IDX header")
     dims = struct.unpack(f">{ndim}I", dims_raw)
     dtype = np.dtype(_IDX_DTYPES[code])
-    count = int(np.prod(dims, dtype=np.int64)) if dims else 0
+    count = math.prod(dims)  # exact: an int64 product of four 32-bit dims can wrap negative
     payload = count * dtype.itemsize
     if payload > MAX_IDX_BYTES:
         raise DataFormatError(f"{path}: IDX header declares shape {dims}, {payload} bytes: "

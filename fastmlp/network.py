@@ -12,7 +12,7 @@ from ._version import __version__
 from .errors import ModelFormatError, TrainingDivergedError
 from .optimizers import SGD
 from .serialization import load_arrays, save_arrays
-from .training import Trainer
+from .training import Trainer, one_blas_thread, uses_sparse_input
 from .validation import check_choice, check_features, check_int, check_labels
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -22,6 +22,7 @@ BACKENDS = {
               "softmax": K.KERNELS["softmax"].reference},
 }
 EVAL_BATCH = 4096
+SPARSE_EVAL_BATCH = 512  # rows per call of the zero-skipping first layer (its scratch grows with it)
 
 
 def _init_normal(rng, n_in, n_out):
@@ -141,16 +142,37 @@ class Network:
 
     # ---- inference ---------------------------------------------------------------------------
     def _logits_batches(self, X):
-        """Yield (start, stop, logits view) over X in batches, with buffers made once."""
+        """Yield (start, stop, logits view) over X in batches, with buffers made once.
+
+        On the Numba backend, mostly-zero inputs go through the zero-skipping first layer,
+        like training does."""
         n = X.shape[0]
-        batch = min(n, EVAL_BATCH)
+        sparse = uses_sparse_input(self, X)
+        batch = min(n, SPARSE_EVAL_BATCH if sparse else EVAL_BATCH)
         acts = tuple(np.empty((batch, m), self.dtype) for m in self.sizes[1:])
         Ws, bs = tuple(self.weights), tuple(self.biases)
-        forward = self._ops()["forward"]
-        for start in range(0, n, batch):
-            stop = min(start + batch, n)
-            forward(X[start:stop], Ws, bs, self._act_code, acts)
-            yield start, stop, acts[-1][:stop - start]
+        ops = self._ops()
+        if sparse:
+            rows = np.arange(n, dtype=np.int64)
+            nz_idx = np.empty((batch, self.n_features), np.int32)
+            nz_val = np.empty((batch, self.n_features), self.dtype)
+            nz_cnt = np.empty(batch, np.int32)
+            first = K.KERNELS["sparse_input_forward"].fast
+            dense = K.KERNELS["dense_forward"].fast
+            last = len(Ws) - 1
+        with one_blas_thread(sparse):
+            for start in range(0, n, batch):
+                stop = min(start + batch, n)
+                m = stop - start
+                if sparse:
+                    first(X, rows[start:stop], Ws[0], bs[0], self._act_code if last else K.IDENTITY,
+                          acts[0][:m], nz_idx, nz_val, nz_cnt)
+                    for l in range(1, last + 1):
+                        dense(acts[l - 1][:m], Ws[l], bs[l],
+                              self._act_code if l < last else K.IDENTITY, acts[l][:m])
+                else:
+                    ops["forward"](X[start:stop], Ws, bs, self._act_code, acts)
+                yield start, stop, acts[-1][:m]
 
     def predict_proba(self, X):
         """Class probabilities, shape (n, n_classes); rows sum to 1."""
@@ -235,7 +257,7 @@ class Network:
         history.stopped = None
         progress = verbose == 1 and sys.stderr.isatty()
 
-        with _sigint_flag() as sigint:
+        with _sigint_flag() as sigint, one_blas_thread(trainer.sparse):
             for epoch in range(self.epochs_done, epochs):
                 step = resume_state.pop("step", 0)
                 totals = tuple(resume_state.pop("partial", (0.0, 0, 0, 0.0)))

@@ -7,6 +7,7 @@ size before reading any data, so a hostile file can neither run code nor ask for
 """
 import io
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -103,7 +104,7 @@ def _read(zf, path, file_size):
             raise ModelFormatError(f"{path}: bad entry for array {name!r} ({exc})") from None
         if dtype.kind not in "iuf" or any(s < 0 for s in shape):
             raise ModelFormatError(f"{path}: array {name!r} has dtype {dtype} shape {shape}")
-        total += int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+        total += math.prod(shape) * dtype.itemsize
     if total > file_size:
         raise ModelFormatError(f"{path}: declares {total} bytes of arrays but the file has "
                                f"{file_size}: truncated or corrupt")
@@ -129,7 +130,7 @@ def _read_member(zf, member, path, shape, dtype):
         if got_dtype != dtype or tuple(got_shape) != shape or fortran:
             raise ModelFormatError(f"{path}: {member} holds {got_dtype} {tuple(got_shape)}, the "
                                    f"metadata says {dtype} {shape}")
-        count = int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)
         data = f.read(count * dtype.itemsize)
         if len(data) != count * dtype.itemsize or f.read(1):
             raise ModelFormatError(f"{path}: {member} has the wrong number of bytes")

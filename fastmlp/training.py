@@ -15,6 +15,17 @@ from .errors import TrainingDivergedError
 SPARSE_INPUT_DENSITY = 0.5
 
 
+def uses_sparse_input(net, X):
+    """Whether the Numba path runs the first layer on X's nonzeros (on Numba's threads)."""
+    return bool(net.backend == "numba" and np.count_nonzero(X) < SPARSE_INPUT_DENSITY * X.size)
+
+
+def one_blas_thread(active=True):
+    """While Numba's threads work, BLAS gets one thread: BLAS threads spinning beside them
+    (OpenBLAS spins ~0.1 s after each call) would starve both on a small machine."""
+    return threadpool_limits(1, user_api="blas") if active else nullcontext()
+
+
 class Trainer:
     """Validated data, optimizer state and every buffer of one fit.
 
@@ -36,8 +47,7 @@ class Trainer:
         self.optimizer = optimizer
         self.hyper = (net._act_code, t(optimizer.lr), t(optimizer.momentum),
                       t(optimizer.weight_decay))
-        self.sparse = bool(net.backend == "numba" and
-                           np.count_nonzero(X) < SPARSE_INPUT_DENSITY * X.size)
+        self.sparse = uses_sparse_input(net, X)
         self.train_steps = net._ops()["train_steps"]
         self._saved = None
 
@@ -55,9 +65,7 @@ class Trainer:
         ws = self.ws
         order = self.net.epoch_order(epoch, self.n, self.shuffle)
         loss_sum, correct, seen, elapsed = totals
-        # The sparse first layer runs on Numba's threads; BLAS threads spinning beside them
-        # would starve both on a small machine, so BLAS gets one thread meanwhile.
-        with threadpool_limits(1, user_api="blas") if self.sparse else nullcontext():
+        with one_blas_thread(self.sparse):
             t0 = time.perf_counter()
             while step < self.steps and not (should_stop and should_stop()):
                 for src, dst in zip(live, self._saved):

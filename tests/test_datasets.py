@@ -123,6 +123,9 @@ CORRUPTIONS = {
     "trailing data": lambda b: b + b"extra",
     "dims larger than data": lambda b: b[:4] + struct.pack(">I", 101) + b[8:],
     "huge declared shape": lambda b: b[:3] + b"\x03" + struct.pack(">III", 2**31, 2**31, 9) + b[8:],
+    # the product of these dims wraps to a negative number in int64 arithmetic
+    "dims overflowing int64": lambda b: b[:3] + b"\x04" + struct.pack(">IIII", *[2**32 - 1] * 4)
+    + b[8:],
 }
 
 
