@@ -2,6 +2,11 @@
 
 This folder is installed as ``fastmlp.kernels`` (see ``package-dir`` in pyproject.toml).
 """
+# ruff: noqa: E402
+from ._cache_guard import invalidate_stale_cache
+
+invalidate_stale_cache()  # before any kernel module is imported and its cache consulted
+
 from . import catalog  # noqa: F401  (fills the registry)
 from .activations import ACTIVATION_CODES, IDENTITY, RELU, SIGMOID, TANH
 from .mlp import Workspace, forward, forward_ref, make_workspace, train_steps, train_steps_ref

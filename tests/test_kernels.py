@@ -85,3 +85,26 @@ def test_softmax_cross_entropy_is_stable_for_huge_logits(dtype):
         # sample 0 right (loss 0), sample 1 wrong by 2e4, sample 2 a tie: log 2
         np.testing.assert_allclose(loss, (0 + 2e4 + np.log(2)) / 3, rtol=1e-6)
         np.testing.assert_allclose(d.sum(axis=1), 0, atol=1e-6)
+
+
+def test_cache_is_dropped_when_any_kernel_source_changes(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from fastmlp.kernels._cache_guard import invalidate_stale_cache
+    from fastmlp import kernels
+    src = Path(kernels.__file__).parent
+    for f in src.glob("*.py"):
+        shutil.copy(f, tmp_path / f.name)
+    cache = tmp_path / "__pycache__"
+    cache.mkdir()
+    (cache / "mlp.train_steps-70.py311.nbi").write_bytes(b"old")
+    invalidate_stale_cache(tmp_path)
+    assert not list(cache.glob("*.nbi")), "cache from unknown sources must go"
+    (cache / "mlp.train_steps-70.py311.nbi").write_bytes(b"fresh")
+    invalidate_stale_cache(tmp_path)
+    assert list(cache.glob("*.nbi")), "an up-to-date cache must stay"
+    with open(tmp_path / "dense.py", "a") as f:
+        f.write("\n# edited\n")
+    invalidate_stale_cache(tmp_path)
+    assert not list(cache.glob("*.nbi")), "an edit to a callee's file must drop the cache"
