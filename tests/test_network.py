@@ -134,3 +134,42 @@ def test_mnist_784_300_10_reaches_97_5_percent(mnist):
     net.fit(X, y, epochs=4, batch_size=128, lr=0.1, momentum=0.9, verbose=0)
     accuracy = net.evaluate(Xt, yt)["accuracy"]
     assert accuracy >= 0.975, f"test accuracy {accuracy:.4f}"
+
+
+ALLOCATION_PROBE = """
+import json, numpy as np
+from numba.core.runtime import rtsys
+from fastmlp import Network, SGD
+from fastmlp.training import Trainer
+rng = np.random.default_rng(0)
+X = rng.random((2400, 100)).astype(np.float32)
+X[X < 0.8] = 0
+y = rng.integers(0, 10, 2400)
+out = {}
+for batch in (8, 240):
+    for sparse in (True, False):
+        trainer = Trainer(Network([100, 32, 16, 10], seed=0), X, y, batch, SGD(0.1, 0.9),
+                          chunks_per_epoch=1)
+        trainer.sparse = sparse
+        trainer.run_epoch(0)
+        before = rtsys.get_allocation_stats().alloc
+        trainer.run_epoch(1)
+        out[f"{batch}-{sparse}"] = rtsys.get_allocation_stats().alloc - before
+print(json.dumps(out))
+"""
+
+
+def test_no_allocation_per_training_step():
+    """Numba's own allocation counter over one epoch: the same for 300 steps as for 10."""
+    import json
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, NUMBA_NRT_STATS="1")
+    proc = subprocess.run([sys.executable, "-c", ALLOCATION_PROBE], env=env, capture_output=True,
+                          text=True, check=True)
+    counts = json.loads(proc.stdout.strip().splitlines()[-1])
+    for sparse in (True, False):
+        many, few = counts[f"8-{sparse}"], counts[f"240-{sparse}"]
+        assert many == few, f"sparse={sparse}: {many} allocations in 300 steps, {few} in 10"
+        assert many < 100
