@@ -221,6 +221,11 @@ def all_runners():
             JaxRunner("scan")]
 
 
+# Untimed pause before each timed epoch: thread pools of the runner before (OpenMP, OpenBLAS,
+# XLA) keep spinning for a while after their work and would steal the cores of the next.
+SETTLE_SECONDS = 0.5
+
+
 def time_epochs(runners, X, y, hidden, batch, repeats):
     """One warm epoch each, then ``repeats`` epochs interleaved; returns {name: [seconds]}."""
     times = {}
@@ -230,6 +235,7 @@ def time_epochs(runners, X, y, hidden, batch, repeats):
         times[r.name] = []
     for e in range(1, repeats + 1):
         for r in runners:
+            time.sleep(SETTLE_SECONDS)
             times[r.name].append(r.epoch(e))
     return times
 
@@ -342,6 +348,7 @@ def run(batch_sizes=(10, 256), hidden=300, repeats=3, samples=60000, runner_name
         log("")
         log(format_table(batch, med, flops / rate))
     if tta and test is not None:
+        time.sleep(SETTLE_SECONDS)
         result["time_to_accuracy"] = time_to_accuracy(X, y, *test)
         t = result["time_to_accuracy"]
         log("")
