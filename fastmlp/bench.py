@@ -93,15 +93,16 @@ class FastmlpRunner:
         return self.net.evaluate(X, y)["accuracy"]
 
 
+def _installed(module):
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
+
+
 class TorchRunner:
     name = "torch"
 
     def available(self):
-        try:
-            import torch  # noqa: F401
-            return True
-        except ImportError:
-            return False
+        return _installed("torch")
 
     def version(self):
         import torch
@@ -144,11 +145,7 @@ class JaxRunner:
         self.name = f"jax-{mode}"
 
     def available(self):
-        try:
-            import jax  # noqa: F401
-            return True
-        except ImportError:
-            return False
+        return _installed("jax")
 
     def version(self):
         import jax

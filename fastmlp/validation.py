@@ -4,15 +4,20 @@ import numbers
 import numpy as np
 
 
+def _numeric_array(value, name, what):
+    if not isinstance(value, np.ndarray):
+        try:
+            value = np.asarray(value)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{name} must be {what}, could not convert it: {exc}")
+    if value.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be {what}, got dtype {value.dtype}")
+    return value
+
+
 def check_features(X, n_features, dtype, name="X"):
     """X as a C-contiguous float array of shape (n, n_features), finite, not empty."""
-    if not isinstance(X, np.ndarray):
-        try:
-            X = np.asarray(X)
-        except (ValueError, TypeError) as exc:
-            raise TypeError(f"{name} must be a 2-D numeric array, could not convert it: {exc}")
-    if X.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be a numeric array (float or integer), got dtype {X.dtype}")
+    X = _numeric_array(X, name, "a 2-D numeric array (float or integer)")
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, {n_features}), got shape {X.shape}")
     if X.shape[1] != n_features:
@@ -31,13 +36,7 @@ def check_features(X, n_features, dtype, name="X"):
 
 def check_labels(y, n_samples, n_classes, name="y"):
     """y as int64 labels in [0, n_classes), one per sample."""
-    if not isinstance(y, np.ndarray):
-        try:
-            y = np.asarray(y)
-        except (ValueError, TypeError) as exc:
-            raise TypeError(f"{name} must be a 1-D array of integer labels: {exc}")
-    if y.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must hold integer class labels, got dtype {y.dtype}")
+    y = _numeric_array(y, name, "a 1-D array that holds integer class labels")
     if y.ndim != 1:
         raise ValueError(f"{name} must be 1-D (n_samples,), got shape {y.shape}")
     if y.shape[0] != n_samples:
