@@ -359,32 +359,55 @@ def test_ctrl_c_returns_and_resume_reaches_the_same_weights(toy_data, tmp_path, 
         np.testing.assert_array_equal(a, b)
 
 
-def test_ctrl_c_inside_an_epoch_resumes_bitwise(tmp_path):
+def test_ctrl_c_inside_an_epoch_resumes_bitwise(tmp_path, monkeypatch):
+    import fastmlp.network as network_module
     rng = np.random.default_rng(0)
     X = rng.random((4000, 100)).astype(np.float32)
     X[X < 0.7] = 0
     y = rng.integers(0, 10, 4000)
     kw = dict(batch_size=8, lr=0.01, momentum=0.9, verbose=0)
+
+    original = network_module.BACKENDS["numpy"]["train_steps"]
+    calls = []
+
+    def ctrl_c_in_the_third_chunk_of_epoch_two(*args):
+        calls.append(args[4])  # step_begin
+        result = original(*args)
+        if len(calls) == 8 + 3:  # 8 chunks per epoch
+            os.kill(os.getpid(), signal.SIGINT)  # delivered to fit's handler, as a real Ctrl-C
+        return result
+
+    monkeypatch.setitem(network_module.BACKENDS["numpy"], "train_steps",
+                        ctrl_c_in_the_third_chunk_of_epoch_two)
     net = Network([100, 64, 10], seed=4, backend="numpy")
     ck = tmp_path / "ck.npz"
-    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    history = net.fit(X, y, epochs=100_000, checkpoint=ck, **kw)
-    timer.join()
-    assert history.stopped == "interrupted"
+    history = net.fit(X, y, epochs=5, checkpoint=ck, **kw)
+    monkeypatch.undo()
+    assert history.stopped == "interrupted" and history.epoch == [1]
     meta = json.loads(zipfile.ZipFile(ck).read(META_KEY))
-    assert meta["epochs_done"] == net.epochs_done and meta["step"] > 0  # stopped mid-epoch
+    assert meta["epochs_done"] == 1 and meta["step"] == calls[-1] + 63  # three chunks of 63 steps
     assert all(np.isfinite(w).all() for w in net.weights)
-    target = net.epochs_done + 2
 
     resumed = Network([100, 64, 10], seed=4, backend="numpy")
-    resumed.fit(X, y, epochs=target, resume=ck, **kw)
+    resumed.fit(X, y, epochs=3, resume=ck, **kw)
     full = Network([100, 64, 10], seed=4, backend="numpy")
-    full.fit(X, y, epochs=target, **kw)
+    full.fit(X, y, epochs=3, **kw)
     for a, b in zip(full.weights + full.biases, resumed.weights + resumed.biases):
         np.testing.assert_array_equal(a, b)
     assert resumed.history.history["loss"] == pytest.approx(full.history.history["loss"],
                                                             rel=1e-12)
+
+
+def test_ctrl_c_from_another_thread_stops_at_a_step_boundary(toy_data):
+    """A real asynchronous Ctrl-C: fit returns, with finite weights, instead of raising."""
+    X, y = toy_data
+    net = Network([64, 32, 10], seed=0, backend="numpy")
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    history = net.fit(X, y, epochs=100_000, batch_size=4, verbose=0)
+    timer.join()
+    assert history.stopped == "interrupted" and net.epochs_done < 100_000
+    assert all(np.isfinite(w).all() for w in net.weights + net.biases)
 
 
 def test_resume_refuses_a_model_file_and_a_different_network(model_file, tmp_path):
