@@ -132,6 +132,9 @@ def cmd_train(args):
     from .network import Network
     if args.epochs < 0:
         raise CLIError(f"--epochs must be >= 0, got {args.epochs}")
+    if args.plot:
+        from .plotting import require_matplotlib
+        require_matplotlib()  # before training, not after it
     name, splits = _load_data(args, args.validation_size, args.dtype)
     if len(splits) == 3:
         (X, y), val, (Xt, yt) = splits
@@ -184,6 +187,9 @@ def cmd_train(args):
 def cmd_evaluate(args):
     from .metrics import classification_report, confusion_matrix, format_confusion, format_report
     from .network import Network
+    if args.plot_confusion or args.plot_errors:
+        from .plotting import require_matplotlib
+        require_matplotlib()
     net = Network.load(args.model, backend=args.backend)
     if args.dataset is None:
         args.dataset = net.train_config.get("dataset")
@@ -243,7 +249,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (CLIError, FastMLPError, ValueError, TypeError, OSError) as exc:
+    except (CLIError, FastMLPError, ValueError, TypeError, OSError, ImportError) as exc:
         if os.environ.get("FASTMLP_DEBUG"):
             raise
         message = " ".join(str(exc).split()) or type(exc).__name__

@@ -2,8 +2,16 @@
 import numpy as np
 
 
+def require_matplotlib():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("plots need matplotlib: pip install 'fastmlp[plot]'") from None
+    return matplotlib
+
+
 def _pyplot():
-    import matplotlib
+    matplotlib = require_matplotlib()
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
     return plt

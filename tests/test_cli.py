@@ -192,3 +192,14 @@ def test_bench_quick_smoke(tmp_path):
     assert set(entry["median_s"]) == {"fastmlp-numba", "fastmlp-numpy"}
     assert all(t > 0 for t in entry["median_s"].values()) and entry["floor_s"] > 0
     assert result["sgemm_gflops"] > 0
+
+
+def test_plot_without_matplotlib_fails_before_training(tmp_path):
+    code = ("import sys; sys.modules['matplotlib'] = None\n"
+            "from fastmlp.cli import main\n"
+            "sys.exit(main(['train', '--dataset', 'digits', '--plot', 'c.png', '--out', 'm.npz']))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "pip install 'fastmlp[plot]'" in proc.stderr and "Traceback" not in proc.stderr
+    assert "Epoch" not in proc.stdout and not (tmp_path / "m.npz").exists()
