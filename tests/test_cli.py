@@ -203,3 +203,17 @@ def test_plot_without_matplotlib_fails_before_training(tmp_path):
     assert proc.returncode == 2
     assert "pip install 'fastmlp[plot]'" in proc.stderr and "Traceback" not in proc.stderr
     assert "Epoch" not in proc.stdout and not (tmp_path / "m.npz").exists()
+
+
+def test_train_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path):
+    common = ["train", "--dataset", "digits", "--hidden", "32", "--batch-size", "32", "--quiet"]
+    fastmlp(*common, "--epochs", "2", "--checkpoint", "ck.npz", "--out", "a.npz", cwd=tmp_path)
+    proc = fastmlp(*common, "--epochs", "4", "--resume", "ck.npz", "--out", "b.npz", cwd=tmp_path)
+    fastmlp(*common, "--epochs", "4", "--out", "c.npz", cwd=tmp_path)
+    resumed, full = Network.load(tmp_path / "b.npz"), Network.load(tmp_path / "c.npz")
+    assert resumed.epochs_done == 4 and "test accuracy" in proc.stdout
+    for a, b in zip(resumed.weights + resumed.biases, full.weights + full.biases):
+        np.testing.assert_array_equal(a, b)
+    proc = fastmlp("train", "--dataset", "digits", "--hidden", "16", "--resume", "ck.npz",
+                   cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "the checkpoint is a [64, 32, 10] network" in proc.stderr
