@@ -7,10 +7,12 @@ size before reading any data, so a hostile file can neither run code nor ask for
 """
 import io
 import json
+import lzma
 import math
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +73,8 @@ def load_arrays(path):
     except ModelFormatError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, KeyError,
-            NotImplementedError, RuntimeError) as exc:
+            NotImplementedError, RuntimeError, zlib.error, lzma.LZMAError) as exc:
+        # a flipped compression-method field sends stored bytes to zlib or lzma
         raise ModelFormatError(f"{path}: not a readable fastmlp model file ({exc})") from None
 
 
