@@ -76,7 +76,8 @@ class Trainer:
                 ls, c, s = self.train_steps(
                     self.X, self.y, order, self.batch_size, step, stop, Ws, bs, vWs, vbs,
                     ws.acts, ws.deltas, ws.grad_W, ws.grad_b, ws.xb, ws.yb, ws.nz_idx, ws.nz_val,
-                    ws.nz_cnt, ws.col_ptr, ws.col_row, ws.col_val, *self.hyper, self.sparse)
+                    ws.nz_cnt, ws.col_ptr, ws.col_row, ws.col_val, ws.col_counts, *self.hyper,
+                    self.sparse)
                 if not math.isfinite(ls):
                     for src, dst in zip(self._saved, live):
                         np.copyto(dst, src)

@@ -133,8 +133,8 @@ def _train_steps_case(rng, c):
     y = rng.integers(0, 10, n).astype(np.int64)
     ws = make_workspace(sizes, c.batch, c.dtype)
     return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, Ws, bs, vWs, vbs,
-            ws.acts, ws.deltas, ws.grad_W, ws.grad_b, ws.xb, ws.yb, ws.nz_idx,
-            ws.nz_val, ws.nz_cnt, ws.col_ptr, ws.col_row, ws.col_val, c.act, t(0.05), t(0.9),
+            ws.acts, ws.deltas, ws.grad_W, ws.grad_b, ws.xb, ws.yb, ws.nz_idx, ws.nz_val,
+            ws.nz_cnt, ws.col_ptr, ws.col_row, ws.col_val, ws.col_counts, c.act, t(0.05), t(0.9),
             t(1e-4), c.sparse_input)
 
 

@@ -10,6 +10,7 @@ followed by softmax cross-entropy.
 """
 from collections import namedtuple
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -18,11 +19,16 @@ from .data import gather_rows, gather_rows_ref
 from .dense import dense_backward, dense_backward_ref, dense_forward, dense_forward_ref
 from .loss import softmax_cross_entropy, softmax_cross_entropy_ref
 from .optim import momentum_update, momentum_update_ref
-from .sparse_input import bias_update, columns_of, forward_row, update_row
+from .sparse_input import (bias_update, column_cursors, columns_of, count_columns, fill_columns,
+                           forward_row, update_row)
+
+# From this many rows on, a minibatch's column lists are built on all threads (same result as
+# the serial build; below it, the two extra parallel regions cost more than they save).
+PARALLEL_COLUMNS_MIN_ROWS = 64
 
 Workspace = namedtuple(
     "Workspace",
-    "acts deltas grad_W grad_b xb yb nz_idx nz_val nz_cnt col_ptr col_row col_val")
+    "acts deltas grad_W grad_b xb yb nz_idx nz_val nz_cnt col_ptr col_row col_val col_counts")
 
 
 def make_workspace(sizes, batch_size, dtype):
@@ -43,6 +49,8 @@ def make_workspace(sizes, batch_size, dtype):
         col_ptr=np.zeros(n_in + 1, np.int64),
         col_row=np.zeros(batch_size * n_in, np.int32),
         col_val=np.zeros(batch_size * n_in, dtype),
+        # one block of rows per thread when the minibatch's columns are built in parallel
+        col_counts=np.zeros((numba.get_num_threads(), n_in), np.int64),
     )
 
 
@@ -74,7 +82,8 @@ def forward_ref(x, Ws, bs, act, acts):
 @njit(cache=True, parallel=True)  # its own prange loops: see the note in sparse_input.py
 def train_steps(X, y, order, batch_size, step_begin, step_end, Ws, bs, vWs, vbs,
                 acts, deltas, grad_W, grad_b, xb, yb, nz_idx, nz_val, nz_cnt,
-                col_ptr, col_row, col_val, act, lr, momentum, weight_decay, sparse_input):
+                col_ptr, col_row, col_val, col_counts, act, lr, momentum, weight_decay,
+                sparse_input):
     """SGD-with-momentum steps over order[step*batch : (step+1)*batch] for each step.
 
     Returns (sum over samples of the loss, number classified right, number of samples),
@@ -119,7 +128,18 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, Ws, bs, vWs, vbs,
             momentum_update(bs[l], vbs[l], grad_b[l], lr, momentum, weight_decay * 0)
         if sparse_input:
             W0, vW0, d0 = Ws[0], vWs[0], deltas[0][:nb]
-            columns_of(nz_idx, nz_val, nz_cnt, nb, W0.shape[0], col_ptr, col_row, col_val)
+            blocks = col_counts.shape[0]
+            if nb >= PARALLEL_COLUMNS_MIN_ROWS and blocks > 1:
+                span = (nb + blocks - 1) // blocks
+                for t in prange(blocks):
+                    count_columns(nz_idx, nz_cnt, min(t * span, nb), min(t * span + span, nb),
+                                  col_counts[t])
+                column_cursors(col_counts, W0.shape[0], col_ptr)
+                for t in prange(blocks):
+                    fill_columns(nz_idx, nz_val, nz_cnt, min(t * span, nb),
+                                 min(t * span + span, nb), col_counts[t], col_row, col_val)
+            else:
+                columns_of(nz_idx, nz_val, nz_cnt, nb, W0.shape[0], col_ptr, col_row, col_val)
             for j in prange(W0.shape[0]):
                 update_row(j, W0, vW0, d0, col_ptr, col_row, col_val, lr, momentum, weight_decay)
             bias_update(bs[0], vbs[0], d0, lr, momentum)
@@ -133,7 +153,8 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, Ws, bs, vWs, vbs,
 
 def train_steps_ref(X, y, order, batch_size, step_begin, step_end, Ws, bs, vWs, vbs,
                     acts, deltas, grad_W, grad_b, xb, yb, nz_idx, nz_val, nz_cnt,
-                    col_ptr, col_row, col_val, act, lr, momentum, weight_decay, sparse_input):
+                    col_ptr, col_row, col_val, col_counts, act, lr, momentum, weight_decay,
+                    sparse_input):
     n_layers = len(Ws)
     last = n_layers - 1
     loss_sum, correct, seen = 0.0, 0, 0

@@ -130,6 +130,41 @@ def bias_update(b, vb, delta, lr, momentum):
         b[h] -= lr * vb[h]
 
 
+@njit(cache=True)
+def count_columns(nz_idx, nz_cnt, i0, i1, counts):
+    """counts[j] <- how many of rows i0..i1-1 have input j nonzero."""
+    for j in range(counts.shape[0]):
+        counts[j] = 0
+    for i in range(i0, i1):
+        for k in range(nz_cnt[i]):
+            counts[nz_idx[i, k]] += 1
+
+
+@njit(cache=True)
+def column_cursors(col_counts, n_in, col_ptr):
+    """From per-block counts, col_ptr and each block's first slot in every column (written over
+    col_counts), so that blocks filled in parallel keep the rows of a column in order."""
+    col_ptr[0] = 0
+    for j in range(n_in):
+        p = col_ptr[j]
+        for t in range(col_counts.shape[0]):
+            c = col_counts[t, j]
+            col_counts[t, j] = p
+            p += c
+        col_ptr[j + 1] = p
+
+
+@njit(cache=True)
+def fill_columns(nz_idx, nz_val, nz_cnt, i0, i1, cursor, col_row, col_val):
+    for i in range(i0, i1):
+        for k in range(nz_cnt[i]):
+            j = nz_idx[i, k]
+            p = cursor[j]
+            col_row[p] = i
+            col_val[p] = nz_val[i, k]
+            cursor[j] = p + 1
+
+
 @njit(cache=True, parallel=True)
 def sparse_input_backward_momentum(nz_idx, nz_val, nz_cnt, delta, W, b, vW, vb,
                                    lr, momentum, weight_decay, col_ptr, col_row, col_val):

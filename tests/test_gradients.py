@@ -34,7 +34,7 @@ def one_step_gradient(train_steps, Ws, bs, X, y, act, sparse):
     ws = K.make_workspace(SIZES, n, np.float64)
     train_steps(X, y, np.arange(n, dtype=np.int64), n, 0, 1, Ws, bs, vWs, vbs, ws.acts, ws.deltas,
                 ws.grad_W, ws.grad_b, ws.xb, ws.yb, ws.nz_idx, ws.nz_val, ws.nz_cnt, ws.col_ptr,
-                ws.col_row, ws.col_val, act, 1e-3, 0.0, 0.0, sparse)
+                ws.col_row, ws.col_val, ws.col_counts, act, 1e-3, 0.0, 0.0, sparse)
     return vWs, vbs
 
 

@@ -108,3 +108,29 @@ def test_cache_is_dropped_when_any_kernel_source_changes(tmp_path):
         f.write("\n# edited\n")
     invalidate_stale_cache(tmp_path)
     assert not list(cache.glob("*.nbi")), "an edit to a callee's file must drop the cache"
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 3, 7])
+def test_column_lists_built_in_blocks_equal_the_serial_build(blocks):
+    """train_steps builds large minibatches' column lists in parallel blocks: the lists must be
+    exactly the serial ones (same rows, same order), so results do not depend on the path."""
+    from fastmlp.kernels.catalog import _nonzeros, _sparse_images
+    from fastmlp.kernels.sparse_input import (column_cursors, columns_of, count_columns,
+                                              fill_columns)
+    rng = np.random.default_rng(blocks)
+    n, d = 101, 50
+    idx, val, cnt = _nonzeros(_sparse_images(rng, n, d, np.float32))
+    serial = (np.zeros(d + 1, np.int64), np.zeros(n * d, np.int32), np.zeros(n * d, np.float32))
+    columns_of(idx, val, cnt, n, d, *serial)
+    ptr, row, v = np.zeros(d + 1, np.int64), np.zeros(n * d, np.int32), np.zeros(n * d, np.float32)
+    counts = np.zeros((blocks, d), np.int64)
+    span = -(-n // blocks)
+    for t in range(blocks):
+        count_columns(idx, cnt, min(t * span, n), min(t * span + span, n), counts[t])
+    column_cursors(counts, d, ptr)
+    for t in range(blocks):
+        fill_columns(idx, val, cnt, min(t * span, n), min(t * span + span, n), counts[t], row, v)
+    np.testing.assert_array_equal(ptr, serial[0])
+    used = serial[0][-1]
+    np.testing.assert_array_equal(row[:used], serial[1][:used])
+    np.testing.assert_array_equal(v[:used], serial[2][:used])

@@ -129,8 +129,8 @@ def test_without_the_guard_the_same_run_would_end_in_nan(toy_data):
     for epoch in range(5):
         K.train_steps(X, y, net.epoch_order(epoch, len(y)), 16, 0, len(y) // 16, Ws, bs, vWs, vbs,
                       ws.acts, ws.deltas, ws.grad_W, ws.grad_b, ws.xb, ws.yb, ws.nz_idx, ws.nz_val,
-                      ws.nz_cnt, ws.col_ptr, ws.col_row, ws.col_val, K.RELU, f(1e10), f(0.9), f(0),
-                      True)
+                      ws.nz_cnt, ws.col_ptr, ws.col_row, ws.col_val, ws.col_counts, K.RELU, f(1e10),
+                      f(0.9), f(0), True)
     assert not all(np.isfinite(w).all() for w in Ws)
 
 
@@ -241,6 +241,27 @@ def test_a_pickle_disguised_as_a_model_never_runs(model_file, tmp_path, how):
     with pytest.raises(ModelFormatError):
         Network.load(path)
     assert not _Exploit.marker.exists()
+
+
+@pytest.mark.parametrize("member", ["meta.json", "W0.npy"])
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_a_compression_method_flipped_on_stored_data(model_file, member, method):
+    """Found by fuzzing: a stored member whose method field says compressed sends its bytes to
+    zlib (meta.json + DEFLATED raises zlib.error), bz2 or lzma."""
+    _, path = model_file
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        local = zf.getinfo(member).header_offset
+    data[local + 8:local + 10] = method.to_bytes(2, "little")  # method field, local header
+    pos = data.find(b"PK\x01\x02")
+    while pos != -1:  # and in the member's central directory entry
+        name_len = int.from_bytes(data[pos + 28:pos + 30], "little")
+        if data[pos + 46:pos + 46 + name_len] == member.encode():
+            data[pos + 10:pos + 12] = method.to_bytes(2, "little")
+        pos = data.find(b"PK\x01\x02", pos + 4)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFormatError):
+        Network.load(path)
 
 
 def test_a_model_with_nan_weights_is_refused(model_file):
