@@ -69,7 +69,8 @@ def _sparse_backward_case(rng, c):
             _normal(rng, (c.n_in, c.n_out), c.dtype, 0.1), _normal(rng, c.n_out, c.dtype),
             _normal(rng, (c.n_in, c.n_out), c.dtype, 0.01), _normal(rng, c.n_out, c.dtype, 0.01),
             t(0.1), t(0.9), t(1e-3), np.zeros(c.n_in + 1, np.int64),
-            np.zeros(c.batch * c.n_in, np.int32), np.zeros(c.batch * c.n_in, c.dtype))
+            np.zeros(c.batch * c.n_in, np.int32), np.zeros(c.batch * c.n_in, c.dtype),
+            np.zeros((1, c.n_in), np.int64))
 
 
 def _loss_case(rng, c):

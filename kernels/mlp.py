@@ -19,8 +19,8 @@ from .data import gather_rows, gather_rows_ref
 from .dense import dense_backward, dense_backward_ref, dense_forward, dense_forward_ref
 from .loss import softmax_cross_entropy, softmax_cross_entropy_ref
 from .optim import momentum_update, momentum_update_ref
-from .sparse_input import (bias_update, column_cursors, columns_of, count_columns, fill_columns,
-                           forward_row, update_row)
+from .sparse_input import (bias_update, build_columns, column_cursors, count_columns,
+                           fill_columns, forward_row, update_row)
 
 # From this many rows on, a minibatch's column lists are built on all threads (same result as
 # the serial build; below it, the two extra parallel regions cost more than they save).
@@ -139,7 +139,7 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, Ws, bs, vWs, vbs,
                     fill_columns(nz_idx, nz_val, nz_cnt, min(t * span, nb),
                                  min(t * span + span, nb), col_counts[t], col_row, col_val)
             else:
-                columns_of(nz_idx, nz_val, nz_cnt, nb, W0.shape[0], col_ptr, col_row, col_val)
+                build_columns(nz_idx, nz_val, nz_cnt, nb, col_counts, col_ptr, col_row, col_val)
             for j in prange(W0.shape[0]):
                 update_row(j, W0, vW0, d0, col_ptr, col_row, col_val, lr, momentum, weight_decay)
             bias_update(bs[0], vbs[0], d0, lr, momentum)

@@ -75,29 +75,6 @@ def sparse_input_forward_ref(X, rows, W, b, act, out, nz_idx, nz_val, nz_cnt):
 
 
 @njit(cache=True)
-def columns_of(nz_idx, nz_val, nz_cnt, n, n_in, col_ptr, col_row, col_val):
-    """Transpose the per-row nonzero lists into per-input-column lists (counting sort)."""
-    for j in range(n_in + 1):
-        col_ptr[j] = 0
-    for i in range(n):
-        for k in range(nz_cnt[i]):
-            col_ptr[nz_idx[i, k] + 1] += 1
-    for j in range(n_in):
-        col_ptr[j + 1] += col_ptr[j]
-    # col_ptr[j] is used as the fill cursor of column j, then shifted back
-    for i in range(n):
-        for k in range(nz_cnt[i]):
-            j = nz_idx[i, k]
-            p = col_ptr[j]
-            col_row[p] = i
-            col_val[p] = nz_val[i, k]
-            col_ptr[j] = p + 1
-    for j in range(n_in, 0, -1):
-        col_ptr[j] = col_ptr[j - 1]
-    col_ptr[0] = 0
-
-
-@njit(cache=True)
 def update_row(j, W, vW, delta, col_ptr, col_row, col_val, lr, momentum, weight_decay):
     """v[j] <- μ v[j] + λ w[j] + Σ x[i, j] δ[i] over column j's nonzeros;  w[j] -= α v[j]."""
     n_out = W.shape[1]
@@ -160,23 +137,34 @@ def fill_columns(nz_idx, nz_val, nz_cnt, i0, i1, cursor, col_row, col_val):
             cursor[j] = p + 1
 
 
+@njit(cache=True)
+def build_columns(nz_idx, nz_val, nz_cnt, n, col_counts, col_ptr, col_row, col_val):
+    """Transpose the per-row nonzero lists of rows 0..n-1 into per-input-column lists
+    (col_ptr, col_row, col_val), rows in increasing order within a column, on one thread."""
+    count_columns(nz_idx, nz_cnt, 0, n, col_counts[0])
+    column_cursors(col_counts[:1], col_ptr.shape[0] - 1, col_ptr)
+    fill_columns(nz_idx, nz_val, nz_cnt, 0, n, col_counts[0], col_row, col_val)
+
+
 @njit(cache=True, parallel=True)
 def sparse_input_backward_momentum(nz_idx, nz_val, nz_cnt, delta, W, b, vW, vb,
-                                   lr, momentum, weight_decay, col_ptr, col_row, col_val):
+                                   lr, momentum, weight_decay, col_ptr, col_row, col_val,
+                                   col_counts):
     """Gradient of the first layer fused into its momentum update (λ not on the bias).
 
     delta (n, d_out) is the gradient at the layer's pre-activation; col_ptr (d_in + 1,),
-    col_row and col_val (n * d_in,) are scratch.
+    col_row and col_val (n * d_in,) and col_counts (k, d_in) are scratch.
     """
     n_in = W.shape[0]
-    columns_of(nz_idx, nz_val, nz_cnt, delta.shape[0], n_in, col_ptr, col_row, col_val)
+    build_columns(nz_idx, nz_val, nz_cnt, delta.shape[0], col_counts, col_ptr, col_row, col_val)
     for j in prange(n_in):
         update_row(j, W, vW, delta, col_ptr, col_row, col_val, lr, momentum, weight_decay)
     bias_update(b, vb, delta, lr, momentum)
 
 
 def sparse_input_backward_momentum_ref(nz_idx, nz_val, nz_cnt, delta, W, b, vW, vb,
-                                       lr, momentum, weight_decay, col_ptr, col_row, col_val):
+                                       lr, momentum, weight_decay, col_ptr, col_row, col_val,
+                                       col_counts):
     n = delta.shape[0]
     x = np.zeros((n, W.shape[0]), dtype=W.dtype)
     for i in range(n):
