@@ -141,38 +141,30 @@ class Network:
                 f"dtype={self.dtype.name!r}, backend={self.backend!r}, seed={self.seed})")
 
     # ---- inference ---------------------------------------------------------------------------
-    def _logits_batches(self, X):
+    def _logits_batches(self, X, sparse=None):
         """Yield (start, stop, logits view) over X in batches, with buffers made once.
 
         On the Numba backend, mostly-zero inputs go through the zero-skipping first layer,
-        like training does."""
+        like training does (``sparse``: that decision, if already made for this X)."""
         n = X.shape[0]
-        sparse = uses_sparse_input(self, X)
+        if sparse is None:
+            sparse = uses_sparse_input(self, X)
         batch = min(n, SPARSE_EVAL_BATCH if sparse else EVAL_BATCH)
         acts = tuple(np.empty((batch, m), self.dtype) for m in self.sizes[1:])
         Ws, bs = tuple(self.weights), tuple(self.biases)
-        ops = self._ops()
         if sparse:
             rows = np.arange(n, dtype=np.int64)
             nz_idx = np.empty((batch, self.n_features), np.int32)
             nz_val = np.empty((batch, self.n_features), self.dtype)
-            nz_cnt = np.empty(batch, np.int32)
-            first = K.KERNELS["sparse_input_forward"].fast
-            dense = K.KERNELS["dense_forward"].fast
-            last = len(Ws) - 1
         with one_blas_thread(sparse):
             for start in range(0, n, batch):
                 stop = min(start + batch, n)
-                m = stop - start
                 if sparse:
-                    first(X, rows[start:stop], Ws[0], bs[0], self._act_code if last else K.IDENTITY,
-                          acts[0][:m], nz_idx, nz_val, nz_cnt)
-                    for l in range(1, last + 1):
-                        dense(acts[l - 1][:m], Ws[l], bs[l],
-                              self._act_code if l < last else K.IDENTITY, acts[l][:m])
+                    K.forward_sparse_input(X, rows[start:stop], Ws, bs, self._act_code, acts,
+                                           nz_idx, nz_val)
                 else:
-                    ops["forward"](X[start:stop], Ws, bs, self._act_code, acts)
-                yield start, stop, acts[-1][:m]
+                    self._ops()["forward"](X[start:stop], Ws, bs, self._act_code, acts)
+                yield start, stop, acts[-1][:stop - start]
 
     def predict_proba(self, X):
         """Class probabilities, shape (n, n_classes); rows sum to 1."""
@@ -197,12 +189,12 @@ class Network:
         y = check_labels(y, X.shape[0], self.n_classes)
         return self._evaluate(X, y)
 
-    def _evaluate(self, X, y):
+    def _evaluate(self, X, y, sparse=None):
         loss_fn = K.KERNELS["softmax_cross_entropy"]
         loss_fn = loss_fn.fast if self.backend == "numba" else loss_fn.reference
         scratch = np.empty((min(X.shape[0], EVAL_BATCH), self.n_classes), self.dtype)
         total, correct = 0.0, 0
-        for start, stop, logits in self._logits_batches(X):
+        for start, stop, logits in self._logits_batches(X, sparse):
             loss, c = loss_fn(logits, y[start:stop], scratch[:stop - start])
             total += loss * (stop - start)
             correct += c
@@ -242,6 +234,7 @@ class Network:
                 raise ValueError("validation_data must be a pair (X_val, y_val)")
             Xv = check_features(validation_data[0], self.n_features, self.dtype, "X_val")
             yv = check_labels(validation_data[1], Xv.shape[0], self.n_classes, "y_val")
+            val_sparse = uses_sparse_input(self, Xv)  # decided once, used every epoch
 
         trainer = Trainer(self, X, y, batch_size, opt, shuffle,
                           chunks_per_epoch=50 if verbose == 1 and sys.stderr.isatty() else 8)
@@ -289,7 +282,7 @@ class Network:
                 metrics = {"loss": loss_sum / seen, "accuracy": correct / seen,
                            "epoch_time": elapsed}
                 if validation_data is not None:
-                    val = self._evaluate(Xv, yv)
+                    val = self._evaluate(Xv, yv, val_sparse)
                     metrics.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
                 history._append(epoch + 1, metrics)
                 self.epochs_done = epoch + 1

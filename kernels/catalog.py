@@ -5,7 +5,8 @@ from . import activations as A
 from .data import argmax_rows, argmax_rows_ref, gather_rows, gather_rows_ref
 from .dense import dense_backward, dense_backward_ref, dense_forward, dense_forward_ref
 from .loss import softmax, softmax_cross_entropy, softmax_cross_entropy_ref, softmax_ref
-from .mlp import forward, forward_ref, make_workspace, train_steps, train_steps_ref
+from .mlp import (forward, forward_ref, forward_sparse_input, forward_sparse_input_ref,
+                  make_workspace, train_steps, train_steps_ref)
 from .optim import momentum_update, momentum_update_ref
 from .registry import register
 from .sparse_input import (sparse_input_backward_momentum, sparse_input_backward_momentum_ref,
@@ -122,6 +123,15 @@ def _forward_case(rng, c):
     return (_normal(rng, (c.batch, c.n_in), c.dtype), Ws, bs, c.act, ws.acts)
 
 
+def _forward_sparse_input_case(rng, c):
+    sizes = (c.n_in, c.n_out, max(c.n_out // 2, 3), 10)
+    Ws, bs = _network(rng, sizes, c.dtype)
+    ws = make_workspace(sizes, c.batch, c.dtype)
+    X = _sparse_images(rng, 2 * c.batch + 3, c.n_in, c.dtype)
+    rows = rng.permutation(X.shape[0])[:c.batch].astype(np.int64)
+    return (X, rows, Ws, bs, c.act, ws.acts, ws.nz_idx, ws.nz_val)
+
+
 def _train_steps_case(rng, c):
     """Two hidden layers, three steps, the last one ragged."""
     sizes = (c.n_in, c.n_out, max(c.n_out // 2, 3), 10)
@@ -166,5 +176,7 @@ register("gather_rows", fast=gather_rows, reference=gather_rows_ref, make_case=_
 register("argmax_rows", fast=argmax_rows, reference=argmax_rows_ref, make_case=_argmax_case,
          outputs=(1,))
 register("forward", fast=forward, reference=forward_ref, make_case=_forward_case, outputs=(4,))
+register("forward_sparse_input", fast=forward_sparse_input, reference=forward_sparse_input_ref,
+         make_case=_forward_sparse_input_case, outputs=(5,))
 register("train_steps", fast=train_steps, reference=train_steps_ref, make_case=_train_steps_case,
          outputs=(6, 7, 8, 9), compares_return=True)

@@ -60,14 +60,19 @@ def layer_activation(layer, n_layers, act):
 
 # ---- inference ---------------------------------------------------------------------------
 @njit(cache=True)
+def forward_above_first(Ws, bs, act, acts, n):
+    """Layers 1.. for n rows, once acts[0][:n] holds the first layer's output."""
+    last = len(Ws) - 1
+    for l in range(1, last + 1):
+        dense_forward(acts[l - 1][:n], Ws[l], bs[l], act if l < last else IDENTITY, acts[l][:n])
+
+
+@njit(cache=True)
 def forward(x, Ws, bs, act, acts):
     """acts[l][:n] <- output of layer l for the rows of x; acts[-1] holds the logits."""
     n = x.shape[0]
-    n_layers = len(Ws)
-    dense_forward(x, Ws[0], bs[0], act if n_layers > 1 else IDENTITY, acts[0][:n])
-    for l in range(1, n_layers):
-        dense_forward(acts[l - 1][:n], Ws[l], bs[l], act if l < n_layers - 1 else IDENTITY,
-                      acts[l][:n])
+    dense_forward(x, Ws[0], bs[0], act if len(Ws) > 1 else IDENTITY, acts[0][:n])
+    forward_above_first(Ws, bs, act, acts, n)
 
 
 def forward_ref(x, Ws, bs, act, acts):
@@ -76,6 +81,21 @@ def forward_ref(x, Ws, bs, act, acts):
     for l in range(len(Ws)):
         dense_forward_ref(inp, Ws[l], bs[l], layer_activation(l, len(Ws), act), acts[l][:n])
         inp = acts[l][:n]
+
+
+@njit(cache=True, parallel=True)  # its own prange loop: see the note in sparse_input.py
+def forward_sparse_input(X, rows, Ws, bs, act, acts, nz_idx, nz_val):
+    """forward() of the rows X[rows], with the zero-skipping first layer; nz_idx and nz_val
+    (len(rows), n_in) are scratch."""
+    W0, b0, a0 = Ws[0], bs[0], acts[0]
+    act0 = act if len(Ws) > 1 else IDENTITY
+    for i in prange(rows.shape[0]):
+        forward_row(X[rows[i]], W0, b0, act0, a0[i], nz_idx[i], nz_val[i])
+    forward_above_first(Ws, bs, act, acts, rows.shape[0])
+
+
+def forward_sparse_input_ref(X, rows, Ws, bs, act, acts, nz_idx, nz_val):
+    forward_ref(X[rows], Ws, bs, act, acts)
 
 
 # ---- training ----------------------------------------------------------------------------
@@ -111,9 +131,7 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, Ws, bs, vWs, vbs,
         else:
             gather_rows(X, rows, xb)
             dense_forward(xb[:nb], Ws[0], bs[0], act0, acts[0][:nb])
-        for l in range(1, n_layers):
-            dense_forward(acts[l - 1][:nb], Ws[l], bs[l], act if l < last else IDENTITY,
-                          acts[l][:nb])
+        forward_above_first(Ws, bs, act, acts, nb)
 
         loss, c = softmax_cross_entropy(acts[last][:nb], yb[:nb], deltas[last][:nb])
         loss_sum += loss * nb
@@ -165,10 +183,7 @@ def train_steps_ref(X, y, order, batch_size, step_begin, step_end, Ws, bs, vWs, 
         x = xb[:nb]
         labels = y[rows]
 
-        inp = x
-        for l in range(n_layers):
-            dense_forward_ref(inp, Ws[l], bs[l], layer_activation(l, n_layers, act), acts[l][:nb])
-            inp = acts[l][:nb]
+        forward_ref(x, Ws, bs, act, acts)
 
         loss, c = softmax_cross_entropy_ref(acts[last][:nb], labels, deltas[last][:nb])
         loss_sum += loss * nb
