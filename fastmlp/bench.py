@@ -261,9 +261,8 @@ def time_to_accuracy(X, y, Xt, yt, target=0.98, max_epochs=30, recipe=None, chec
     for epoch in range(max_epochs):
         step, totals = 0, (0.0, 0, 0, 0.0)
         while step < trainer.steps:
-            asked = []  # run_epoch asks before each chunk: let exactly one chunk run
             loss_sum, correct, seen, step, chunk_seconds = trainer.run_epoch(
-                epoch, step, totals, should_stop=lambda: asked.append(1) or len(asked) > 1)
+                epoch, step, totals, until=step + trainer.chunk)
             totals = (loss_sum, correct, seen, 0.0)
             seconds += chunk_seconds
             acc = net.evaluate(Xt, yt)["accuracy"]

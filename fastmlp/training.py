@@ -57,9 +57,12 @@ class Trainer:
         net = self.net
         return tuple(net.weights), tuple(net.biases), tuple(self.vW), tuple(self.vb)
 
-    def run_epoch(self, epoch, step=0, totals=(0.0, 0, 0, 0.0), should_stop=None, on_chunk=None):
-        """Run steps [step, steps) of ``epoch``; returns (loss_sum, correct, seen, step, seconds)
-        accumulated onto ``totals``. ``step < self.steps`` on return means it was stopped."""
+    def run_epoch(self, epoch, step=0, totals=(0.0, 0, 0, 0.0), should_stop=None, on_chunk=None,
+                  until=None):
+        """Run steps [step, until or steps) of ``epoch``; returns (loss_sum, correct, seen, step,
+        seconds) accumulated onto ``totals``. ``step < self.steps`` on return means the epoch is
+        not finished (stopped, or ``until`` reached)."""
+        end = self.steps if until is None else min(until, self.steps)
         Ws, bs, vWs, vbs = self._params()
         live = Ws + bs + vWs + vbs
         if self._saved is None or len(self._saved) != len(live):
@@ -69,10 +72,10 @@ class Trainer:
         loss_sum, correct, seen, elapsed = totals
         with one_blas_thread(self.sparse):
             t0 = time.perf_counter()
-            while step < self.steps and not (should_stop and should_stop()):
+            while step < end and not (should_stop and should_stop()):
                 for src, dst in zip(live, self._saved):
                     np.copyto(dst, src)
-                stop = min(step + self.chunk, self.steps)
+                stop = min(step + self.chunk, end)
                 ls, c, s = self.train_steps(
                     self.X, self.y, order, self.batch_size, step, stop, Ws, bs, vWs, vbs,
                     ws.acts, ws.deltas, ws.grad_W, ws.grad_b, ws.xb, ws.yb, ws.nz_idx, ws.nz_val,

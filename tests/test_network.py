@@ -173,3 +173,22 @@ def test_no_allocation_per_training_step():
         many, few = counts[f"8-{sparse}"], counts[f"240-{sparse}"]
         assert many == few, f"sparse={sparse}: {many} allocations in 300 steps, {few} in 10"
         assert many < 100
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_an_epoch_run_in_parts_equals_one_run(toy_data, backend):
+    from fastmlp import SGD
+    from fastmlp.training import Trainer
+    X, y = toy_data
+    whole = Trainer(Network([64, 16, 10], seed=2, backend=backend), X.astype(np.float32), y, 32,
+                    SGD(0.1, 0.9))
+    parts = Trainer(Network([64, 16, 10], seed=2, backend=backend), X.astype(np.float32), y, 32,
+                    SGD(0.1, 0.9))
+    loss, correct, seen, step, _ = whole.run_epoch(0)
+    first = parts.run_epoch(0, until=7)
+    assert first[3] == 7 and first[2] == 7 * 32
+    second = parts.run_epoch(0, step=7, totals=first[:3] + (0.0,))
+    assert second[3] == step == whole.steps
+    assert second[:3] == pytest.approx((loss, correct, seen))
+    for a, b in zip(whole.net.weights + whole.net.biases, parts.net.weights + parts.net.biases):
+        np.testing.assert_array_equal(a, b)
