@@ -239,6 +239,9 @@ def load_idx_dataset(name, data_dir=None, *, validation_size=0, dtype="float32",
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype}")
+    if isinstance(validation_size, bool) or not isinstance(validation_size, (int, np.integer)) \
+            or validation_size < 0:
+        raise ValueError(f"validation_size must be an integer >= 0, got {validation_size!r}")
     paths = locate(name, data_dir, download)
     splits = []
     for part in ("train", "t10k"):
@@ -249,9 +252,8 @@ def load_idx_dataset(name, data_dir=None, *, validation_size=0, dtype="float32",
         splits.append((_scale(images, dtype, flatten), labels.astype(np.int64)))
         del images
     (X_train, y_train), test = splits
-    if not isinstance(validation_size, (int, np.integer)) or not (
-            0 <= validation_size < X_train.shape[0]):
-        raise ValueError(f"validation_size must be an integer in [0, {X_train.shape[0]}), "
+    if validation_size >= X_train.shape[0]:
+        raise ValueError(f"validation_size must be in [0, {X_train.shape[0]}), "
                          f"got {validation_size!r}")
     if validation_size == 0:
         return (X_train, y_train), test

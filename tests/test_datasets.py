@@ -68,9 +68,15 @@ def test_validation_split_and_options(mnist_dir, mnist):
     np.testing.assert_allclose(Xv, mnist[0][0][50000:], rtol=1e-6)
     (Xi, _), _ = load_mnist(mnist_dir, flatten=False, download=False)
     assert Xi.shape == (60000, 28, 28)
-    for bad in (-1, 60000, 2.5):
+    for bad in (-1, 60000, 2.5, True):
         with pytest.raises(ValueError, match="validation_size"):
             load_mnist(mnist_dir, validation_size=bad, download=False)
+
+
+def test_a_bad_validation_size_is_refused_before_any_file_is_read(tmp_path, no_cache):
+    for bad in (-1, 2.5, "10"):  # no data at all here: the argument error must come first
+        with pytest.raises(ValueError, match="validation_size must be an integer"):
+            load_mnist(tmp_path, validation_size=bad, download=False)
     with pytest.raises(ValueError, match="dtype"):
         load_mnist(mnist_dir, dtype="int8", download=False)
 
