@@ -2,7 +2,14 @@
 
 Every kernel has a NumPy twin (``backend="numpy"``) that the fast path is checked against.
 """
-from . import kernels
+import importlib.util as _importlib_util
+
+if _importlib_util.find_spec("fastmlp.kernels") is None:  # imported from a source tree, not installed
+    raise ImportError("fastmlp is not installed: its kernels (the repository's kernels/ folder) are "
+                      "installed as fastmlp.kernels. Run `pip install -e .` in the repository root, "
+                      "then import fastmlp from that environment.")
+
+from . import kernels  # noqa: E402
 from ._version import __version__
 from .datasets import load_fashion_mnist, load_mnist, read_idx
 from .errors import (DataFormatError, DataNotFoundError, FastMLPError, ModelFormatError,

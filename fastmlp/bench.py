@@ -333,8 +333,12 @@ def machine():
 def run(batch_sizes=(10, 256), hidden=300, repeats=3, samples=60000, runner_names=None,
         data_dir=None, tta=True, memory=True, log=print):
     X, y, test, source = mnist_or_synthetic(data_dir, samples)
-    runners = [r for r in all_runners() if r.available()
-               and (not runner_names or r.name in runner_names)]
+    wanted = [r for r in all_runners() if not runner_names or r.name in runner_names]
+    runners = [r for r in wanted if r.available()]
+    for r in wanted:
+        if not r.available():
+            log(f"skipped {r.name}: {r.name.split('-')[0]} is not installed "
+                f"(pip install {'torch==2.13.0' if r.name == 'torch' else 'jax'})")
     result = {"machine": machine(), "data": source, "samples": len(y), "hidden": hidden,
               "recipe": f"ReLU, softmax cross-entropy, SGD lr {LR} momentum {MOMENTUM}, float32",
               "versions": {r.name: r.version() for r in runners}, "batches": {}}
@@ -384,13 +388,13 @@ def format_table(batch, medians, floor):
 
 def add_arguments(p):
     p.add_argument("--batch-sizes", default="10,256", help="comma-separated, e.g. 10,256")
-    p.add_argument("--hidden", type=int, default=300)
+    p.add_argument("--hidden", type=int, default=300, help="hidden layer width (784-H-10)")
     p.add_argument("--repeats", type=int, default=3, help="timed epochs per runner")
-    p.add_argument("--samples", type=int, default=60000)
+    p.add_argument("--samples", type=int, default=60000, help="training samples per epoch")
     p.add_argument("--runners", default=None,
                    help="comma-separated subset of fastmlp-numba,fastmlp-numpy,torch,jax-jit,"
                         "jax-scan (default: every one installed)")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
     p.add_argument("--quick", action="store_true",
                    help="CI smoke: 6,000 samples, one timed epoch, no time-to-accuracy or memory")
     p.add_argument("--json", default=None, help="write the full results here")

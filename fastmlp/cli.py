@@ -1,4 +1,5 @@
-"""The ``fastmlp`` command: train, evaluate, predict, bench."""
+"""fastmlp: train, evaluate and benchmark neural networks on MNIST-style images, and classify
+digit pictures with a trained model."""
 import argparse
 import csv
 import json
@@ -18,6 +19,13 @@ EXIT_INTERRUPTED = 130
 
 class CLIError(Exception):
     """A problem with the command line itself; reported in one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line on stderr (exit 2), like every other error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def _hidden(text):
@@ -41,7 +49,7 @@ def _data_args(p):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="fastmlp", description=__doc__)
+    parser = _Parser(prog="fastmlp", description=__doc__)
     parser.add_argument("--version", action="version", version=f"fastmlp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -69,18 +77,21 @@ def build_parser():
     t.add_argument("--quiet", action="store_true", help="no summary, no per-epoch lines")
 
     e = sub.add_parser("evaluate", help="loss, accuracy, per-class report, confusion matrix")
-    e.add_argument("model")
+    e.add_argument("model", help="a model file written by fastmlp train (.npz)")
     _data_args(e)
-    e.add_argument("--plot-confusion", default=None, metavar="FILE")
+    e.add_argument("--plot-confusion", default=None, metavar="FILE",
+                   help="the confusion matrix as an image, e.g. cm.png")
     e.add_argument("--plot-errors", default=None, metavar="FILE",
                    help="a grid of misclassified test digits")
-    e.add_argument("--backend", default="numba", choices=["numba", "numpy"])
+    e.add_argument("--backend", default="numba", choices=["numba", "numpy"],
+                   help="numba: the fast kernels; numpy: their reference twins")
 
     p = sub.add_parser("predict", help="classify digit images (PNG/JPG or .npy)")
-    p.add_argument("model")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--backend", default="numba", choices=["numba", "numpy"])
+    p.add_argument("model", help="a model file written by fastmlp train (.npz)")
+    p.add_argument("images", nargs="+", help="PNG/JPG pictures of single digits, or .npy arrays")
+    p.add_argument("--top-k", type=int, default=3, help="how many of the likeliest classes to show")
+    p.add_argument("--backend", default="numba", choices=["numba", "numpy"],
+                   help="numba: the fast kernels; numpy: their reference twins")
 
     b = sub.add_parser("bench", help="time one epoch against the NumPy reference, PyTorch, JAX "
                                      "and the sgemm floor")
@@ -118,11 +129,12 @@ class _EpochLog:
         self.file.close()
 
 
-def _load_data(args, validation_size, dtype="float32"):
+def _load_data(args, validation_size, dtype="float32", test_only=False):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         name, splits = datasets.load_dataset(args.dataset, args.data_dir,
-                                             validation_size=validation_size, dtype=dtype)
+                                             validation_size=validation_size, dtype=dtype,
+                                             test_only=test_only)
     for w in caught:
         print(f"WARNING: {w.message}", file=sys.stderr, flush=True)
     return name, splits
@@ -173,7 +185,9 @@ def cmd_train(args):
     print(f"Test loss: {test['loss']:.4f} - test accuracy: {test['accuracy']:.4f}", flush=True)
     if args.out:
         net.save(args.out)
-        print(f"Saved model to {args.out}")
+        side = int(round(np.sqrt(net.n_features)))
+        print(f"Saved model to {args.out}" + ("" if name != datasets.FALLBACK else
+              f" (a model of the 8x8 digits: it takes {side}x{side} images, not MNIST's 28x28)"))
     if args.plot:
         from .plotting import plot_history
         plot_history(history, args.plot, title=f"{name} {sizes}")
@@ -193,8 +207,7 @@ def cmd_evaluate(args):
     net = Network.load(args.model, backend=args.backend)
     if args.dataset is None:
         args.dataset = net.train_config.get("dataset")
-    name, splits = _load_data(args, 0, net.dtype.name)
-    Xt, yt = splits[-1]
+    name, (Xt, yt) = _load_data(args, 0, net.dtype.name, test_only=True)
     if Xt.shape[1] != net.n_features:
         raise CLIError(f"{args.model} takes {net.n_features} inputs but {name} has "
                        f"{Xt.shape[1]} features per sample")
@@ -226,7 +239,12 @@ def cmd_predict(args):
     if args.top_k < 1:
         raise CLIError(f"--top-k must be >= 1, got {args.top_k}")
     k = min(args.top_k, net.n_classes)
-    inputs = np.stack([prepare(path, net.n_features) for path in args.images])
+    style = "uci-digits" if net.train_config.get("dataset") == datasets.FALLBACK else "mnist"
+    if style == "uci-digits":
+        print(f"note: {args.model} was trained on the 8x8 UCI digits, not MNIST: each image is "
+              f"reduced to 8x8 the way those digits were made (32x32 bitmap, 4x4 block counts)",
+              file=sys.stderr)
+    inputs = np.stack([prepare(path, net.n_features, style) for path in args.images])
     proba = net.predict_proba(inputs.astype(net.dtype))
     for path, p in zip(args.images, proba):
         top = np.argsort(-p, kind="stable")[:k]

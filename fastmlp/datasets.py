@@ -146,17 +146,19 @@ def _find(directory, filename):
     return None
 
 
-def locate(name, data_dir=None, download=True):
-    """Paths of the four files of ``name``, downloading them into the cache if needed."""
+def locate(name, data_dir=None, download=True, parts=("train", "t10k")):
+    """Paths of ``name``'s files (of the given parts: train, t10k), downloading them into the
+    cache if needed."""
     spec = _spec(name)
+    wanted = [f for f in spec["files"] if f.split("-")[0] in parts]
     searched = candidate_dirs(name, data_dir)
     for d in searched:
-        found = {f: _find(d, f) for f in spec["files"]}
+        found = {f: _find(d, f) for f in wanted}
         if all(found.values()):
             return found
     if not download:
         raise DataNotFoundError(_not_found_message(name, searched, None))
-    return _download(name, searched)
+    return _download(name, searched, wanted)
 
 
 def _spec(name):
@@ -175,31 +177,50 @@ def _not_found_message(name, searched, reason):
     return "\n".join(lines)
 
 
-def _download(name, searched):
+def _download(name, searched, wanted):
     import pooch
     spec = _spec(name)
     target = default_cache_dir() / name
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel("WARNING")  # we say what is downloaded ourselves, once
     paths = {}
-    for filename, md5 in spec["files"].items():
-        errors = []
-        for mirror in mirrors(name):
-            try:
-                paths[filename] = Path(pooch.retrieve(
-                    mirror + filename, known_hash=f"md5:{md5}", fname=filename, path=target,
-                    progressbar=sys.stderr.isatty()))
-                break
-            except Exception as exc:  # network errors, HTTP errors, checksum mismatch
-                errors.append(f"{mirror}{filename}: {_short_reason(exc)}")
-        else:
-            raise DataNotFoundError(_not_found_message(name, searched, "; ".join(errors)))
+    try:
+        for filename in wanted:
+            errors = []
+            for mirror in mirrors(name):
+                if sys.stderr.isatty():
+                    print(f"Downloading {filename} from {mirror}", file=sys.stderr, flush=True)
+                try:
+                    paths[filename] = Path(pooch.retrieve(
+                        mirror + filename, known_hash=f"md5:{spec['files'][filename]}",
+                        fname=filename, path=target, progressbar=sys.stderr.isatty()))
+                    break
+                except Exception as exc:  # network errors, HTTP errors, checksum mismatch
+                    errors.append(f"{mirror}: {_short_reason(exc)}")
+            else:
+                raise DataNotFoundError(_not_found_message(
+                    name, searched, f"{filename} could not be downloaded ({'; '.join(errors)})"))
+    finally:
+        logger.setLevel(level)
     return paths
+
+
+def _shorten(text, limit):
+    """At most ``limit`` characters, cut at a word boundary, never mid-word."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:(") + " ..."
 
 
 def _short_reason(exc):
     if isinstance(exc, ValueError):  # pooch: the checksum did not match
-        return " ".join(str(exc).split())[:300]
+        return _shorten(str(exc), 160)
     reason = str(exc).split("(Caused by")[0].strip()
-    return f"{type(exc).__name__}: {reason[:120]}"
+    # requests' messages repeat the URL: the mirror is already named
+    reason = reason.split(" with url: ")[0]
+    return f"{type(exc).__name__}: {_shorten(reason, 80)}"
 
 
 def mirrors(name):
@@ -235,22 +256,25 @@ def _scale(images, dtype, flatten):
 
 
 def load_idx_dataset(name, data_dir=None, *, validation_size=0, dtype="float32", flatten=True,
-                     download=True):
+                     download=True, test_only=False):
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype}")
     if isinstance(validation_size, bool) or not isinstance(validation_size, (int, np.integer)) \
             or validation_size < 0:
         raise ValueError(f"validation_size must be an integer >= 0, got {validation_size!r}")
-    paths = locate(name, data_dir, download)
+    parts = ("t10k",) if test_only else ("train", "t10k")
+    paths = locate(name, data_dir, download, parts)
     splits = []
-    for part in ("train", "t10k"):
+    for part in parts:
         img_path = paths[f"{part}-images-idx3-ubyte.gz"]
         lbl_path = paths[f"{part}-labels-idx1-ubyte.gz"]
         images, labels = read_idx(img_path), read_idx(lbl_path)
         _check_pair(images, labels, img_path, lbl_path)
         splits.append((_scale(images, dtype, flatten), labels.astype(np.int64)))
         del images
+    if test_only:
+        return splits[0]
     (X_train, y_train), test = splits
     if validation_size >= X_train.shape[0]:
         raise ValueError(f"validation_size must be in [0, {X_train.shape[0]}), "
@@ -300,8 +324,10 @@ LOADERS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
 FALLBACK = "digits"
 
 
-def load_dataset(name=None, data_dir=None, *, validation_size=0, dtype="float32"):
-    """Load a dataset by name; returns (name actually loaded, splits).
+def load_dataset(name=None, data_dir=None, *, validation_size=0, dtype="float32",
+                 test_only=False):
+    """Load a dataset by name; returns (name actually loaded, splits), or with ``test_only``
+    (name, (X_test, y_test)) without reading (or downloading) the training files.
 
     ``name=None`` means MNIST, falling back — loudly — to the offline 8x8 digits when MNIST is
     neither on disk nor downloadable. A dataset named explicitly never falls back.
@@ -309,14 +335,18 @@ def load_dataset(name=None, data_dir=None, *, validation_size=0, dtype="float32"
     if name is not None and name != FALLBACK and name not in LOADERS:
         raise ValueError(f"dataset must be one of {sorted(LOADERS) + [FALLBACK]}, got {name!r}")
     if name == FALLBACK:
-        return FALLBACK, load_digits_8x8(validation_size=validation_size, dtype=dtype)
+        splits = load_digits_8x8(validation_size=validation_size, dtype=dtype)
+        return FALLBACK, splits[-1] if test_only else splits
     try:
-        return name or "mnist", LOADERS[name or "mnist"](data_dir, validation_size=validation_size,
-                                                       dtype=dtype)
+        return name or "mnist", load_idx_dataset(name or "mnist", data_dir,
+                                                 validation_size=validation_size, dtype=dtype,
+                                                 test_only=test_only)
     except DataNotFoundError as exc:
         if name is not None:
             raise
         message = (f"{exc}\n*** MNIST is unavailable: falling back to the 8x8 UCI digits bundled "
-                   f"with scikit-learn (1,797 images). Pass --dataset mnist to refuse this. ***")
+                   f"with scikit-learn (1,797 images). A model trained on them takes 8x8 images "
+                   f"(64 inputs), not MNIST's 28x28. Pass --dataset mnist to refuse this. ***")
         warnings.warn(message, RuntimeWarning, stacklevel=2)
-        return FALLBACK, load_digits_8x8(validation_size=min(validation_size, 300), dtype=dtype)
+        splits = load_digits_8x8(validation_size=min(validation_size, 300), dtype=dtype)
+        return FALLBACK, splits[-1] if test_only else splits

@@ -79,9 +79,21 @@ def mnist_style(image, side=28, box=20, threshold=0.1):
     return canvas.reshape(-1)
 
 
-def prepare(path, n_features):
-    """Read an image file and make it a network input of n_features values."""
+def uci_digits_style(image, side=8, block=4):
+    """The preprocessing of the UCI 8x8 digits (scikit-learn's ``load_digits``): the digit fitted
+    into a (side*block)^2 bitmap, thresholded, then the set pixels of each block x block square
+    counted and scaled to [0, 1]."""
+    big = mnist_style(image, side=side * block, box=side * block).reshape(side * block, -1)
+    bits = (big > 0.5).astype(np.float64)
+    return bits.reshape(side, block, side, block).sum(axis=(1, 3)).reshape(-1) / (block * block)
+
+
+def prepare(path, n_features, style="mnist"):
+    """Read an image file and make it a network input of n_features values, prepared the way
+    the model's training images were (``style``: "mnist" or "uci-digits")."""
     side = int(round(np.sqrt(n_features)))
     if side * side != n_features:
         raise ValueError(f"the model takes {n_features} inputs, not a square image")
+    if style == "uci-digits":
+        return uci_digits_style(load_image(path), side=side)
     return mnist_style(load_image(path), side=side, box=max(1, round(side * 20 / 28)))

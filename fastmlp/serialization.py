@@ -25,8 +25,15 @@ META_KEY = "meta.json"
 MAX_META_BYTES = 1 << 24
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path, write):
-    """Call write(file) on a temp file beside path, then rename it over path."""
+    """Call write(file) on a temp file beside path, then rename it over path. The file gets the
+    mode an ordinary new file would (0666 less the umask), not mkstemp's 0600."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
@@ -34,6 +41,7 @@ def atomic_write_bytes(path, write):
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

@@ -5,7 +5,10 @@ import pytest
 
 from fastmlp.datasets import ENV_VAR, load_mnist
 
-
+# The README's command passes a relative path (FASTMLP_DATA=../shared/data/mnist); the CLI tests
+# run in temporary folders, where it would no longer resolve: make it absolute once, here.
+if os.environ.get(ENV_VAR):
+    os.environ[ENV_VAR] = os.path.abspath(os.environ[ENV_VAR])
 
 @pytest.fixture(scope="session")
 def mnist():
