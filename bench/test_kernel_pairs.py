@@ -17,13 +17,10 @@ from fastmlp.kernels import KERNELS, Case, copy_args
 BATCHES = [10, 64, 256, 1024]
 HIDDEN = [300, 1024]
 DTYPES = {"f32": np.float32, "f64": np.float64}
-# kernels that act on the 10-class output layer rather than on 784 -> hidden
-OUTPUT_LAYER = {"softmax_cross_entropy", "softmax", "argmax_rows"}
-PRANGE = {"sparse_input_forward", "sparse_input_backward_momentum", "train_steps"}
 
 
 def case_for(name, batch, hidden, dtype):
-    if name in OUTPUT_LAYER:
+    if KERNELS[name].output_layer:  # acts on the 10-class output rather than on 784 -> hidden
         return Case(batch, hidden, 10, dtype)
     return Case(batch, 784, hidden, dtype)
 
@@ -43,6 +40,7 @@ def test_kernel(benchmark, name, batch, hidden, dtype, side):
         benchmark.extra_info["gflop_per_call"] = pair.flops(case) / 1e9
     fn(*args)  # compile, or load the cache, outside the timing
     # Numba's threads and BLAS's threads must not spin against each other (see training.py)
-    with threadpool_limits(1, user_api="blas") if side == "numba" and name in PRANGE else nullcontext():
+    parallel = side == "numba" and pair.parallel
+    with threadpool_limits(1, user_api="blas") if parallel else nullcontext():
         benchmark(fn, *args)
 

@@ -13,6 +13,7 @@ import numpy as np
 from . import datasets
 from ._version import __version__
 from .errors import FastMLPError, TrainingDivergedError
+from .optimizers import OPTIMIZERS
 
 EXIT_INTERRUPTED = 130
 
@@ -60,9 +61,18 @@ def build_parser():
     t.add_argument("--init", default="he", choices=["he", "xavier", "normal", "large"])
     t.add_argument("--epochs", type=int, default=20)
     t.add_argument("--batch-size", type=int, default=256)
-    t.add_argument("--lr", type=float, default=0.1)
+    t.add_argument("--optimizer", default=None, choices=sorted(OPTIMIZERS),
+                   help="default: SGD with --lr, --momentum and --weight-decay")
+    t.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default 0.1 for SGD, else the optimizer's own)")
     t.add_argument("--momentum", type=float, default=0.9)
     t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--dropout", type=float, default=0.0, help="dropout rate of hidden layers")
+    t.add_argument("--input-dropout", type=float, default=0.0, help="dropout rate of the inputs")
+    t.add_argument("--max-norm", type=float, default=None,
+                   help="cap on the L2 norm of each hidden unit's incoming weights")
+    t.add_argument("--output", default="softmax", choices=["softmax", "sigmoid"])
+    t.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "quadratic"])
     t.add_argument("--validation-size", type=int, default=0,
                    help="carve a validation split from the training set; with 0 the per-epoch "
                         "val_ columns are measured on the test set")
@@ -104,7 +114,7 @@ def build_parser():
 class _EpochLog:
     """Writes one row per epoch as training goes, to .csv or .jsonl."""
 
-    COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_time")
+    COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "epoch_time", "lr")
 
     def __init__(self, path):
         self.path = Path(path)
@@ -164,14 +174,26 @@ def cmd_train(args):
                            f"network; --hidden asks for {sizes}")
     else:
         net = Network(sizes, activation=args.activation, init=args.init, dtype=args.dtype,
-                      backend=args.backend, seed=args.seed)
+                      backend=args.backend, seed=args.seed, dropout=args.dropout,
+                      input_dropout=args.input_dropout, max_norm=args.max_norm,
+                      output=args.output, loss=args.loss)
+    fit_args = {"lr": 0.1 if args.lr is None else args.lr, "momentum": args.momentum,
+                "weight_decay": args.weight_decay}
+    if args.optimizer:
+        from .optimizers import get
+        optimizer = get(args.optimizer)
+        if args.lr is not None:
+            optimizer = optimizer.with_lr(args.lr)
+        fit_args = {"optimizer": optimizer}
+        if (args.momentum, args.weight_decay) != (0.9, 0.0):
+            raise CLIError("--momentum and --weight-decay go with the default SGD; with "
+                           "--optimizer they are that optimizer's defaults")
     if not args.quiet:
         print(f"Data: {name}: train {len(y)}, test {len(yt)}, {val_note}")
         net.summary()
     log = _EpochLog(args.log) if args.log else None
     try:
-        history = net.fit(X, y, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          momentum=args.momentum, weight_decay=args.weight_decay,
+        history = net.fit(X, y, epochs=args.epochs, batch_size=args.batch_size, **fit_args,
                           validation_data=val, verbose=0 if args.quiet else 1,
                           checkpoint=args.checkpoint, resume=args.resume,
                           callbacks=[log] if log else ())

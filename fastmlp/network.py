@@ -10,19 +10,18 @@ import numpy as np
 from . import kernels as K
 from ._version import __version__
 from .errors import ModelFormatError, TrainingDivergedError
-from .optimizers import SGD
 from .serialization import load_arrays, save_arrays
-from .training import Trainer, one_blas_thread, uses_sparse_input
+from .training import Trainer, kernels_need_compiling, one_blas_thread, uses_sparse_input
 from .validation import check_choice, check_features, check_int, check_labels
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
-BACKENDS = {
-    "numba": {"train_steps": K.train_steps, "forward": K.forward, "softmax": K.KERNELS["softmax"].fast},
-    "numpy": {"train_steps": K.train_steps_ref, "forward": K.forward_ref,
-              "softmax": K.KERNELS["softmax"].reference},
-}
+BACKENDS = ("numba", "numpy")
+OUTPUTS = ("softmax", "sigmoid")
+LOSSES = ("cross_entropy", "quadratic")
 EVAL_BATCH = 4096
 SPARSE_EVAL_BATCH = 512  # rows per call of the zero-skipping first layer (its scratch grows with it)
+FIT_DEFAULTS = {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0}
+FORMAT_REVISION = 2  # meta "revision": 1 = sizes + activation + momentum velocities; 2 = layers
 
 
 def _init_normal(rng, n_in, n_out):
@@ -49,7 +48,7 @@ INITS = {"normal": _init_normal, "xavier": _init_xavier, "he": _init_he, "large"
 class History:
     """What fit() measured: ``history`` maps each metric to one value per completed epoch."""
 
-    KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_time")
+    KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_time", "lr")
 
     def __init__(self, history=None, epoch=None, params=None):
         self.history = {k: list((history or {}).get(k, [])) for k in self.KEYS}
@@ -91,53 +90,124 @@ def _sigint_flag():
 
 
 class Network:
-    """A multilayer perceptron: dense layers, one hidden activation, softmax cross-entropy.
+    """A neural network: a sequence of layers, an output activation and a loss.
 
     >>> net = Network([784, 300, 10], activation="relu", init="he", seed=0)
     >>> history = net.fit(X, y, epochs=10, batch_size=256, lr=0.1, momentum=0.9)
+
+    ``sizes`` lists every layer's width (dense layers with one hidden ``activation``, and
+    ``dropout`` / ``input_dropout`` rates), or is a list of layers from
+    :mod:`fastmlp.layers` with ``input_shape`` giving the input's size.
     """
 
     def __init__(self, sizes, activation="relu", init="he", dtype="float32", backend="numba",
-                 seed=None):
-        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__") or len(sizes) < 2:
-            raise ValueError(f"sizes must list at least two layer sizes (inputs, ..., classes), "
-                             f"got {sizes!r}")
-        self.sizes = tuple(check_int(s, f"sizes[{i}]", 1) for i, s in enumerate(sizes))
+                 seed=None, dropout=0.0, input_dropout=0.0, max_norm=None, output="softmax",
+                 loss="cross_entropy", input_shape=None, _initialise=True):
+        from .layers import Layer, from_sizes
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__") or len(sizes) < 1:
+            raise ValueError(f"sizes must list at least two layer sizes (inputs, ..., classes) or "
+                             f"be a list of layers, got {sizes!r}")
         self.activation = check_choice(activation, "activation",
                                        set(K.ACTIVATION_CODES) - {"identity"})
+        if all(isinstance(s, Layer) for s in sizes):
+            if input_shape is None:
+                raise ValueError("input_shape is required with a list of layers, e.g. (784,)")
+            shape = tuple(input_shape) if hasattr(input_shape, "__len__") else (input_shape,)
+            n_in = math.prod(check_int(s, "input_shape", 1) for s in shape)
+            self.layers = list(sizes)
+        else:
+            if len(sizes) < 2:
+                raise ValueError(f"sizes must list at least two layer sizes (inputs, ..., "
+                                 f"classes), got {sizes!r}")
+            sizes = tuple(check_int(s, f"sizes[{i}]", 1) for i, s in enumerate(sizes))
+            n_in = sizes[0]
+            self.layers = from_sizes(sizes, self.activation, dropout, input_dropout)
+        if not self.layers or self.layers[-1].kind != "dense":
+            raise ValueError(f"the last layer must be Dense (it feeds the output and loss), got "
+                             f"{self.layers[-1] if self.layers else 'no layers'}")
+        if self.layers[-1].activation is not None:
+            raise ValueError("the last Dense layer takes no activation: the output activation is "
+                             "Network(output=...)")
+        self.n_features = n_in
         self.init = check_choice(init, "init", INITS)
         self.dtype = np.dtype(DTYPES[check_choice(str(np.dtype(dtype)) if not isinstance(dtype, str)
                                                   else dtype, "dtype", DTYPES)])
         self.backend = check_choice(backend, "backend", BACKENDS)
+        self.output = check_choice(output, "output", OUTPUTS)
+        self.loss = check_choice(loss, "loss", LOSSES)
+        if (output, loss) not in K.OUTPUT_LOSS_CODES:
+            raise ValueError(f"output={output!r} with loss={loss!r} is not supported; use one of "
+                             f"{sorted(K.OUTPUT_LOSS_CODES)}")
+        if max_norm is not None:
+            if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) \
+                    or not math.isfinite(max_norm) or max_norm <= 0:
+                raise ValueError(f"max_norm must be a finite number > 0 or None, got {max_norm!r}")
+            max_norm = float(max_norm)
+        self.max_norm = max_norm
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
         self.seed = check_int(seed, "seed", 0)
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0]))
-        self.weights = [INITS[init](rng, a, b).astype(self.dtype)
-                        for a, b in zip(self.sizes[:-1], self.sizes[1:])]
-        self.biases = [np.zeros(b, self.dtype) for b in self.sizes[1:]]
+        widths, width = [], n_in
+        for layer in self.layers:
+            width = layer.output_width(width)
+            widths.append(width)
+        self._widths = widths
+        self.sizes = (n_in,) + tuple(w for l, w in zip(self.layers, widths) if l.has_params)
+        self._W = [np.zeros((0, 0), self.dtype)] * len(self.layers)
+        self._b = [np.zeros(0, self.dtype)] * len(self.layers)
+        if _initialise:
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0]))
+            for l, (a, b) in self._dense_shapes():
+                self._W[l] = INITS[init](rng, a, b).astype(self.dtype)
+                self._b[l] = np.zeros(b, self.dtype)
         self.epochs_done = 0
         self.history = History()
         self.train_config = {}
 
     # ---- properties --------------------------------------------------------------------------
+    def _dense_shapes(self):
+        width = self.n_features
+        for l, layer in enumerate(self.layers):
+            if layer.has_params:
+                yield l, (width, layer.units)
+            width = self._widths[l]
+
     @property
-    def n_features(self):
-        return self.sizes[0]
+    def _param_layers(self):
+        return [l for l, layer in enumerate(self.layers) if layer.has_params]
+
+    @property
+    def weights(self):
+        """Each parameter layer's weights, in order (the arrays the kernels update in place)."""
+        return [self._W[l] for l in self._param_layers]
+
+    @property
+    def biases(self):
+        return [self._b[l] for l in self._param_layers]
 
     @property
     def n_classes(self):
-        return self.sizes[-1]
+        return self._widths[-1]
 
     @property
-    def _act_code(self):
-        return K.ACTIVATION_CODES[self.activation]
+    def _loss_code(self):
+        return K.OUTPUT_LOSS_CODES[self.output, self.loss]
 
-    def _ops(self):
-        return BACKENDS[self.backend]
+    def _params(self):
+        return K.Params(W=tuple(self._W), b=tuple(self._b))
+
+    def _plan(self, optimizer_code=0, sparse_input=False):
+        kinds = [K.LAYER_KINDS[layer.kind] for layer in self.layers]
+        acts = [K.ACTIVATION_CODES[getattr(layer, "activation", None) or "identity"]
+                for layer in self.layers]
+        rates = [getattr(layer, "rate", 0.0) for layer in self.layers]
+        max_norms = [self.max_norm if self.max_norm and layer.has_params and
+                     l != len(self.layers) - 1 else 0.0 for l, layer in enumerate(self.layers)]
+        return K.make_plan(kinds, acts, rates, max_norms, self._loss_code, optimizer_code,
+                           sparse_input, self.seed, self.dtype)
 
     def __repr__(self):
-        return (f"Network({list(self.sizes)}, activation={self.activation!r}, init={self.init!r}, "
+        return (f"Network({list(self.sizes)}, layers={self.layers!r}, init={self.init!r}, "
                 f"dtype={self.dtype.name!r}, backend={self.backend!r}, seed={self.seed})")
 
     # ---- inference ---------------------------------------------------------------------------
@@ -150,29 +220,34 @@ class Network:
         if sparse is None:
             sparse = uses_sparse_input(self, X)
         batch = min(n, SPARSE_EVAL_BATCH if sparse else EVAL_BATCH)
-        acts = tuple(np.empty((batch, m), self.dtype) for m in self.sizes[1:])
-        Ws, bs = tuple(self.weights), tuple(self.biases)
+        acts = tuple(np.empty((batch, m), self.dtype) for m in self._widths)
+        params, plan = self._params(), self._plan(sparse_input=sparse)
         if sparse:
             rows = np.arange(n, dtype=np.int64)
             nz_idx = np.empty((batch, self.n_features), np.int32)
             nz_val = np.empty((batch, self.n_features), self.dtype)
+        forward = K.forward if self.backend == "numba" else K.forward_ref
         with one_blas_thread(sparse):
             for start in range(0, n, batch):
                 stop = min(start + batch, n)
                 if sparse:
-                    K.forward_sparse_input(X, rows[start:stop], Ws, bs, self._act_code, acts,
-                                           nz_idx, nz_val)
+                    K.forward_sparse_input(X, rows[start:stop], params, plan, acts, nz_idx, nz_val)
                 else:
-                    self._ops()["forward"](X[start:stop], Ws, bs, self._act_code, acts)
+                    forward(X[start:stop], params, plan, acts)
                 yield start, stop, acts[-1][:stop - start]
 
+    def _kernel(self, name):
+        pair = K.KERNELS[name]
+        return pair.fast if self.backend == "numba" else pair.reference
+
     def predict_proba(self, X):
-        """Class probabilities, shape (n, n_classes); rows sum to 1."""
+        """The output layer's activations, shape (n, n_classes): softmax rows sum to 1;
+        sigmoid outputs are one probability per class."""
         X = check_features(X, self.n_features, self.dtype)
         out = np.empty((X.shape[0], self.n_classes), self.dtype)
-        softmax = self._ops()["softmax"]
+        activation = self._kernel("output_activation")
         for start, stop, logits in self._logits_batches(X):
-            softmax(logits, out[start:stop])
+            activation(self._loss_code, logits, out[start:stop])
         return out
 
     def predict(self, X):
@@ -184,18 +259,17 @@ class Network:
         return out
 
     def evaluate(self, X, y):
-        """{"loss": mean cross-entropy, "accuracy": fraction classified right}."""
+        """{"loss": the mean training loss, "accuracy": fraction classified right}."""
         X = check_features(X, self.n_features, self.dtype)
         y = check_labels(y, X.shape[0], self.n_classes)
         return self._evaluate(X, y)
 
     def _evaluate(self, X, y, sparse=None):
-        loss_fn = K.KERNELS["softmax_cross_entropy"]
-        loss_fn = loss_fn.fast if self.backend == "numba" else loss_fn.reference
+        loss_fn = self._kernel("output_loss")
         scratch = np.empty((min(X.shape[0], EVAL_BATCH), self.n_classes), self.dtype)
         total, correct = 0.0, 0
         for start, stop, logits in self._logits_batches(X, sparse):
-            loss, c = loss_fn(logits, y[start:stop], scratch[:stop - start])
+            loss, c = loss_fn(self._loss_code, logits, y[start:stop], scratch[:stop - start])
             total += loss * (stop - start)
             correct += c
         return {"loss": total / X.shape[0], "accuracy": correct / X.shape[0]}
@@ -211,24 +285,50 @@ class Network:
 
     def fit(self, X, y, epochs=10, batch_size=256, lr=0.1, momentum=0.9, weight_decay=0.0,
             validation_data=None, shuffle=True, verbose=1, checkpoint=None, resume=None,
-            callbacks=()):
-        """Train with minibatch SGD + momentum; returns a :class:`History`.
+            callbacks=(), optimizer=None, initial_epoch=None, validation_split=0.0):
+        """Train ``epochs`` more epochs (Keras' meaning); returns this call's :class:`History`
+        (``net.history`` keeps every epoch).
 
-        ``epochs`` counts from the network's first epoch: a network resumed from a checkpoint
-        after epoch 3 trains epochs 4..epochs. ``checkpoint`` is saved atomically at every
-        epoch end (and on Ctrl-C); ``resume`` continues a checkpoint to the very weights an
-        uninterrupted run would reach. Ctrl-C stops at a step boundary and returns.
-        Each of ``callbacks`` is called as ``callback(epoch, metrics)`` after every epoch.
+        ``optimizer`` is an object from :mod:`fastmlp.optimizers` or its name; without it,
+        ``lr``/``momentum``/``weight_decay`` mean SGD with momentum. ``initial_epoch`` numbers
+        epochs absolutely: epochs ``initial_epoch .. epochs-1`` are trained. ``validation_split``
+        holds out the last fraction of X, y (as Keras). ``checkpoint`` is saved atomically at
+        every epoch end (and on Ctrl-C); ``resume`` continues a checkpoint, with ``epochs`` the
+        total the interrupted run was to reach, to the very weights an uninterrupted run would
+        reach. Ctrl-C stops at a step boundary and returns. Each of ``callbacks`` is called as
+        ``callback(epoch, metrics)`` after every epoch.
         """
+        from . import optimizers
         X = check_features(X, self.n_features, self.dtype)
         y = check_labels(y, X.shape[0], self.n_classes)
-        n = X.shape[0]
         epochs = check_int(epochs, "epochs", 0)
-        batch_size = check_int(batch_size, "batch_size", 1, n)
-        opt = SGD(lr, momentum, weight_decay)
         verbose = check_int(verbose, "verbose", 0, 2)
         if not isinstance(shuffle, bool):
             raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
+        if optimizer is None:
+            opt = optimizers.SGD(lr, momentum, weight_decay=weight_decay)
+        else:
+            given = {k: v for k, v in (("lr", lr), ("momentum", momentum),
+                                       ("weight_decay", weight_decay)) if v != FIT_DEFAULTS[k]}
+            if given:
+                raise ValueError(f"pass either optimizer= or {', '.join(given)}=, not both: set "
+                                 f"them on the optimizer, e.g. Adam(lr=...)")
+            opt = optimizers.get(optimizer)
+        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
+                or not 0 <= validation_split < 1:
+            raise ValueError(f"validation_split must be a fraction in [0, 1), got "
+                             f"{validation_split!r}")
+        if validation_split:
+            if validation_data is not None:
+                raise ValueError("pass validation_data or validation_split, not both")
+            cut = X.shape[0] - int(round(X.shape[0] * validation_split))
+            if not 0 < cut < X.shape[0]:
+                raise ValueError(f"validation_split={validation_split} leaves no training or no "
+                                 f"validation sample of {X.shape[0]}")
+            validation_data = (X[cut:], y[cut:])
+            X, y = X[:cut], y[:cut]
+        n = X.shape[0]
+        batch_size = check_int(batch_size, "batch_size", 1, n)
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, y_val)")
@@ -240,21 +340,34 @@ class Network:
                           chunks_per_epoch=50 if verbose == 1 and sys.stderr.isatty() else 8)
         resume_state = {}
         if resume is not None:
-            resume_state = self._restore_checkpoint(resume, trainer.vW, trainer.vb, batch_size,
-                                                    shuffle)
-        config = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
-                  "weight_decay": weight_decay, "shuffle": shuffle, "backend": self.backend}
+            resume_state = self._restore_checkpoint(resume, trainer, batch_size, shuffle)
+            first, last = self.epochs_done, epochs
+            history = self.history
+        else:
+            if initial_epoch is not None:
+                first = check_int(initial_epoch, "initial_epoch", 0)
+                last = epochs
+            else:
+                first, last = self.epochs_done, self.epochs_done + epochs
+            history = History()
+        config = {"epochs": last, "batch_size": batch_size, "optimizer": opt.name,
+                  "optimizer_config": opt.config(), "shuffle": shuffle, "backend": self.backend}
+        if optimizer is None:
+            config.update(lr=lr, momentum=momentum, weight_decay=weight_decay)
         self.train_config = config
-        history = self.history
         history.params = dict(config, samples=n)
         history.stopped = None
+        self.history.stopped = None
         progress = verbose == 1 and sys.stderr.isatty()
+        if verbose and kernels_need_compiling() and self.backend == "numba":
+            print("Compiling kernels (first run only: they are cached afterwards) ...",
+                  file=sys.stderr, flush=True)
 
         with _sigint_flag() as sigint, one_blas_thread(trainer.sparse):
-            for epoch in range(self.epochs_done, epochs):
+            for epoch in range(first, last):
                 step = resume_state.pop("step", 0)
                 totals = tuple(resume_state.pop("partial", (0.0, 0, 0, 0.0)))
-                bar = _progress_bar(trainer.steps, step, epoch, epochs) if progress else None
+                bar = _progress_bar(trainer.steps, step, epoch, last) if progress else None
                 on_chunk = None
                 if bar is not None:
                     def on_chunk(done, loss, bar=bar):
@@ -264,15 +377,15 @@ class Network:
                     loss_sum, correct, seen, step, elapsed = trainer.run_epoch(
                         epoch, step, totals, lambda: sigint["hit"], on_chunk)
                 except TrainingDivergedError:
-                    history.stopped = "diverged"
+                    history.stopped = self.history.stopped = "diverged"
                     raise
                 finally:
                     if bar is not None:
                         bar.close()
                 if step < trainer.steps:  # Ctrl-C
-                    history.stopped = "interrupted"
+                    history.stopped = self.history.stopped = "interrupted"
                     if checkpoint is not None:
-                        self._save_checkpoint(checkpoint, trainer.vW, trainer.vb, epoch_step=step,
+                        self._save_checkpoint(checkpoint, trainer, epoch_step=step,
                                               partial=(loss_sum, correct, seen, elapsed))
                     if verbose:
                         print(f"Interrupted in epoch {epoch + 1} after step {step}/"
@@ -280,24 +393,29 @@ class Network:
                               + (f" Checkpoint: {checkpoint}" if checkpoint else ""), flush=True)
                     break
                 metrics = {"loss": loss_sum / seen, "accuracy": correct / seen,
-                           "epoch_time": elapsed}
+                           "epoch_time": elapsed, "lr": float(trainer.state.hyper[0])}
                 if validation_data is not None:
                     val = self._evaluate(Xv, yv, val_sparse)
                     metrics.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
                 history._append(epoch + 1, metrics)
+                if history is not self.history:
+                    self.history._append(epoch + 1, metrics)
                 self.epochs_done = epoch + 1
                 if verbose:
-                    print(format_epoch_line(epoch + 1, epochs, metrics), flush=True)
+                    print(format_epoch_line(epoch + 1, last, metrics), flush=True)
                 if checkpoint is not None:
-                    self._save_checkpoint(checkpoint, trainer.vW, trainer.vb)
+                    self._save_checkpoint(checkpoint, trainer)
                 for callback in callbacks:
                     callback(epoch + 1, metrics)
         return history
 
     # ---- files -------------------------------------------------------------------------------
     def _meta(self):
-        return {"library": "fastmlp", "version": __version__, "sizes": list(self.sizes),
+        return {"library": "fastmlp", "version": __version__, "revision": FORMAT_REVISION,
+                "sizes": list(self.sizes), "input_shape": [self.n_features],
+                "layers": [layer.config() for layer in self.layers],
                 "activation": self.activation, "init": self.init, "dtype": self.dtype.name,
+                "output": self.output, "loss": self.loss, "max_norm": self.max_norm,
                 "seed": self.seed, "epochs_done": self.epochs_done,
                 "train_config": self.train_config, "history": _finite_json(self.history.to_dict())}
 
@@ -310,12 +428,17 @@ class Network:
         """Write the model to path (.npz) atomically: a failed save keeps the previous file."""
         save_arrays(path, self._arrays(), dict(self._meta(), kind="model"))
 
-    def _save_checkpoint(self, path, vW, vb, epoch_step=0, partial=None):
+    def _save_checkpoint(self, path, trainer, epoch_step=0, partial=None):
         arrays = self._arrays()
-        arrays.update({f"vW{i}": v for i, v in enumerate(vW)})
-        arrays.update({f"vb{i}": v for i, v in enumerate(vb)})
+        layers = self._param_layers
+        for slot, (sW, sb) in trainer.slot_arrays().items():
+            arrays.update({f"{slot}.W{i}": sW[l] for i, l in enumerate(layers)})
+            arrays.update({f"{slot}.b{i}": sb[l] for i, l in enumerate(layers)})
+        opt = trainer.optimizer
         meta = dict(self._meta(), kind="checkpoint", step=epoch_step,
-                    partial=list(partial) if partial else None)
+                    partial=list(partial) if partial else None,
+                    optimizer={"name": opt.name, "config": opt.config(),
+                               "slots": list(opt.slots), "t": int(trainer.state.t[0])})
         save_arrays(path, arrays, meta)
 
     @classmethod
@@ -328,52 +451,63 @@ class Network:
 
     @classmethod
     def _from_meta(cls, meta, path, backend):
+        from .layers import from_config
         try:
-            net = cls(meta["sizes"], activation=meta["activation"], init=meta["init"],
-                      dtype=meta["dtype"], backend=backend, seed=meta["seed"])
+            revision = meta.get("revision", 1)
+            if revision not in (1, FORMAT_REVISION):
+                raise ModelFormatError(
+                    f"{path}: saved by fastmlp {meta.get('version')!r} in model revision "
+                    f"{revision!r}; this fastmlp {__version__} reads revisions 1 to "
+                    f"{FORMAT_REVISION}")
+            common = dict(init=meta["init"], dtype=meta["dtype"], backend=backend,
+                          seed=meta["seed"], _initialise=False)
+            if revision == 1:  # sizes + one activation, softmax cross-entropy
+                sizes = meta["sizes"]
+                if not isinstance(sizes, list) or len(sizes) > 64:
+                    raise ValueError(f"sizes {sizes!r}")
+                net = cls(sizes, activation=meta["activation"], **common)
+            else:
+                layers = meta["layers"]
+                if not isinstance(layers, list) or not 0 < len(layers) <= 256:
+                    raise ValueError(f"layers {layers!r}")
+                net = cls([from_config(c) for c in layers], activation=meta["activation"],
+                          input_shape=tuple(meta["input_shape"]), output=meta["output"],
+                          loss=meta["loss"], max_norm=meta["max_norm"], **common)
+            if meta["sizes"] != list(net.sizes):
+                raise ValueError(f"sizes {meta['sizes']!r} do not match the layers "
+                                 f"{list(net.sizes)}")
             net.epochs_done = check_int(meta.get("epochs_done", 0), "epochs_done", 0)
             h = meta.get("history") or {}
             net.history = History(h.get("history"), h.get("epoch"), h.get("params"))
             net.train_config = dict(meta.get("train_config") or {})
+        except ModelFormatError:
+            raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelFormatError(f"{path}: inconsistent model metadata ({exc})") from None
         return net
 
-    def _take_arrays(self, arrays, path, velocities=None):
-        n_layers = len(self.sizes) - 1
-        expected = {}
-        for i, (a, b) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
-            expected[f"W{i}"] = (a, b)
-            expected[f"b{i}"] = (b,)
-        for name, shape in expected.items():
-            if name not in arrays:
-                raise ModelFormatError(f"{path}: array {name} is missing")
-            arr = arrays[name]
-            if arr.shape != shape or arr.dtype != self.dtype:
-                raise ModelFormatError(f"{path}: {name} is {arr.dtype} {arr.shape}, expected "
-                                       f"{self.dtype} {shape} for sizes {list(self.sizes)}")
-            if not np.isfinite(arr).all():
-                raise ModelFormatError(f"{path}: {name} contains NaN or infinite values")
-        self.weights = [np.ascontiguousarray(arrays[f"W{i}"]) for i in range(n_layers)]
-        self.biases = [np.ascontiguousarray(arrays[f"b{i}"]) for i in range(n_layers)]
-        if velocities is not None:
-            vW, vb = velocities
-            for i in range(n_layers):
-                for key, dst in ((f"vW{i}", vW[i]), (f"vb{i}", vb[i])):
-                    if key not in arrays or arrays[key].shape != dst.shape:
-                        raise ModelFormatError(f"{path}: checkpoint lacks a valid {key}")
-                    np.copyto(dst, arrays[key])
+    def _take_arrays(self, arrays, path):
+        """Set the parameters from ``arrays``, every one checked against the architecture."""
+        for i, (l, shape) in enumerate(self._dense_shapes()):
+            for name, expected in ((f"W{i}", shape), (f"b{i}", shape[1:])):
+                arr = _checked(arrays, name, expected, self.dtype, path, self.sizes)
+                (self._W if name[0] == "W" else self._b)[l] = np.ascontiguousarray(arr)
 
-    def _restore_checkpoint(self, path, vW, vb, batch_size, shuffle):
+    def _restore_checkpoint(self, path, trainer, batch_size, shuffle):
+        from . import optimizers
         arrays, meta = load_arrays(path)
         if meta.get("kind") != "checkpoint":
             raise ModelFormatError(f"{path}: a model file, not a checkpoint: it has no optimizer "
                                    f"state to resume from")
         other = self._from_meta(meta, path, self.backend)
-        if (other.sizes, other.activation, other.dtype) != (self.sizes, self.activation, self.dtype):
-            raise ValueError(f"resume: {path} holds a {list(other.sizes)} {other.activation} "
-                             f"{other.dtype} network, this one is {list(self.sizes)} "
-                             f"{self.activation} {self.dtype}")
+        if (other._describe(), other.dtype) != (self._describe(), self.dtype):
+            raise ValueError(f"resume: {path} holds a {other._describe()} {other.dtype} network, "
+                             f"this one is {self._describe()} {self.dtype}")
+        saved = meta.get("optimizer") or {"name": "sgd", "slots": ["velocity"], "t": 0}
+        opt = trainer.optimizer
+        if saved.get("name") != opt.name:
+            raise ValueError(f"resume: {path} was trained with optimizer {saved.get('name')!r}, "
+                             f"this fit uses {opt.name!r}; its state cannot carry over")
         step = meta.get("step", 0)
         old = other.train_config
         if step and (old.get("batch_size"), old.get("shuffle")) != (batch_size, shuffle):
@@ -381,27 +515,62 @@ class Network:
                              f"{old.get('batch_size')} shuffle={old.get('shuffle')}; resume with "
                              f"the same values")
         self.seed = other.seed
-        self._take_arrays(arrays, path, velocities=(vW, vb))
+        trainer.plan = self._plan(trainer.optimizer.code, trainer.sparse)  # dropout's seed
+        self._take_arrays(arrays, path)
+        # the trainer's parameter tuples must hold the arrays just read
+        for l in self._param_layers:
+            np.copyto(trainer.params.W[l], self._W[l])
+            np.copyto(trainer.params.b[l], self._b[l])
+            self._W[l], self._b[l] = trainer.params.W[l], trainer.params.b[l]
+        legacy = "vW0" in arrays  # revision 1: momentum velocities as vW{i} / vb{i}
+        for slot, (sW, sb) in trainer.slot_arrays().items():
+            for i, l in enumerate(self._param_layers):
+                for kind, dst in (("W", sW[l]), ("b", sb[l])):
+                    key = f"v{kind}{i}" if legacy else f"{slot}.{kind}{i}"
+                    np.copyto(dst, _checked(arrays, key, dst.shape, self.dtype, path, self.sizes,
+                                            "checkpoint lacks a valid"))
+        t = saved.get("t", 0)
+        trainer.state.t[0] = check_int(t, "optimizer step", 0) if not legacy else 0
         self.epochs_done, self.history = other.epochs_done, other.history
         state = {}
         if step:
-            state = {"step": int(step), "partial": tuple(meta["partial"])}
+            state = {"step": check_int(step, "step", 0), "partial": tuple(meta["partial"])}
         return state
+
+    def _describe(self):
+        text = f"{list(self.sizes)} {self.activation}"
+        rates = [layer.rate for layer in self.layers if layer.kind == "dropout"]
+        if rates or any(layer.kind == "dense" and layer.activation not in (None, self.activation)
+                        for layer in self.layers):
+            text += " (" + ", ".join(repr(layer) for layer in self.layers) + ")"
+        if (self.output, self.loss) != ("softmax", "cross_entropy"):
+            text += f" {self.output}/{self.loss}"
+        return text
 
     # ---- description -------------------------------------------------------------------------
     def summary(self, print_fn=print):
         """A Keras-style table of layers, output shapes, parameters and multiply-adds."""
         rows = []
-        n_layers = len(self.sizes) - 1
-        for i, (a, b) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
-            act = self.activation if i < n_layers - 1 else "softmax"
-            rows.append((f"dense_{i + 1} (Dense, {act})", f"(None, {b})", a * b + b, a * b))
+        width = self.n_features
+        counts = {}
+        for l, layer in enumerate(self.layers):
+            counts[layer.kind] = counts.get(layer.kind, 0) + 1
+            name = f"{layer.kind}_{counts[layer.kind]}"
+            out = self._widths[l]
+            if layer.has_params:
+                act = layer.activation or (self.output if l == len(self.layers) - 1 else "linear")
+                rows.append((f"{name} (Dense, {act})", f"(None, {out})", width * out + out,
+                             width * out))
+            else:
+                rows.append((f"{name} (Dropout {layer.rate:g})", f"(None, {out})", 0, 0))
+            width = out
         total = sum(r[2] for r in rows)
         macs = sum(r[3] for r in rows)
         widths = (34, 14, 12, 16)
         header = ("Layer (type)", "Output Shape", "Param #", "MACs / sample")
         line = "=" * sum(widths)
-        out = [f"Network: {list(self.sizes)}, {self.dtype.name}, backend {self.backend}", line,
+        out = [f"Network: {list(self.sizes)}, {self.dtype.name}, backend {self.backend}, "
+               f"{self.output} + {self.loss.replace('_', '-')}", line,
                "".join(h.ljust(w) for h, w in zip(header, widths)), line]
         out += ["".join(str(c).ljust(w) for c, w in zip((r[0], r[1], f"{r[2]:,}", f"{r[3]:,}"),
                                                          widths)) for r in rows]
@@ -415,12 +584,27 @@ class Network:
         return sum(w.size + b.size for w, b in zip(self.weights, self.biases))
 
 
+def _checked(arrays, name, shape, dtype, path, sizes, missing="array"):
+    if name not in arrays:
+        raise ModelFormatError(f"{path}: {missing} {name} is missing" if missing == "array"
+                               else f"{path}: {missing} {name}")
+    arr = arrays[name]
+    if arr.shape != tuple(shape) or arr.dtype != dtype:
+        raise ModelFormatError(f"{path}: {name} is {arr.dtype} {arr.shape}, expected {dtype} "
+                               f"{tuple(shape)} for sizes {list(sizes)}")
+    if not np.isfinite(arr).all():
+        raise ModelFormatError(f"{path}: {name} contains NaN or infinite values")
+    return arr
+
+
 def format_epoch_line(epoch, epochs, metrics):
     parts = [f"Epoch {epoch}/{epochs}", f"{metrics['epoch_time']:.2f}s",
              f"loss: {metrics['loss']:.4f}", f"accuracy: {metrics['accuracy']:.4f}"]
     if "val_loss" in metrics:
         parts += [f"val_loss: {metrics['val_loss']:.4f}",
                   f"val_accuracy: {metrics['val_accuracy']:.4f}"]
+    if "lr" in metrics:
+        parts.append(f"lr: {metrics['lr']:.4g}")
     return " - ".join(parts)
 
 

@@ -5,11 +5,13 @@ target, so a failed save leaves any previous file intact. Reading checks the zip
 every array header (dtype, shape) against the metadata, and the sizes against the file's
 size before reading any data, so a hostile file can neither run code nor ask for memory.
 """
+import ast
 import io
 import json
 import lzma
 import math
 import os
+import re
 import tempfile
 import zipfile
 import zlib
@@ -110,7 +112,7 @@ def _read(zf, path, file_size):
     for name, spec in declared.items():
         try:
             shape = tuple(int(s) for s in spec["shape"])
-            dtype = np.dtype(spec["dtype"])
+            dtype = numeric_dtype(spec["dtype"])
         except (TypeError, KeyError, ValueError) as exc:
             raise ModelFormatError(f"{path}: bad entry for array {name!r} ({exc})") from None
         if dtype.kind not in "iuf" or any(s < 0 for s in shape):
@@ -125,19 +127,75 @@ def _read(zf, path, file_size):
         if member not in names:
             raise ModelFormatError(f"{path}: array {name!r} is missing")
         arrays[name] = _read_member(zf, member, path, tuple(spec["shape"]),
-                                    np.dtype(spec["dtype"]))
+                                    numeric_dtype(spec["dtype"]))
     return arrays, meta
+
+
+MAX_NPY_HEADER = 1 << 16
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def parse_npy_header(f, where):
+    """(shape, fortran_order, dtype) of a .npy stream, or ModelFormatError naming ``where``.
+
+    numpy's own reader lets tokenizer and parser errors escape on a corrupt header; this one
+    reads the magic, the version and the header length itself, bounds the header, and accepts
+    only a dict of exactly numpy's three keys with plain values.
+    """
+    magic = f.read(8)
+    if len(magic) != 8 or magic[:6] != _NPY_MAGIC:
+        raise ModelFormatError(f"{where}: not a .npy array (bad magic)")
+    version = (magic[6], magic[7])
+    if version == (1, 0):
+        raw = f.read(2)
+        length = int.from_bytes(raw, "little") if len(raw) == 2 else -1
+    elif version in ((2, 0), (3, 0)):
+        raw = f.read(4)
+        length = int.from_bytes(raw, "little") if len(raw) == 4 else -1
+    else:
+        raise ModelFormatError(f"{where}: .npy version {version[0]}.{version[1]} is not supported")
+    if not 0 < length <= MAX_NPY_HEADER:
+        raise ModelFormatError(f"{where}: .npy header length {length} is out of range")
+    text = f.read(length)
+    if len(text) != length:
+        raise ModelFormatError(f"{where}: .npy header is truncated")
+    try:
+        header = ast.literal_eval(text.decode("latin1" if version != (3, 0) else "utf8"))
+    except Exception as exc:  # SyntaxError, ValueError, MemoryError, RecursionError, ...
+        raise ModelFormatError(f"{where}: .npy header is not readable ({type(exc).__name__})"
+                               ) from None
+    if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
+        raise ModelFormatError(f"{where}: .npy header must hold descr, fortran_order and shape")
+    descr, fortran, shape = header["descr"], header["fortran_order"], header["shape"]
+    if not isinstance(descr, str) or not isinstance(fortran, bool) or not isinstance(shape, tuple) \
+            or not all(type(s) is int and s >= 0 for s in shape) or len(shape) > 32:
+        raise ModelFormatError(f"{where}: .npy header has a bad value: {_clip(repr(header))}")
+    try:
+        dtype = numeric_dtype(descr)
+    except ValueError:
+        raise ModelFormatError(f"{where}: .npy header names an unknown dtype {_clip(descr)!r}"
+                               ) from None
+    return shape, fortran, dtype
+
+
+_NUMERIC_DTYPE = re.compile(r"[<>|=]?[iuf][1248]")
+
+
+def numeric_dtype(text):
+    """np.dtype of a plain numeric type string such as '<f4'; anything else is a ValueError
+    (numpy's own parser lets SyntaxError escape on strings like ',')."""
+    if not isinstance(text, str) or not _NUMERIC_DTYPE.fullmatch(text):
+        raise ValueError(f"not a numeric dtype: {_clip(repr(text))}")
+    return np.dtype(text)
+
+
+def _clip(text, limit=80):
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def _read_member(zf, member, path, shape, dtype):
     with zf.open(member) as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            got_shape, fortran, got_dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            got_shape, fortran, got_dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise ModelFormatError(f"{path}: {member} has .npy version {version}")
+        got_shape, fortran, got_dtype = parse_npy_header(f, f"{path}: {member}")
         if got_dtype != dtype or tuple(got_shape) != shape or fortran:
             raise ModelFormatError(f"{path}: {member} holds {got_dtype} {tuple(got_shape)}, the "
                                    f"metadata says {dtype} {shape}")

@@ -1,6 +1,7 @@
 """The training loop: everything one fit needs is made once, then epochs run in chunks of
 steps inside the compiled ``train_steps`` (or its NumPy twin)."""
 import math
+import os
 import time
 from contextlib import nullcontext
 
@@ -18,7 +19,7 @@ SPARSE_INPUT_DENSITY = 0.3
 
 
 def uses_sparse_input(net, X):
-    """Whether the Numba path runs the first layer on X's nonzeros (on Numba's threads)."""
+    """Whether the Numba path runs the first dense layer on X's nonzeros (Numba's threads)."""
     return bool(net.backend == "numba" and np.count_nonzero(X) < SPARSE_INPUT_DENSITY * X.size)
 
 
@@ -28,12 +29,24 @@ def one_blas_thread(active=True):
     return threadpool_limits(1, user_api="blas") if active else nullcontext()
 
 
+def kernels_need_compiling():
+    """True when this process has not compiled ``train_steps`` and Numba has no cache of it."""
+    fn = K.train_steps
+    if fn.signatures:
+        return False
+    try:
+        return not os.path.exists(fn._cache._cache_file._index_path)
+    except AttributeError:  # Numba's internals moved: say nothing rather than guess
+        return False
+
+
 class Trainer:
-    """Validated data, optimizer state and every buffer of one fit.
+    """Parameters, optimizer state, the layer table and every buffer of one fit.
 
     ``run_epoch`` runs the steps of one epoch in chunks; between chunks it keeps a copy of the
-    parameters so that a non-finite loss can be rolled back to the last finite state, and it
-    asks ``should_stop`` whether to return early (Ctrl-C) at a step boundary.
+    parameters and optimizer state so that a non-finite loss can be rolled back to the last
+    finite state, and it asks ``should_stop`` whether to return early (Ctrl-C) at a step
+    boundary.
     """
 
     def __init__(self, net, X, y, batch_size, optimizer, shuffle=True, chunks_per_epoch=8):
@@ -42,20 +55,29 @@ class Trainer:
         self.n = X.shape[0]
         self.steps = -(-self.n // batch_size)
         self.chunk = max(1, -(-self.steps // chunks_per_epoch))
-        self.vW = [np.zeros_like(w) for w in net.weights]
-        self.vb = [np.zeros_like(b) for b in net.biases]
-        self.ws = K.make_workspace(net.sizes, batch_size, net.dtype)
-        t = net.dtype.type
         self.optimizer = optimizer
-        self.hyper = (net._act_code, t(optimizer.lr), t(optimizer.momentum),
-                      t(optimizer.weight_decay))
         self.sparse = uses_sparse_input(net, X)
-        self.train_steps = net._ops()["train_steps"]
+        self.params = net._params()
+        self.plan = net._plan(optimizer.code, self.sparse)
+        self.state = K.make_state(self.params, optimizer.code, optimizer.hyper(), net.dtype)
+        self.ws = K.make_workspace(self.params, self.plan, net.n_features, batch_size, net.dtype)
+        self.train_steps = K.train_steps if net.backend == "numba" else K.train_steps_ref
         self._saved = None
 
-    def _params(self):
-        net = self.net
-        return tuple(net.weights), tuple(net.biases), tuple(self.vW), tuple(self.vb)
+    def set_lr(self, lr):
+        self.state.hyper[0] = lr
+
+    def slot_arrays(self):
+        """{slot name: (per-layer W states, per-layer b states)} of the optimizer in use."""
+        s = self.state
+        slots = {}
+        for i, name in enumerate(self.optimizer.slots):
+            slots[name] = (s.s1W, s.s1b) if i == 0 else (s.s2W, s.s2b)
+        return slots
+
+    def _live(self):
+        s = self.state
+        return self.params.W + self.params.b + s.s1W + s.s1b + s.s2W + s.s2b + (s.t,)
 
     def run_epoch(self, epoch, step=0, totals=(0.0, 0, 0, 0.0), should_stop=None, on_chunk=None,
                   until=None):
@@ -63,11 +85,9 @@ class Trainer:
         seconds) accumulated onto ``totals``. ``step < self.steps`` on return means the epoch is
         not finished (stopped, or ``until`` reached)."""
         end = self.steps if until is None else min(until, self.steps)
-        Ws, bs, vWs, vbs = self._params()
-        live = Ws + bs + vWs + vbs
-        if self._saved is None or len(self._saved) != len(live):
+        live = self._live()
+        if self._saved is None:
             self._saved = [np.empty_like(a) for a in live]
-        ws = self.ws
         order = self.net.epoch_order(epoch, self.n, self.shuffle)
         loss_sum, correct, seen, elapsed = totals
         with one_blas_thread(self.sparse):
@@ -76,19 +96,16 @@ class Trainer:
                 for src, dst in zip(live, self._saved):
                     np.copyto(dst, src)
                 stop = min(step + self.chunk, end)
-                ls, c, s = self.train_steps(
-                    self.X, self.y, order, self.batch_size, step, stop, Ws, bs, vWs, vbs,
-                    ws.acts, ws.deltas, ws.grad_W, ws.grad_b, ws.xb, ws.yb, ws.nz_idx, ws.nz_val,
-                    ws.nz_cnt, ws.col_ptr, ws.col_row, ws.col_val, ws.col_counts, *self.hyper,
-                    self.sparse)
+                ls, c, s = self.train_steps(self.X, self.y, order, self.batch_size, step, stop,
+                                            epoch, self.params, self.state, self.ws, self.plan)
                 if not math.isfinite(ls):
                     for src, dst in zip(self._saved, live):
                         np.copyto(dst, src)
                     raise TrainingDivergedError(
                         f"the training loss became {ls / max(s, 1)} in epoch {epoch + 1}, steps "
                         f"{step + 1}..{stop}; the network keeps its weights from before step "
-                        f"{step + 1}. Try a smaller lr (now {self.optimizer.lr}) or another init "
-                        f"(now {self.net.init!r}).")
+                        f"{step + 1}. Try a smaller lr (now {self.state.hyper[0]:g}) or another "
+                        f"init (now {self.net.init!r}).")
                 loss_sum, correct, seen = loss_sum + ls, correct + c, seen + s
                 step = stop
                 if on_chunk is not None:

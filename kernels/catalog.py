@@ -2,14 +2,18 @@
 import numpy as np
 
 from . import activations as A
-from .data import argmax_rows, argmax_rows_ref, gather_rows, gather_rows_ref
+from .data import gather_rows, gather_rows_ref
 from .dense import dense_backward, dense_backward_ref, dense_forward, dense_forward_ref
-from .loss import softmax, softmax_cross_entropy, softmax_cross_entropy_ref, softmax_ref
-from .mlp import (forward, forward_ref, forward_sparse_input, forward_sparse_input_ref,
-                  make_workspace, train_steps, train_steps_ref)
-from .optim import momentum_update, momentum_update_ref
+from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward, dropout_forward_ref,
+                      keep_threshold, stream_key)
+from .loss import output_activation, output_activation_ref, output_loss, output_loss_ref
+from .network import (DENSE, DROPOUT, Params, forward, forward_ref, forward_sparse_input,
+                      forward_sparse_input_ref, make_plan, make_state, make_workspace, train_steps,
+                      train_steps_ref)
+from .optim import (ADAM, N_HYPER, ONE, OPTIMIZER_CODES, max_norm_columns, max_norm_columns_ref,
+                    optimizer_update, optimizer_update_ref)
 from .registry import register
-from .sparse_input import (sparse_input_backward_momentum, sparse_input_backward_momentum_ref,
+from .sparse_input import (sparse_input_backward_update, sparse_input_backward_update_ref,
                            sparse_input_forward, sparse_input_forward_ref)
 
 
@@ -28,6 +32,19 @@ def _activated(rng, shape, dtype, act):
     z = _normal(rng, shape, dtype)
     A.activate_ref(z, act)
     return z
+
+
+def _hyper(c, nesterov=1, decoupled=0):
+    """Every optimizer's hyper-parameters at once, with weight decay on (see optim.LR...)."""
+    h = np.zeros(N_HYPER, c.dtype)
+    h[:7] = (0.05, 0.9, 0.99, 1e-6, 1e-3, nesterov, decoupled)
+    h[ONE] = 1
+    return h
+
+
+def _corrections(c):
+    t = np.dtype(c.dtype).type
+    return (t(1 - 0.9 ** 3), t(1 - 0.99 ** 3)) if c.optimizer == ADAM else (t(1), t(1))
 
 
 def _dense_forward_case(rng, c):
@@ -64,41 +81,47 @@ def _sparse_forward_case(rng, c):
 
 
 def _sparse_backward_case(rng, c):
+    import numba
     idx, val, cnt = _nonzeros(_sparse_images(rng, c.batch, c.n_in, c.dtype))
-    t = np.dtype(c.dtype).type
+    shape = (c.n_in, c.n_out)
     return (idx, val, cnt, _normal(rng, (c.batch, c.n_out), c.dtype),
-            _normal(rng, (c.n_in, c.n_out), c.dtype, 0.1), _normal(rng, c.n_out, c.dtype),
-            _normal(rng, (c.n_in, c.n_out), c.dtype, 0.01), _normal(rng, c.n_out, c.dtype, 0.01),
-            t(0.1), t(0.9), t(1e-3), np.zeros(c.n_in + 1, np.int64),
-            np.zeros(c.batch * c.n_in, np.int32), np.zeros(c.batch * c.n_in, c.dtype),
-            np.zeros((1, c.n_in), np.int64))
+            _normal(rng, shape, c.dtype, 0.1), np.abs(_normal(rng, shape, c.dtype, 0.01)),
+            np.abs(_normal(rng, shape, c.dtype, 0.01)), c.optimizer, _hyper(c), *_corrections(c),
+            np.zeros(c.n_in + 1, np.int64), np.zeros(c.batch * c.n_in, np.int32),
+            np.zeros(c.batch * c.n_in, c.dtype), np.zeros((1, c.n_in), np.int64),
+            np.zeros((numba.get_num_threads(), c.n_out), c.dtype))
 
 
 def _loss_case(rng, c):
     logits = _normal(rng, (c.batch, c.n_out), c.dtype, 3.0)
-    return (logits, rng.integers(0, c.n_out, c.batch).astype(np.int64),
+    return (c.loss, logits, rng.integers(0, c.n_out, c.batch).astype(np.int64),
             np.zeros((c.batch, c.n_out), c.dtype))
 
 
-def _softmax_case(rng, c):
-    return (_normal(rng, (c.batch, c.n_out), c.dtype, 3.0), np.zeros((c.batch, c.n_out), c.dtype))
+def _output_activation_case(rng, c):
+    return (c.loss, _normal(rng, (c.batch, c.n_out), c.dtype, 3.0),
+            np.zeros((c.batch, c.n_out), c.dtype))
 
 
-def _momentum_case(rng, c):
-    t = np.dtype(c.dtype).type
+def _optimizer_case(rng, c, decay=True):
     shape = (c.n_in, c.n_out)
-    return (_normal(rng, shape, c.dtype), _normal(rng, shape, c.dtype, 0.1),
-            _normal(rng, shape, c.dtype, 0.1), t(0.1), t(0.9), t(5e-4))
+    # state slots are non-negative: RMSprop's and Adagrad's hold squares
+    return (c.optimizer, _normal(rng, shape, c.dtype), _normal(rng, shape, c.dtype, 0.1),
+            np.abs(_normal(rng, shape, c.dtype, 0.1)), np.abs(_normal(rng, shape, c.dtype, 0.1)),
+            _hyper(c, nesterov=c.batch % 2, decoupled=c.batch % 2), *_corrections(c), decay)
+
+
+def _max_norm_case(rng, c):
+    t = np.dtype(c.dtype).type
+    # the limit is about the median column norm: some columns are rescaled, some are not
+    return (_normal(rng, (c.n_in, c.n_out), c.dtype, 0.2), t(0.2 * np.sqrt(c.n_in)),
+            np.zeros(c.n_out, c.dtype))
 
 
 def _gather_case(rng, c):
     X = _normal(rng, (3 * c.batch + 1, c.n_in), c.dtype)
     return (X, rng.integers(0, X.shape[0], c.batch).astype(np.int64),
             np.zeros((c.batch, c.n_in), c.dtype))
-
-
-def _argmax_case(rng, c):
-    return (_normal(rng, (c.batch, c.n_out), c.dtype), np.zeros(c.batch, np.int64))
 
 
 def _activate_case(rng, c):
@@ -110,49 +133,76 @@ def _derivative_case(rng, c):
             _activated(rng, (c.batch, c.n_out), c.dtype, c.act), c.act)
 
 
-def _network(rng, sizes, dtype):
-    Ws = tuple(_normal(rng, (a, b), dtype, 1 / np.sqrt(a)) for a, b in zip(sizes[:-1], sizes[1:]))
-    bs = tuple(_normal(rng, b, dtype, 0.1) for b in sizes[1:])
-    return Ws, bs
+def _dropout_forward_case(rng, c):
+    t = np.dtype(c.dtype).type
+    return (_normal(rng, (c.batch, c.n_out), c.dtype), np.uint64(stream_key(7, 2, c.batch, 1)),
+            keep_threshold(0.3), t(1 / 0.7), np.zeros((c.batch, c.n_out), c.dtype),
+            np.zeros((c.batch, c.n_out), c.dtype))
+
+
+def _dropout_backward_case(rng, c):
+    mask = np.where(rng.random((c.batch, c.n_out)) < 0.5, 2.0, 0.0).astype(c.dtype)
+    return (_normal(rng, (c.batch, c.n_out), c.dtype), mask,
+            _activated(rng, (c.batch, c.n_out), c.dtype, c.act), c.act,
+            np.zeros((c.batch, c.n_out), c.dtype))
+
+
+# ---- whole networks: input dropout, two hidden layers with dropout between ------------------
+def network_case(rng, c, batch_size=None, input_dropout=True):
+    """(Params, Plan) of n_in -> n_out -> n_out/2 -> 10 with dropout before each dense layer
+    but the last, plus the workspace for batch_size rows."""
+    sizes = (c.n_in, c.n_out, max(c.n_out // 2, 3), 10)
+    kinds, acts, rates, W, b = [], [], [], [], []
+    empty2, empty1 = np.zeros((0, 0), c.dtype), np.zeros(0, c.dtype)
+    for l, (a, m) in enumerate(zip(sizes[:-1], sizes[1:])):
+        if l < 2 and (l > 0 or input_dropout):
+            kinds.append(DROPOUT), acts.append(0), rates.append(0.2 if l == 0 else 0.5)
+            W.append(empty2), b.append(empty1)
+        kinds.append(DENSE), acts.append(c.act if l < 2 else 0), rates.append(0.0)
+        W.append(_normal(rng, (a, m), c.dtype, 1 / np.sqrt(a))), b.append(_normal(rng, m, c.dtype, 0.1))
+    max_norms = [3.0 if k == DENSE and i == len(kinds) - 3 else 0.0 for i, k in enumerate(kinds)]
+    plan = make_plan(kinds, acts, rates, max_norms, c.loss, c.optimizer, c.sparse_input, 11, c.dtype)
+    params = Params(W=tuple(W), b=tuple(b))
+    ws = make_workspace(params, plan, c.n_in, batch_size or c.batch, c.dtype)
+    return params, plan, ws
 
 
 def _forward_case(rng, c):
-    sizes = (c.n_in, c.n_out, max(c.n_out // 2, 3), 10)
-    Ws, bs = _network(rng, sizes, c.dtype)
-    ws = make_workspace(sizes, c.batch, c.dtype)
-    return (_normal(rng, (c.batch, c.n_in), c.dtype), Ws, bs, c.act, ws.acts)
+    params, plan, ws = network_case(rng, c)
+    return (_normal(rng, (c.batch, c.n_in), c.dtype), params, plan, ws.acts)
 
 
 def _forward_sparse_input_case(rng, c):
-    sizes = (c.n_in, c.n_out, max(c.n_out // 2, 3), 10)
-    Ws, bs = _network(rng, sizes, c.dtype)
-    ws = make_workspace(sizes, c.batch, c.dtype)
+    params, plan, ws = network_case(rng, c._replace(sparse_input=True) if hasattr(c, "_replace")
+                                    else c, input_dropout=False)
+    plan = plan._replace(sparse_layer=plan.first_param)
     X = _sparse_images(rng, 2 * c.batch + 3, c.n_in, c.dtype)
     rows = rng.permutation(X.shape[0])[:c.batch].astype(np.int64)
-    return (X, rows, Ws, bs, c.act, ws.acts, ws.nz_idx, ws.nz_val)
+    nz_idx = np.zeros((c.batch, c.n_in), np.int32)
+    nz_val = np.zeros((c.batch, c.n_in), c.dtype)
+    return (X, rows, params, plan, ws.acts, nz_idx, nz_val)
 
 
 def _train_steps_case(rng, c):
-    """Two hidden layers, three steps, the last one ragged."""
-    sizes = (c.n_in, c.n_out, max(c.n_out // 2, 3), 10)
-    t = np.dtype(c.dtype).type
-    Ws, bs = _network(rng, sizes, c.dtype)
-    vWs = tuple(np.zeros_like(w) for w in Ws)
-    vbs = tuple(np.zeros_like(b) for b in bs)
+    """Three steps, the last one ragged, from a state that has already taken steps."""
+    params, plan, ws = network_case(rng, c, input_dropout=c.batch % 2 == 1)
+    h = _hyper(c, nesterov=c.batch % 2, decoupled=c.batch % 2)
+    state = make_state(params, c.optimizer, h[:7], c.dtype)
+    for s in state.s1W + state.s1b + state.s2W + state.s2b:
+        s[...] = np.abs(_normal(rng, s.shape, c.dtype, 0.01))
+    state.t[0] = 5
     n = 2 * c.batch + max(c.batch // 2, 1)
     X = _sparse_images(rng, n, c.n_in, c.dtype)
     y = rng.integers(0, 10, n).astype(np.int64)
-    ws = make_workspace(sizes, c.batch, c.dtype)
-    return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, Ws, bs, vWs, vbs,
-            ws.acts, ws.deltas, ws.grad_W, ws.grad_b, ws.xb, ws.yb, ws.nz_idx, ws.nz_val,
-            ws.nz_cnt, ws.col_ptr, ws.col_row, ws.col_val, ws.col_counts, c.act, t(0.05), t(0.9),
-            t(1e-4), c.sparse_input)
+    return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, 4, params, state, ws, plan)
 
 
 def _mlp_flops(c):
     return 2 * c.batch * c.n_in * c.n_out
 
 
+OPTIMIZERS = ("optimizer",)
+LOSSES = ("loss",)
 register("activate", fast=A.activate, reference=A.activate_ref, make_case=_activate_case,
          outputs=(0,))
 register("derivative_mul", fast=A.derivative_mul, reference=A.derivative_mul_ref,
@@ -162,21 +212,28 @@ register("dense_forward", fast=dense_forward, reference=dense_forward_ref,
 register("dense_backward", fast=dense_backward, reference=dense_backward_ref,
          make_case=_dense_backward_case, outputs=(4, 5, 6), flops=lambda c: 2 * _mlp_flops(c))
 register("sparse_input_forward", fast=sparse_input_forward, reference=sparse_input_forward_ref,
-         make_case=_sparse_forward_case, outputs=(5, 6, 7, 8), flops=_mlp_flops)
-register("sparse_input_backward_momentum", fast=sparse_input_backward_momentum,
-         reference=sparse_input_backward_momentum_ref, make_case=_sparse_backward_case,
-         outputs=(4, 5, 6, 7), flops=_mlp_flops)
-register("softmax_cross_entropy", fast=softmax_cross_entropy, reference=softmax_cross_entropy_ref,
-         make_case=_loss_case, outputs=(2,), compares_return=True)
-register("softmax", fast=softmax, reference=softmax_ref, make_case=_softmax_case, outputs=(1,))
-register("momentum_update", fast=momentum_update, reference=momentum_update_ref,
-         make_case=_momentum_case, outputs=(0, 1))
+         make_case=_sparse_forward_case, outputs=(5, 6, 7, 8), flops=_mlp_flops, parallel=True)
+register("sparse_input_backward_update", fast=sparse_input_backward_update,
+         reference=sparse_input_backward_update_ref, make_case=_sparse_backward_case,
+         outputs=(4, 5, 6), flops=_mlp_flops, variants=OPTIMIZERS, parallel=True)
+register("output_loss", fast=output_loss, reference=output_loss_ref, make_case=_loss_case,
+         outputs=(3,), compares_return=True, variants=LOSSES, output_layer=True)
+register("output_activation", fast=output_activation, reference=output_activation_ref,
+         make_case=_output_activation_case, outputs=(2,), variants=LOSSES, output_layer=True)
+register("optimizer_update", fast=optimizer_update, reference=optimizer_update_ref,
+         make_case=_optimizer_case, outputs=(1, 3, 4), variants=OPTIMIZERS)
+register("max_norm_columns", fast=max_norm_columns, reference=max_norm_columns_ref,
+         make_case=_max_norm_case, outputs=(0,))
+register("dropout_forward", fast=dropout_forward, reference=dropout_forward_ref,
+         make_case=_dropout_forward_case, outputs=(4, 5))
+register("dropout_backward", fast=dropout_backward, reference=dropout_backward_ref,
+         make_case=_dropout_backward_case, outputs=(4,))
 register("gather_rows", fast=gather_rows, reference=gather_rows_ref, make_case=_gather_case,
          outputs=(2,))
-register("argmax_rows", fast=argmax_rows, reference=argmax_rows_ref, make_case=_argmax_case,
-         outputs=(1,))
-register("forward", fast=forward, reference=forward_ref, make_case=_forward_case, outputs=(4,))
+register("forward", fast=forward, reference=forward_ref, make_case=_forward_case, outputs=(3,))
 register("forward_sparse_input", fast=forward_sparse_input, reference=forward_sparse_input_ref,
-         make_case=_forward_sparse_input_case, outputs=(5,))
+         make_case=_forward_sparse_input_case, outputs=(4,), parallel=True)
 register("train_steps", fast=train_steps, reference=train_steps_ref, make_case=_train_steps_case,
-         outputs=(6, 7, 8, 9), compares_return=True)
+         outputs=(7, 8), compares_return=True, variants=OPTIMIZERS + LOSSES, parallel=True)
+
+assert set(OPTIMIZER_CODES.values()) == {0, 1, 2, 3}

@@ -71,3 +71,98 @@ def softmax_ref(logits, out):
     shifted = logits - logits.max(axis=1, keepdims=True)
     np.exp(shifted, out=out)
     out /= out.sum(axis=1, keepdims=True)
+
+
+# ---- the output/loss table -------------------------------------------------------------------
+# Each pairs an output activation with a loss whose gradient at the logits z is cheap:
+# softmax + cross-entropy and sigmoid + cross-entropy give dz = (a - y) / n (scikit-learn's
+# note: the canonical link), sigmoid + quadratic (Nielsen's network.py) dz = (a - y) a (1 - a) / n.
+SOFTMAX_CE, SIGMOID_CE, SIGMOID_QUADRATIC = 0, 1, 2
+OUTPUT_LOSS_CODES = {("softmax", "cross_entropy"): SOFTMAX_CE,
+                     ("sigmoid", "cross_entropy"): SIGMOID_CE,
+                     ("sigmoid", "quadratic"): SIGMOID_QUADRATIC}
+
+
+@njit(cache=True)
+def sigmoid_loss(code, logits, labels, dlogits):
+    """Sigmoid outputs against one-hot targets: mean over rows of Σ_j of the cross-entropy
+    -(y ln a + (1-y) ln(1-a)) (computed from z, stable) or of ½(a - y)²."""
+    n, k = logits.shape
+    total = 0.0
+    correct = 0
+    inv_n = 1.0 / n
+    for i in range(n):
+        best = 0
+        for j in range(k):
+            z = logits[i, j]
+            if z > logits[i, best]:
+                best = j
+            y = 1.0 if j == labels[i] else 0.0
+            if z >= 0:
+                e = np.exp(-z)
+                a = 1.0 / (1.0 + e)
+                softplus_minus_z = np.log1p(e)          # log(1 + e^z) - z
+                log1p_ez = z + softplus_minus_z         # log(1 + e^z)
+            else:
+                e = np.exp(z)
+                a = e / (1.0 + e)
+                log1p_ez = np.log1p(e)
+            if code == SIGMOID_CE:
+                total += log1p_ez - y * z
+                dlogits[i, j] = (a - y) * inv_n
+            else:
+                total += 0.5 * (a - y) * (a - y)
+                dlogits[i, j] = (a - y) * a * (1.0 - a) * inv_n
+        if best == labels[i]:
+            correct += 1
+    return total * inv_n, correct
+
+
+@njit(cache=True)
+def output_loss(code, logits, labels, dlogits):
+    """(mean loss, rows classified right); dlogits <- d(mean loss)/d(logits)."""
+    if code == SOFTMAX_CE:
+        return softmax_cross_entropy(logits, labels, dlogits)
+    return sigmoid_loss(code, logits, labels, dlogits)
+
+
+def output_loss_ref(code, logits, labels, dlogits):
+    if code == SOFTMAX_CE:
+        return softmax_cross_entropy_ref(logits, labels, dlogits)
+    n, k = logits.shape
+    z = logits.astype(np.float64)
+    y = np.zeros_like(z)
+    y[np.arange(n), labels] = 1
+    a = 0.5 * (1 + np.tanh(0.5 * z))  # the logistic function, without overflow
+    if code == SIGMOID_CE:
+        loss = np.sum(np.logaddexp(0, z) - y * z) / n
+        d = (a - y) / n
+    else:
+        loss = 0.5 * np.sum((a - y) ** 2) / n
+        d = (a - y) * a * (1 - a) / n
+    dlogits[...] = d
+    return float(loss), int(np.count_nonzero(np.argmax(logits, axis=1) == labels))
+
+
+@njit(cache=True)
+def output_activation(code, logits, out):
+    """out <- the output layer's activation of the logits: softmax, or sigmoid per unit."""
+    if code == SOFTMAX_CE:
+        softmax(logits, out)
+        return
+    n, k = logits.shape
+    for i in range(n):
+        for j in range(k):
+            z = logits[i, j]
+            if z >= 0:
+                out[i, j] = 1 / (1 + np.exp(-z))
+            else:
+                e = np.exp(z)
+                out[i, j] = e / (1 + e)
+
+
+def output_activation_ref(code, logits, out):
+    if code == SOFTMAX_CE:
+        softmax_ref(logits, out)
+    else:
+        out[...] = 0.5 * (1 + np.tanh(0.5 * logits))

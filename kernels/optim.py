@@ -1,29 +1,136 @@
-"""SGD with momentum, fused and in place: v <- μ v + g + λ w;  w <- w - α v."""
+"""The optimizer table: one fused, in-place update per optimizer, chosen by an integer code.
+
+Every optimizer updates a parameter w from its gradient g and two state slots s1, s2 (unused
+slots are simply not touched), with hyper-parameters in one small array ``h`` of the
+parameter's dtype. g is the mean minibatch gradient; ``decay`` is False for biases, which
+never get weight decay. Formulas are PyTorch's (see fastmlp/optimizers.py):
+
+- SGD:     g += λw;  v = μv + g;  w -= lr·(g + μv) (Nesterov) or lr·v
+- Adam:    g += λw (or, decoupled, w *= 1 - lr·λ);  m = β1 m + (1-β1) g;  s = β2 s + (1-β2) g²;
+           w -= lr · (m / c1) / (√(s / c2) + ε),  c1 = 1 - β1ᵗ, c2 = 1 - β2ᵗ
+- RMSprop: g += λw;  s = ρs + (1-ρ) g²;  w -= lr · g / (√s + ε)
+- Adagrad: g += λw;  s += g²;  w -= lr · g / (√s + ε)
+"""
 import numpy as np
 from numba import njit
 
+SGD, ADAM, RMSPROP, ADAGRAD = 0, 1, 2, 3
+OPTIMIZER_CODES = {"sgd": SGD, "adam": ADAM, "rmsprop": RMSPROP, "adagrad": ADAGRAD}
+# positions in the hyper-parameter array h (BETA1 is SGD's momentum, BETA2 RMSprop's rho)
+# ONE holds 1: Numba promotes float32 mixed with an integer literal to float64, which would
+# halve the vector width of every update loop.
+LR, BETA1, BETA2, EPS, WEIGHT_DECAY, NESTEROV, DECOUPLED, ONE = range(8)
+N_HYPER = 8
+
+
+def bias_corrections(code, h, t):
+    """(c1, c2) of step t (from 1), in float64: Adam's 1 - β1ᵗ and 1 - β2ᵗ, else (1, 1)."""
+    if code != ADAM:
+        return 1.0, 1.0
+    return 1.0 - float(h[BETA1]) ** t, 1.0 - float(h[BETA2]) ** t
+
+
+@njit(cache=True, inline="always")
+def update_span(code, w, g, s1, s2, h, c1, c2, decay):
+    """One step of optimizer ``code`` on the 1-D spans w, g, s1, s2 (same length)."""
+    n = w.shape[0]
+    lr = h[LR]
+    one = h[ONE]
+    wd = h[WEIGHT_DECAY] if decay else one - one
+    if code == SGD:
+        mu = h[BETA1]
+        if h[NESTEROV] != 0:
+            for i in range(n):
+                gi = g[i] + wd * w[i]
+                v = mu * s1[i] + gi
+                s1[i] = v
+                w[i] -= lr * (gi + mu * v)
+        else:
+            for i in range(n):
+                v = mu * s1[i] + g[i] + wd * w[i]
+                s1[i] = v
+                w[i] -= lr * v
+    elif code == ADAM:
+        b1, b2, eps = h[BETA1], h[BETA2], h[EPS]
+        shrink, l2 = one, wd
+        if h[DECOUPLED] != 0:
+            shrink, l2 = one - lr * wd, one - one
+        step = lr / c1
+        inv_sqrt_c2 = one / np.sqrt(c2)
+        for i in range(n):
+            gi = g[i] + l2 * w[i]
+            m = b1 * s1[i] + (one - b1) * gi
+            s = b2 * s2[i] + (one - b2) * gi * gi
+            s1[i] = m
+            s2[i] = s
+            w[i] = w[i] * shrink - step * m / (np.sqrt(s) * inv_sqrt_c2 + eps)
+    elif code == RMSPROP:
+        rho, eps = h[BETA2], h[EPS]
+        one_minus_rho = one - rho
+        for i in range(n):
+            gi = g[i] + wd * w[i]
+            s = rho * s1[i] + one_minus_rho * gi * gi
+            s1[i] = s
+            w[i] -= lr * gi / (np.sqrt(s) + eps)
+    else:  # ADAGRAD
+        eps = h[EPS]
+        for i in range(n):
+            gi = g[i] + wd * w[i]
+            s = s1[i] + gi * gi
+            s1[i] = s
+            w[i] -= lr * gi / (np.sqrt(s) + eps)
+
 
 @njit(cache=True)
-def momentum_update(w, v, g, lr, momentum, weight_decay):
-    """Works on arrays of any shape; the caller passes weight_decay 0 for biases."""
-    wf = w.reshape(-1)
-    vf = v.reshape(-1)
-    gf = g.reshape(-1)
-    if weight_decay == 0:
-        for i in range(wf.size):
-            vi = momentum * vf[i] + gf[i]
-            vf[i] = vi
-            wf[i] -= lr * vi
+def optimizer_update(code, w, g, s1, s2, h, c1, c2, decay):
+    """In place, on arrays of any shape (C-contiguous): w, s1, s2 <- one optimizer step."""
+    update_span(code, w.reshape(-1), g.reshape(-1), s1.reshape(-1), s2.reshape(-1), h, c1, c2,
+                decay)
+
+
+def optimizer_update_ref(code, w, g, s1, s2, h, c1, c2, decay):
+    lr, wd = h[LR], (h[WEIGHT_DECAY] if decay else 0)
+    if code == SGD:
+        g = g + wd * w
+        s1 *= h[BETA1]
+        s1 += g
+        w -= lr * (g + h[BETA1] * s1) if h[NESTEROV] else lr * s1
+    elif code == ADAM:
+        if h[DECOUPLED]:
+            w *= 1 - lr * wd
+        else:
+            g = g + wd * w
+        s1[...] = h[BETA1] * s1 + (1 - h[BETA1]) * g
+        s2[...] = h[BETA2] * s2 + (1 - h[BETA2]) * g * g
+        w -= lr * (s1 / c1) / (np.sqrt(s2 / c2) + h[EPS])
+    elif code == RMSPROP:
+        g = g + wd * w
+        s1[...] = h[BETA2] * s1 + (1 - h[BETA2]) * g * g
+        w -= lr * g / (np.sqrt(s1) + h[EPS])
     else:
-        for i in range(wf.size):
-            vi = momentum * vf[i] + gf[i] + weight_decay * wf[i]
-            vf[i] = vi
-            wf[i] -= lr * vi
+        g = g + wd * w
+        s1 += g * g
+        w -= lr * g / (np.sqrt(s1) + h[EPS])
 
 
-def momentum_update_ref(w, v, g, lr, momentum, weight_decay):
-    v *= momentum
-    v += g
-    if weight_decay != 0:
-        v += weight_decay * w
-    w -= lr * v
+@njit(cache=True)
+def max_norm_columns(W, limit, norms):
+    """Rescale each column of W (a unit's incoming weights) whose L2 norm exceeds limit;
+    norms (W.shape[1],) is scratch."""
+    n_in, n_out = W.shape
+    for j in range(n_out):
+        norms[j] = 0
+    for i in range(n_in):
+        for j in range(n_out):
+            norms[j] += W[i, j] * W[i, j]
+    for j in range(n_out):
+        norm = np.sqrt(norms[j])
+        norms[j] = limit / norm if norm > limit else norms[j] * 0 + 1
+    for i in range(n_in):
+        for j in range(n_out):
+            W[i, j] *= norms[j]
+
+
+def max_norm_columns_ref(W, limit, norms):
+    norm = np.sqrt((W * W).sum(axis=0))
+    W *= np.where(norm > limit, limit / np.maximum(norm, np.finfo(W.dtype).tiny), 1)

@@ -18,6 +18,8 @@ class Case:
     dtype: type = np.float32
     act: int = 1  # activations.RELU
     sparse_input: bool = True
+    optimizer: int = 0  # optim.SGD
+    loss: int = 0  # loss.SOFTMAX_CE
 
 
 @dataclass(frozen=True)
@@ -29,27 +31,33 @@ class KernelPair:
     outputs: tuple  # indices of the arguments the kernel writes (compared by tests)
     flops: Callable = None  # (Case) -> floating-point operations of one call, for benches
     compares_return: bool = False
+    variants: tuple = ()  # Case fields the tests sweep over all codes: "optimizer", "loss"
+    parallel: bool = False  # runs prange loops: BLAS is held to one thread beside it
+    output_layer: bool = False  # acts on the 10-class output rather than on 784 -> hidden
 
 
 KERNELS: dict = {}
 
 
-def register(name, *, fast, reference, make_case, outputs, flops=None, compares_return=False):
+def register(name, *, fast, reference, make_case, outputs, flops=None, compares_return=False,
+             variants=(), parallel=False, output_layer=False):
     if name in KERNELS:
         raise ValueError(f"kernel {name!r} is registered twice")
     KERNELS[name] = KernelPair(name, fast, reference, make_case, tuple(outputs), flops,
-                               compares_return)
+                               compares_return, tuple(variants), parallel, output_layer)
     return KERNELS[name]
 
 
+def copy_value(a):
+    """Deep copy of arrays, and of tuples or namedtuples holding arrays."""
+    if isinstance(a, np.ndarray):
+        return a.copy()
+    if isinstance(a, tuple):
+        items = [copy_value(x) for x in a]
+        return type(a)(*items) if hasattr(a, "_fields") else tuple(items)
+    return a
+
+
 def copy_args(args):
-    """Deep copy of arrays, and of tuples of arrays, so both sides get identical inputs."""
-    out = []
-    for a in args:
-        if isinstance(a, np.ndarray):
-            out.append(a.copy())
-        elif isinstance(a, tuple):
-            out.append(tuple(x.copy() if isinstance(x, np.ndarray) else x for x in a))
-        else:
-            out.append(a)
-    return tuple(out)
+    """Deep copies of the arguments, so both sides get identical inputs."""
+    return tuple(copy_value(a) for a in args)

@@ -2,14 +2,16 @@
 
 Forward: out <- f(X[rows] @ W + b), reading the rows straight from X (the minibatch gather is
 fused) and recording each row's nonzeros for the backward pass.
-Backward: the weight gradient xᵀδ is folded into the momentum update row by row, so dW is
-never stored: for each input j, v[j] <- μ v[j] + λ w[j] + Σ_i x[i, j] δ[i]; w[j] -= α v[j].
+Backward: the weight gradient xᵀδ is folded into the optimizer's update row by row, so dW is
+never stored: for each input j, g <- Σ_i x[i, j] δ[i] in a scratch row, then one optimizer step
+on row j of W and of its state.
 """
 import numpy as np
 from numba import njit, prange
 
 from .activations import IDENTITY, activate_ref, _act_scalar
-from .optim import momentum_update_ref
+from .optim import (BETA1, LR, NESTEROV, SGD, WEIGHT_DECAY, optimizer_update_ref,
+                    update_span)
 
 
 @njit(cache=True, inline="always")  # inlined where it is called: as fast as writing it out
@@ -75,31 +77,31 @@ def sparse_input_forward_ref(X, rows, W, b, act, out, nz_idx, nz_val, nz_cnt):
 
 
 @njit(cache=True)
-def update_row(j, W, vW, delta, col_ptr, col_row, col_val, lr, momentum, weight_decay):
-    """v[j] <- μ v[j] + λ w[j] + Σ x[i, j] δ[i] over column j's nonzeros;  w[j] -= α v[j]."""
-    n_out = W.shape[1]
-    w = W[j]
-    v = vW[j]
-    if weight_decay == 0:
-        for h in range(n_out):
-            v[h] *= momentum
-    else:
-        for h in range(n_out):
-            v[h] = momentum * v[h] + weight_decay * w[h]
-    add_scaled_rows(v, delta, col_row, col_val, col_ptr[j], col_ptr[j + 1])
-    for h in range(n_out):
-        w[h] -= lr * v[h]
+def fused_update_row(j, W, S1, S2, delta, col_ptr, col_row, col_val, code, h, c1, c2, g):
+    """g <- Σ x[i, j] δ[i] over column j's nonzeros (row j of the weight gradient, never stored
+    whole), then one step of optimizer ``code`` on row j of W and of its state S1, S2."""
+    if code == SGD and h[NESTEROV] == 0:  # momentum: the sum goes straight into v, no scratch
+        w, v, mu, wd, lr = W[j], S1[j], h[BETA1], h[WEIGHT_DECAY], h[LR]
+        for k in range(v.shape[0]):
+            v[k] = mu * v[k] + wd * w[k]
+        add_scaled_rows(v, delta, col_row, col_val, col_ptr[j], col_ptr[j + 1])
+        for k in range(v.shape[0]):
+            w[k] -= lr * v[k]
+        return
+    for k in range(g.shape[0]):
+        g[k] = 0
+    add_scaled_rows(g, delta, col_row, col_val, col_ptr[j], col_ptr[j + 1])
+    update_span(code, W[j], g, S1[j], S2[j], h, c1, c2, True)
 
 
 @njit(cache=True)
-def bias_update(b, vb, delta, lr, momentum):
-    n = delta.shape[0]
-    for h in range(b.shape[0]):
-        g = delta[0, h] * 0
-        for i in range(n):
-            g += delta[i, h]
-        vb[h] = momentum * vb[h] + g
-        b[h] -= lr * vb[h]
+def column_sums(delta, out):
+    """out <- Σ_i delta[i] (the bias gradient)."""
+    for h in range(out.shape[0]):
+        out[h] = 0
+    for i in range(delta.shape[0]):
+        for h in range(out.shape[0]):
+            out[h] += delta[i, h]
 
 
 @njit(cache=True)
@@ -147,27 +149,24 @@ def build_columns(nz_idx, nz_val, nz_cnt, n, col_counts, col_ptr, col_row, col_v
 
 
 @njit(cache=True, parallel=True)
-def sparse_input_backward_momentum(nz_idx, nz_val, nz_cnt, delta, W, b, vW, vb,
-                                   lr, momentum, weight_decay, col_ptr, col_row, col_val,
-                                   col_counts):
-    """Gradient of the first layer fused into its momentum update (λ not on the bias).
-
-    delta (n, d_out) is the gradient at the layer's pre-activation; col_ptr (d_in + 1,),
-    col_row and col_val (n * d_in,) and col_counts (k, d_in) are scratch.
-    """
-    n_in = W.shape[0]
+def sparse_input_backward_update(nz_idx, nz_val, nz_cnt, delta, W, S1, S2, code, h, c1, c2,
+                                 col_ptr, col_row, col_val, col_counts, scratch):
+    """The weight gradient of the zero-skipping layer folded into the optimizer's update, as
+    ``train_steps`` runs it: delta (n, d_out) is the gradient at the layer's pre-activation;
+    col_ptr (d_in + 1,), col_row and col_val (n * d_in,), col_counts (k, d_in) and scratch
+    (threads, d_out) are scratch."""
     build_columns(nz_idx, nz_val, nz_cnt, delta.shape[0], col_counts, col_ptr, col_row, col_val)
-    for j in prange(n_in):
-        update_row(j, W, vW, delta, col_ptr, col_row, col_val, lr, momentum, weight_decay)
-    bias_update(b, vb, delta, lr, momentum)
+    T = scratch.shape[0]
+    for t in prange(T):
+        for j in range(t, W.shape[0], T):
+            fused_update_row(j, W, S1, S2, delta, col_ptr, col_row, col_val, code, h, c1, c2,
+                             scratch[t])
 
 
-def sparse_input_backward_momentum_ref(nz_idx, nz_val, nz_cnt, delta, W, b, vW, vb,
-                                       lr, momentum, weight_decay, col_ptr, col_row, col_val,
-                                       col_counts):
+def sparse_input_backward_update_ref(nz_idx, nz_val, nz_cnt, delta, W, S1, S2, code, h, c1, c2,
+                                     col_ptr, col_row, col_val, col_counts, scratch):
     n = delta.shape[0]
     x = np.zeros((n, W.shape[0]), dtype=W.dtype)
     for i in range(n):
         x[i, nz_idx[i, : nz_cnt[i]]] = nz_val[i, : nz_cnt[i]]
-    momentum_update_ref(W, vW, x.T @ delta, lr, momentum, weight_decay)
-    momentum_update_ref(b, vb, delta.sum(axis=0), lr, momentum, 0)
+    optimizer_update_ref(code, W, x.T @ delta, S1, S2, h, c1, c2, True)

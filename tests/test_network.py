@@ -100,7 +100,7 @@ def test_history_records_every_epoch(toy_data):
     net = Network([64, 16, 10], seed=0)
     h = net.fit(X, y, epochs=3, batch_size=64, validation_data=(X[:100], y[:100]), verbose=0)
     assert isinstance(h, History)
-    assert set(h.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_time"}
+    assert set(h.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_time", "lr"}
     assert all(len(v) == 3 for v in h.history.values())
     assert h.history["loss"][-1] < h.history["loss"][0]
     assert all(t > 0 for t in h.history["epoch_time"])
@@ -140,6 +140,7 @@ ALLOCATION_PROBE = """
 import json, numpy as np
 from numba.core.runtime import rtsys
 from fastmlp import Network, SGD
+import fastmlp.training as training
 from fastmlp.training import Trainer
 rng = np.random.default_rng(0)
 X = rng.random((2400, 100)).astype(np.float32)
@@ -148,9 +149,10 @@ y = rng.integers(0, 10, 2400)
 out = {}
 for batch in (8, 240):
     for sparse in (True, False):
-        trainer = Trainer(Network([100, 32, 16, 10], seed=0), X, y, batch, SGD(0.1, 0.9),
-                          chunks_per_epoch=1)
-        trainer.sparse = sparse
+        training.SPARSE_INPUT_DENSITY = 1.0 if sparse else 0.0
+        trainer = Trainer(Network([100, 32, 16, 10], seed=0, dropout=0.3), X, y, batch,
+                          SGD(0.1, 0.9), chunks_per_epoch=1)
+        assert trainer.sparse == sparse
         trainer.run_epoch(0)
         before = rtsys.get_allocation_stats().alloc
         trainer.run_epoch(1)

@@ -119,19 +119,16 @@ def test_divergence_stops_with_last_finite_weights(toy_data):
 
 def test_without_the_guard_the_same_run_would_end_in_nan(toy_data):
     """The run above really diverges: the raw kernel, unguarded, leaves non-finite weights."""
+    from fastmlp import SGD
+    from fastmlp.training import Trainer
     X, y = toy_data
     X = X.astype(np.float32)
     net = Network([64, 32, 10], init="large", seed=0)
-    Ws, bs = tuple(net.weights), tuple(net.biases)
-    vWs, vbs = tuple(map(np.zeros_like, Ws)), tuple(map(np.zeros_like, bs))
-    ws = K.make_workspace(net.sizes, 16, np.float32)
-    f = np.float32
+    t = Trainer(net, X, y, 16, SGD(1e10, 0.9))
     for epoch in range(5):
-        K.train_steps(X, y, net.epoch_order(epoch, len(y)), 16, 0, len(y) // 16, Ws, bs, vWs, vbs,
-                      ws.acts, ws.deltas, ws.grad_W, ws.grad_b, ws.xb, ws.yb, ws.nz_idx, ws.nz_val,
-                      ws.nz_cnt, ws.col_ptr, ws.col_row, ws.col_val, ws.col_counts, K.RELU, f(1e10),
-                      f(0.9), f(0), True)
-    assert not all(np.isfinite(w).all() for w in Ws)
+        K.train_steps(X, y, net.epoch_order(epoch, len(y)), 16, 0, len(y) // 16, epoch, t.params,
+                      t.state, t.ws, t.plan)
+    assert not all(np.isfinite(w).all() for w in t.params.W)
 
 
 # ---- model files -------------------------------------------------------------------------------
@@ -182,6 +179,7 @@ def _set_shape(meta):
 
 def _set_sizes(meta):
     meta["sizes"] = [20, 9, 3]
+    meta["layers"][0]["units"] = 9
 
 
 def _huge(meta):
@@ -381,14 +379,13 @@ def test_ctrl_c_returns_and_resume_reaches_the_same_weights(toy_data, tmp_path, 
 
 
 def test_ctrl_c_inside_an_epoch_resumes_bitwise(tmp_path, monkeypatch):
-    import fastmlp.network as network_module
     rng = np.random.default_rng(0)
     X = rng.random((4000, 100)).astype(np.float32)
     X[X < 0.7] = 0
     y = rng.integers(0, 10, 4000)
     kw = dict(batch_size=8, lr=0.01, momentum=0.9, verbose=0)
 
-    original = network_module.BACKENDS["numpy"]["train_steps"]
+    original = K.train_steps_ref
     calls = []
 
     def ctrl_c_in_the_third_chunk_of_epoch_two(*args):
@@ -398,8 +395,7 @@ def test_ctrl_c_inside_an_epoch_resumes_bitwise(tmp_path, monkeypatch):
             os.kill(os.getpid(), signal.SIGINT)  # delivered to fit's handler, as a real Ctrl-C
         return result
 
-    monkeypatch.setitem(network_module.BACKENDS["numpy"], "train_steps",
-                        ctrl_c_in_the_third_chunk_of_epoch_two)
+    monkeypatch.setattr(K, "train_steps_ref", ctrl_c_in_the_third_chunk_of_epoch_two)
     net = Network([100, 64, 10], seed=4, backend="numpy")
     ck = tmp_path / "ck.npz"
     history = net.fit(X, y, epochs=5, checkpoint=ck, **kw)

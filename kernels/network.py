@@ -1,0 +1,313 @@
+"""A network as a table of layers, run by one compiled training step.
+
+Everything the step needs travels in four bundles (namedtuples, which Numba takes as they are):
+
+- ``Plan``: the layer table (``kind``, ``act``, ``in_act``, dropout ``threshold``/``scale``,
+  ``max_norm`` per layer) and the codes of the output/loss and of the optimizer;
+- ``Params``: ``W`` and ``b``, one array per layer (zero-size for layers without parameters);
+  every parameter is a 2-D (weights) or 1-D (biases) array, so each tuple has one Numba type;
+- ``OptState``: the optimizer's two state slots per parameter, its hyper-parameters and step;
+- ``Workspace``: every buffer of one fit, made once (nothing is allocated per step).
+
+``train_steps`` below is the whole training step, top to bottom; ``train_steps_ref`` is the same
+step written with the NumPy twins. Adding a layer kind, an optimizer or a loss is one kernel
+pair plus one branch here and one entry in its table (``LAYER_KINDS``, ``optim.OPTIMIZER_CODES``,
+``loss.OUTPUT_LOSS_CODES``).
+"""
+from collections import namedtuple
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .data import gather_rows, gather_rows_ref
+from .dense import dense_backward, dense_backward_ref, dense_forward, dense_forward_ref
+from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward_ref, dropout_row,
+                      stream_key)
+from .loss import output_loss, output_loss_ref
+from .optim import (ADAM, BETA1, BETA2, max_norm_columns, max_norm_columns_ref, optimizer_update,
+                    optimizer_update_ref)
+from .sparse_input import (build_columns, column_cursors, column_sums, count_columns,
+                           fill_columns, forward_row, fused_update_row)
+
+DENSE, DROPOUT = 0, 1
+LAYER_KINDS = {"dense": DENSE, "dropout": DROPOUT}
+
+# From this many rows on, a minibatch's column lists are built on all threads (same result as
+# the serial build; below it, the two extra parallel regions cost more than they save).
+PARALLEL_COLUMNS_MIN_ROWS = 64
+
+Plan = namedtuple("Plan", "kind act in_act threshold scale max_norm loss optimizer sparse_layer "
+                          "first_param seed")
+Params = namedtuple("Params", "W b")
+OptState = namedtuple("OptState", "s1W s1b s2W s2b hyper t corr")
+Workspace = namedtuple("Workspace", "acts deltas gW gb masks xb yb nz_idx nz_val nz_cnt col_ptr "
+                                    "col_row col_val col_counts scratch")
+
+
+def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed, dtype):
+    """The layer table. ``kinds``/``acts``/``rates``/``max_norms`` hold one entry per layer
+    (activation codes of layers without one are ignored; a max-norm of 0 is off)."""
+    from .dropout import keep_threshold
+    dtype = np.dtype(dtype)
+    kinds = np.asarray(kinds, np.int64)
+    acts = np.asarray(acts, np.int64)
+    in_act = np.zeros_like(acts)  # the activation that produced each layer's input
+    for l in range(1, len(kinds)):
+        in_act[l] = acts[l - 1] if kinds[l - 1] == DENSE else 0
+    first_param = int(np.flatnonzero(kinds == DENSE)[0])
+    return Plan(kind=kinds, act=acts, in_act=in_act,
+                threshold=np.array([keep_threshold(r) for r in rates], np.uint64),
+                scale=np.array([1 / (1 - r) for r in rates], dtype),
+                max_norm=np.asarray(max_norms, dtype), loss=int(loss), optimizer=int(optimizer),
+                sparse_layer=first_param if sparse_input else -1, first_param=first_param,
+                seed=int(seed))
+
+
+def make_state(params, optimizer, hyper, dtype):
+    """Zeroed optimizer state for ``params``: two slots per parameter, step 0."""
+    from .optim import N_HYPER, ONE
+    h = np.zeros(N_HYPER, dtype)
+    h[:len(hyper)] = hyper
+    h[ONE] = 1
+    return OptState(s1W=tuple(np.zeros_like(w) for w in params.W),
+                    s1b=tuple(np.zeros_like(b) for b in params.b),
+                    s2W=tuple(np.zeros_like(w) for w in params.W),
+                    s2b=tuple(np.zeros_like(b) for b in params.b),
+                    hyper=h, t=np.zeros(1, np.int64), corr=np.ones(2, dtype))
+
+
+def make_workspace(params, plan, n_in, batch_size, dtype):
+    """Every buffer one fit needs, made once: nothing is allocated per step."""
+    dtype = np.dtype(dtype)
+    widths = [w.shape[1] if w.size else None for w in params.W]
+    for l in range(len(widths)):  # a layer without parameters keeps its input's width
+        widths[l] = widths[l] if widths[l] is not None else (widths[l - 1] if l else n_in)
+    empty2 = np.zeros((0, 0), dtype)
+    sparse_in = n_in if plan.sparse_layer >= 0 else 0
+    threads = numba.get_num_threads()
+    return Workspace(
+        acts=tuple(np.zeros((batch_size, m), dtype) for m in widths),
+        deltas=tuple(np.zeros((batch_size, m), dtype) for m in widths),
+        gW=tuple(np.zeros_like(w) for w in params.W),
+        gb=tuple(np.zeros_like(b) for b in params.b),
+        masks=tuple(np.zeros((batch_size, m), dtype) if k == DROPOUT else empty2
+                    for k, m in zip(plan.kind, widths)),
+        xb=np.zeros((batch_size, n_in), dtype),
+        yb=np.zeros(batch_size, np.int64),
+        nz_idx=np.zeros((batch_size, sparse_in), np.int32),
+        nz_val=np.zeros((batch_size, sparse_in), dtype),
+        nz_cnt=np.zeros(batch_size, np.int32),
+        col_ptr=np.zeros(sparse_in + 1, np.int64),
+        col_row=np.zeros(batch_size * sparse_in, np.int32),
+        col_val=np.zeros(batch_size * sparse_in, dtype),
+        # one block of rows per thread when the minibatch's columns are built in parallel
+        col_counts=np.zeros((threads, sparse_in), np.int64),
+        # per thread: one gradient row of the zero-skipping layer, or column norms
+        scratch=np.zeros((threads, max(widths + [1])), dtype),
+    )
+
+
+# ---- inference ---------------------------------------------------------------------------
+@njit(cache=True)
+def forward_from(first, x, params, plan, acts):
+    """Layers first.. at inference (dropout is the identity) on the rows of x, the input of
+    layer ``first``; acts[-1][:n] ends up holding the logits."""
+    n = x.shape[0]
+    current = x
+    for l in range(first, plan.kind.shape[0]):
+        if plan.kind[l] == DENSE:
+            dense_forward(current, params.W[l], params.b[l], plan.act[l], acts[l][:n])
+            current = acts[l][:n]
+
+
+@njit(cache=True)
+def forward(x, params, plan, acts):
+    forward_from(0, x, params, plan, acts)
+
+
+def forward_ref(x, params, plan, acts):
+    n = x.shape[0]
+    current = x
+    for l in range(len(plan.kind)):
+        if plan.kind[l] == DENSE:
+            dense_forward_ref(current, params.W[l], params.b[l], plan.act[l], acts[l][:n])
+            current = acts[l][:n]
+
+
+@njit(cache=True, parallel=True)  # its own prange loop: see the note in sparse_input.py
+def forward_sparse_input(X, rows, params, plan, acts, nz_idx, nz_val):
+    """forward() of the rows X[rows], the first dense layer skipping zero inputs."""
+    s = plan.sparse_layer
+    W, b, a = params.W[s], params.b[s], acts[s]
+    for i in prange(rows.shape[0]):
+        forward_row(X[rows[i]], W, b, plan.act[s], a[i], nz_idx[i], nz_val[i])
+    forward_from(s + 1, a[:rows.shape[0]], params, plan, acts)
+
+
+def forward_sparse_input_ref(X, rows, params, plan, acts, nz_idx, nz_val):
+    forward_ref(X[rows], params, plan, acts)
+
+
+# ---- training ----------------------------------------------------------------------------
+@njit(cache=True)
+def store_bias_corrections(code, h, t, corr):
+    """corr <- Adam's (1 - β1ᵗ, 1 - β2ᵗ) for step t, else (1, 1), in the parameters' dtype."""
+    if code == ADAM:
+        corr[0] = 1.0 - float(h[BETA1]) ** t
+        corr[1] = 1.0 - float(h[BETA2]) ** t
+    else:
+        corr[0] = 1.0
+        corr[1] = 1.0
+
+
+@njit(cache=True, parallel=True)  # its own prange loops: see the note in sparse_input.py
+def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, state, ws, plan):
+    """Minibatch steps [step_begin, step_end) of an epoch whose sample order is ``order``.
+
+    Returns (sum over samples of the loss, number classified right, number of samples),
+    measured on each minibatch before its update.
+    """
+    last = plan.kind.shape[0] - 1
+    n = order.shape[0]
+    h = state.hyper
+    loss_sum = 0.0
+    correct = 0
+    seen = 0
+    for step in range(step_begin, step_end):
+        start = step * batch_size
+        stop = min(start + batch_size, n)
+        nb = stop - start
+        rows = order[start:stop]
+        for i in range(nb):
+            ws.yb[i] = y[rows[i]]
+        if plan.sparse_layer != 0:  # the zero-skipping first layer reads X[rows] itself
+            gather_rows(X, rows, ws.xb)
+        x = ws.xb[:nb]
+
+        # ---- forward, layer by layer
+        for l in range(last + 1):
+            inp = x if l == 0 else ws.acts[l - 1][:nb]
+            if l == plan.sparse_layer:  # dense, on the nonzeros of each input row
+                # (prange bodies see only arrays and scalars: Numba cannot pass tuples into them)
+                W, b, a, act = params.W[l], params.b[l], ws.acts[l], plan.act[l]
+                below = ws.acts[l - 1] if l > 0 else ws.xb
+                nz_idx, nz_val, nz_cnt = ws.nz_idx, ws.nz_val, ws.nz_cnt
+                for i in prange(nb):
+                    row = X[rows[i]] if l == 0 else below[i]
+                    nz_cnt[i] = forward_row(row, W, b, act, a[i], nz_idx[i], nz_val[i])
+            elif plan.kind[l] == DENSE:
+                dense_forward(inp, params.W[l], params.b[l], plan.act[l], ws.acts[l][:nb])
+            elif plan.kind[l] == DROPOUT:
+                key = stream_key(plan.seed, epoch, step, l)
+                mask, out = ws.masks[l], ws.acts[l]
+                threshold, scale = plan.threshold[l], plan.scale[l]
+                for i in prange(nb):
+                    dropout_row(inp[i], key, i, threshold, scale, mask[i], out[i])
+
+        # ---- output activation and loss: d loss / d logits into deltas[last]
+        loss, c = output_loss(plan.loss, ws.acts[last][:nb], ws.yb[:nb], ws.deltas[last][:nb])
+        loss_sum += loss * nb
+        correct += c
+        seen += nb
+
+        # ---- backward; each layer's parameters are updated once its δ below is computed
+        state.t[0] += 1
+        store_bias_corrections(plan.optimizer, h, state.t[0], state.corr)
+        c1, c2 = state.corr[0], state.corr[1]
+        for l in range(last, plan.first_param - 1, -1):
+            inp = x if l == 0 else ws.acts[l - 1][:nb]
+            d = ws.deltas[l][:nb]
+            # δ of the layer below, where some layer below has parameters to learn
+            d_below = ws.deltas[l - 1][:nb] if l > plan.first_param else ws.deltas[0][:0]
+            if l == plan.sparse_layer:
+                # the minibatch's nonzeros per input column (the transpose the update reads)
+                nz_idx, nz_val, nz_cnt = ws.nz_idx, ws.nz_val, ws.nz_cnt
+                col_counts, col_ptr, col_row, col_val = (ws.col_counts, ws.col_ptr, ws.col_row,
+                                                         ws.col_val)
+                blocks = col_counts.shape[0]
+                if nb >= PARALLEL_COLUMNS_MIN_ROWS and blocks > 1:
+                    span = (nb + blocks - 1) // blocks
+                    for t in prange(blocks):
+                        count_columns(nz_idx, nz_cnt, min(t * span, nb), min(t * span + span, nb),
+                                      col_counts[t])
+                    column_cursors(col_counts, col_ptr.shape[0] - 1, col_ptr)
+                    for t in prange(blocks):
+                        fill_columns(nz_idx, nz_val, nz_cnt, min(t * span, nb),
+                                     min(t * span + span, nb), col_counts[t], col_row, col_val)
+                else:
+                    build_columns(nz_idx, nz_val, nz_cnt, nb, col_counts, col_ptr, col_row,
+                                  col_val)
+                W, S1, S2, scratch = params.W[l], state.s1W[l], state.s2W[l], ws.scratch
+                code, T, n_out = plan.optimizer, scratch.shape[0], params.W[l].shape[1]
+                for t in prange(T):  # thread t updates rows t, t+T, ... (its own scratch row)
+                    for j in range(t, W.shape[0], T):
+                        fused_update_row(j, W, S1, S2, d, col_ptr, col_row, col_val, code, h,
+                                         c1, c2, scratch[t][:n_out])
+                column_sums(d, ws.gb[l])
+                optimizer_update(plan.optimizer, params.b[l], ws.gb[l], state.s1b[l],
+                                 state.s2b[l], h, c1, c2, False)
+            elif plan.kind[l] == DENSE:
+                dense_backward(inp, params.W[l], d, plan.in_act[l], ws.gW[l], ws.gb[l], d_below)
+                optimizer_update(plan.optimizer, params.W[l], ws.gW[l], state.s1W[l],
+                                 state.s2W[l], h, c1, c2, True)
+                optimizer_update(plan.optimizer, params.b[l], ws.gb[l], state.s1b[l],
+                                 state.s2b[l], h, c1, c2, False)
+            elif plan.kind[l] == DROPOUT and l > plan.first_param:
+                dropout_backward(d, ws.masks[l][:nb], ws.acts[l - 1][:nb], plan.in_act[l],
+                                 d_below)
+            if plan.max_norm[l] > 0:
+                max_norm_columns(params.W[l], plan.max_norm[l],
+                                 ws.scratch[0][:params.W[l].shape[1]])
+    return loss_sum, correct, seen
+
+
+def train_steps_ref(X, y, order, batch_size, step_begin, step_end, epoch, params, state, ws,
+                    plan):
+    """The NumPy twin of train_steps: the same step, textbook backprop over the twins."""
+    from .optim import bias_corrections
+    last = len(plan.kind) - 1
+    h = state.hyper
+    loss_sum, correct, seen = 0.0, 0, 0
+    for step in range(step_begin, step_end):
+        rows = order[step * batch_size:(step + 1) * batch_size]
+        nb = rows.shape[0]
+        gather_rows_ref(X, rows, ws.xb)
+        x = ws.xb[:nb]
+        labels = y[rows]
+
+        for l in range(last + 1):
+            inp = x if l == 0 else ws.acts[l - 1][:nb]
+            if plan.kind[l] == DENSE:
+                dense_forward_ref(inp, params.W[l], params.b[l], plan.act[l], ws.acts[l][:nb])
+            elif plan.kind[l] == DROPOUT:
+                key = np.uint64(stream_key(plan.seed, epoch, step, l))
+                dropout_forward_ref(inp, key, plan.threshold[l], plan.scale[l],
+                                    ws.masks[l][:nb], ws.acts[l][:nb])
+
+        loss, c = output_loss_ref(plan.loss, ws.acts[last][:nb], labels, ws.deltas[last][:nb])
+        loss_sum += loss * nb
+        correct += c
+        seen += nb
+
+        state.t[0] += 1
+        state.corr[:] = bias_corrections(plan.optimizer, h, int(state.t[0]))
+        c1, c2 = state.corr[0], state.corr[1]
+        for l in range(last, plan.first_param - 1, -1):
+            inp = x if l == 0 else ws.acts[l - 1][:nb]
+            d = ws.deltas[l][:nb]
+            d_below = ws.deltas[l - 1][:nb] if l > plan.first_param else ws.deltas[0][:0]
+            if plan.kind[l] == DENSE:
+                dense_backward_ref(inp, params.W[l], d, plan.in_act[l], ws.gW[l], ws.gb[l],
+                                   d_below)
+                optimizer_update_ref(plan.optimizer, params.W[l], ws.gW[l], state.s1W[l],
+                                     state.s2W[l], h, c1, c2, True)
+                optimizer_update_ref(plan.optimizer, params.b[l], ws.gb[l], state.s1b[l],
+                                     state.s2b[l], h, c1, c2, False)
+            elif plan.kind[l] == DROPOUT and l > plan.first_param:
+                dropout_backward_ref(d, ws.masks[l][:nb], ws.acts[l - 1][:nb], plan.in_act[l],
+                                     d_below)
+            if plan.max_norm[l] > 0:
+                max_norm_columns_ref(params.W[l], plan.max_norm[l], None)
+    return loss_sum, correct, seen
+

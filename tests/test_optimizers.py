@@ -1,0 +1,168 @@
+"""Every optimizer against PyTorch's of the same name, step for step (float64, same weights,
+same batches), on both backends; hand-derived values where PyTorch is absent; bad settings."""
+import os
+
+import numpy as np
+import pytest
+
+from fastmlp import Network
+from fastmlp.optimizers import SGD, Adagrad, Adam, AdamW, RMSprop, get
+
+try:
+    import torch
+except ImportError:  # CI installs torch: there a missing torch fails instead of skipping
+    torch = None
+    if os.environ.get("CI"):
+        raise
+
+CASES = {
+    "sgd": SGD(lr=0.05, momentum=0.9, weight_decay=1e-3),
+    "sgd-plain": SGD(lr=0.1, momentum=0.0),
+    "nesterov": SGD(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "adam": Adam(lr=0.01, weight_decay=1e-3),
+    "adamw": AdamW(lr=0.01, weight_decay=0.05),
+    "rmsprop": RMSprop(lr=0.01, rho=0.9, eps=1e-7, weight_decay=1e-3),
+    "adagrad": Adagrad(lr=0.05, weight_decay=1e-3),
+}
+
+
+def torch_optimizer(opt, params_w, params_b):
+    groups = [{"params": params_w, "weight_decay": opt.weight_decay},
+              {"params": params_b, "weight_decay": 0.0}]
+    if isinstance(opt, SGD):
+        return torch.optim.SGD(groups, lr=opt.lr, momentum=opt.momentum, nesterov=opt.nesterov)
+    if isinstance(opt, Adam):
+        cls = torch.optim.AdamW if opt.decoupled else torch.optim.Adam
+        return cls(groups, lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps)
+    if isinstance(opt, RMSprop):
+        return torch.optim.RMSprop(groups, lr=opt.lr, alpha=opt.rho, eps=opt.eps)
+    return torch.optim.Adagrad(groups, lr=opt.lr, eps=opt.eps)
+
+
+def data(n=96, d=20, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, d))
+    X[rng.random((n, d)) < 0.6] = 0  # sparse enough for the zero-skipping first layer
+    return X, rng.integers(0, classes, n)
+
+
+def torch_run(net, X, y, opt, batch_size, epochs):
+    """The same network, batches and optimizer in PyTorch."""
+    Ws = [torch.tensor(w.astype(np.float64), requires_grad=True) for w in net.weights]
+    bs = [torch.tensor(b.astype(np.float64), requires_grad=True) for b in net.biases]
+    topt = torch_optimizer(opt, Ws, bs)
+    Xt, yt = torch.tensor(X), torch.tensor(y)
+    for epoch in range(epochs):
+        order = net.epoch_order(epoch, len(y))
+        for start in range(0, len(y), batch_size):
+            idx = torch.tensor(order[start:start + batch_size])
+            h = Xt[idx]
+            for i, (W, b) in enumerate(zip(Ws, bs)):
+                h = h @ W + b
+                if i < len(Ws) - 1:
+                    h = torch.relu(h)
+            loss = torch.nn.functional.cross_entropy(h, yt[idx])
+            topt.zero_grad()
+            loss.backward()
+            topt.step()
+    return [w.detach().numpy() for w in Ws], [b.detach().numpy() for b in bs]
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch is not installed (CI installs it)")
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_matches_pytorch_step_for_step(name, backend):
+    X, y = data()
+    opt = CASES[name]
+    net = Network([20, 16, 12, 4], seed=1, dtype="float64", backend=backend)
+    start = Network([20, 16, 12, 4], seed=1, dtype="float64")
+    net.fit(X, y, epochs=3, batch_size=10, optimizer=opt, verbose=0)  # 30 steps, ragged last
+    tW, tb = torch_run(start, X, y, opt, 10, 3)
+    for ours, theirs in zip(net.weights + net.biases, tW + tb):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-11)
+    moved = max(np.abs(a - b).max() for a, b in zip(net.weights, start.weights))
+    assert moved > 1e-3
+
+
+def one_step(opt, backend):
+    """One step from zero state on a 1-input, 2-class net whose gradient is known by hand."""
+    net = Network([1, 2], seed=0, dtype="float64", backend=backend, init="normal")
+    net.weights[0][...] = [[0.5, -0.5]]
+    X, y = np.array([[2.0]]), np.array([0])
+    p = np.exp([1.0, -1.0]) / np.exp([1.0, -1.0]).sum()  # softmax of the logits (1, -1)
+    g_w = 2.0 * (p - [1, 0])  # x * (softmax - onehot)
+    net.fit(X, y, epochs=1, batch_size=1, optimizer=opt, verbose=0, shuffle=False)
+    return net.weights[0][0], np.array([0.5, -0.5]), g_w
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_hand_derived_first_steps(backend):
+    w, w0, g = one_step(SGD(lr=0.1, momentum=0.9, weight_decay=0.01), backend)
+    np.testing.assert_allclose(w, w0 - 0.1 * (g + 0.01 * w0))
+    w, w0, g = one_step(SGD(lr=0.1, momentum=0.9, nesterov=True), backend)
+    np.testing.assert_allclose(w, w0 - 0.1 * (g + 0.9 * g))
+    # Adam's first step is lr * sign(g) (up to eps), whatever the gradient's size
+    w, w0, g = one_step(Adam(lr=0.01), backend)
+    np.testing.assert_allclose(w, w0 - 0.01 * np.sign(g), rtol=1e-6)
+    w, w0, g = one_step(AdamW(lr=0.01, weight_decay=0.1), backend)
+    np.testing.assert_allclose(w, w0 * (1 - 0.001) - 0.01 * np.sign(g), rtol=1e-6)
+    w, w0, g = one_step(RMSprop(lr=0.01, rho=0.9, eps=0.0 + 1e-12), backend)
+    np.testing.assert_allclose(w, w0 - 0.01 * g / np.sqrt(0.1 * g * g), rtol=1e-6)
+    w, w0, g = one_step(Adagrad(lr=0.1, eps=1e-12), backend)
+    np.testing.assert_allclose(w, w0 - 0.1 * np.sign(g), rtol=1e-6)
+
+
+def test_names_give_defaults():
+    assert get("sgd") == SGD() and get("nesterov") == SGD(nesterov=True)
+    assert get("adam") == Adam() and get("adamw") == Adam(weight_decay=0.01, decoupled=True)
+    assert get("rmsprop") == RMSprop() and get("adagrad") == Adagrad()
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: get("lbfgs"), "optimizer must be one of"),
+    (lambda: Adam(lr=-1), "lr must be > 0"),
+    (lambda: Adam(beta1=1.0), r"beta1 must be in \[0, 1\)"),
+    (lambda: Adam(eps=float("nan")), "eps must be finite"),
+    (lambda: RMSprop(rho=-0.1), r"rho must be in \[0, 1\)"),
+    (lambda: Adagrad(weight_decay=-1), "weight_decay must be >= 0"),
+    (lambda: SGD(nesterov=True, momentum=0), "nesterov=True needs momentum > 0"),
+    (lambda: SGD(lr="0.1"), "lr must be a real number"),
+])
+def test_bad_settings_are_refused(make, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        make()
+
+
+def test_optimizer_and_sgd_arguments_together_are_an_error():
+    X, y = data()
+    with pytest.raises(ValueError, match="pass either optimizer= or lr="):
+        Network([20, 4], seed=0).fit(X, y, optimizer="adam", lr=0.5, verbose=0)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("name", ["adam", "rmsprop", "adagrad", "nesterov"])
+def test_checkpoint_resumes_every_optimizer_bitwise(tmp_path, name, backend):
+    import signal
+
+    X, y = data(200)
+    opt = CASES[name]
+    kw = dict(epochs=3, batch_size=16, optimizer=opt, verbose=0)
+    full = Network([20, 16, 4], seed=2, backend=backend, dropout=0.3)
+    full.fit(X, y, **kw)
+
+    def stop_after_first(epoch, metrics):
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    net = Network([20, 16, 4], seed=2, backend=backend, dropout=0.3)
+    ck = tmp_path / "ck.npz"
+    net.fit(X, y, checkpoint=ck, callbacks=[stop_after_first], **kw)
+    assert net.epochs_done == 1
+    resumed = Network([20, 16, 4], seed=9, backend=backend, dropout=0.3)
+    resumed.fit(X, y, resume=ck, **kw)
+    for a, b in zip(full.weights + full.biases, resumed.weights + resumed.biases):
+        np.testing.assert_array_equal(a, b)
+    other = "adam" if opt.name == "sgd" else "sgd"
+    with pytest.raises(ValueError, match="was trained with optimizer"):
+        Network([20, 16, 4], seed=2, backend=backend, dropout=0.3).fit(
+            X, y, resume=ck, epochs=3, batch_size=16, optimizer=other, verbose=0)
