@@ -240,8 +240,11 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                                   col_val)
                 W, S1, S2, scratch = params.W[l], state.s1W[l], state.s2W[l], ws.scratch
                 code, T, n_out = plan.optimizer, scratch.shape[0], params.W[l].shape[1]
-                for t in prange(T):  # thread t updates rows t, t+T, ... (its own scratch row)
-                    for j in range(t, W.shape[0], T):
+                span = (W.shape[0] + T - 1) // T
+                # thread t: one contiguous block of rows and its own scratch row (interleaved
+                # rows would share cache lines between the threads)
+                for t in prange(T):
+                    for j in range(t * span, min(W.shape[0], t * span + span)):
                         fused_update_row(j, W, S1, S2, d, col_ptr, col_row, col_val, code, h,
                                          c1, c2, scratch[t][:n_out])
                 column_sums(d, ws.gb[l])

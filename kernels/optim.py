@@ -45,6 +45,11 @@ def update_span(code, w, g, s1, s2, h, c1, c2, decay):
                 v = mu * s1[i] + gi
                 s1[i] = v
                 w[i] -= lr * (gi + mu * v)
+        elif wd == 0:
+            for i in range(n):
+                v = mu * s1[i] + g[i]
+                s1[i] = v
+                w[i] -= lr * v
         else:
             for i in range(n):
                 v = mu * s1[i] + g[i] + wd * w[i]

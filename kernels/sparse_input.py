@@ -10,8 +10,7 @@ import numpy as np
 from numba import njit, prange
 
 from .activations import IDENTITY, activate_ref, _act_scalar
-from .optim import (BETA1, LR, NESTEROV, SGD, WEIGHT_DECAY, optimizer_update_ref,
-                    update_span)
+from .optim import optimizer_update_ref, update_span
 
 
 @njit(cache=True, inline="always")  # inlined where it is called: as fast as writing it out
@@ -76,18 +75,13 @@ def sparse_input_forward_ref(X, rows, W, b, act, out, nz_idx, nz_val, nz_cnt):
     activate_ref(out[:n], act)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")  # inlined into the prange loops: no call per row
 def fused_update_row(j, W, S1, S2, delta, col_ptr, col_row, col_val, code, h, c1, c2, g):
     """g <- Σ x[i, j] δ[i] over column j's nonzeros (row j of the weight gradient, never stored
-    whole), then one step of optimizer ``code`` on row j of W and of its state S1, S2."""
-    if code == SGD and h[NESTEROV] == 0:  # momentum: the sum goes straight into v, no scratch
-        w, v, mu, wd, lr = W[j], S1[j], h[BETA1], h[WEIGHT_DECAY], h[LR]
-        for k in range(v.shape[0]):
-            v[k] = mu * v[k] + wd * w[k]
-        add_scaled_rows(v, delta, col_row, col_val, col_ptr[j], col_ptr[j + 1])
-        for k in range(v.shape[0]):
-            w[k] -= lr * v[k]
-        return
+    whole), then one step of optimizer ``code`` on row j of W and of its state S1, S2.
+
+    g is a per-thread scratch row that stays in L1: the rows of W and of the state are then
+    read and written in a single pass (W and the state do not fit in L2)."""
     for k in range(g.shape[0]):
         g[k] = 0
     add_scaled_rows(g, delta, col_row, col_val, col_ptr[j], col_ptr[j + 1])
@@ -157,8 +151,9 @@ def sparse_input_backward_update(nz_idx, nz_val, nz_cnt, delta, W, S1, S2, code,
     (threads, d_out) are scratch."""
     build_columns(nz_idx, nz_val, nz_cnt, delta.shape[0], col_counts, col_ptr, col_row, col_val)
     T = scratch.shape[0]
-    for t in prange(T):
-        for j in range(t, W.shape[0], T):
+    span = (W.shape[0] + T - 1) // T
+    for t in prange(T):  # thread t: a contiguous block of rows (interleaved rows share lines)
+        for j in range(t * span, min(W.shape[0], t * span + span)):
             fused_update_row(j, W, S1, S2, delta, col_ptr, col_row, col_val, code, h, c1, c2,
                              scratch[t])
 
