@@ -14,6 +14,7 @@ from . import datasets
 from ._version import __version__
 from .errors import FastMLPError, TrainingDivergedError
 from .optimizers import OPTIMIZERS
+from .recipes import names as recipe_names
 
 EXIT_INTERRUPTED = 130
 
@@ -56,6 +57,8 @@ def build_parser():
 
     t = sub.add_parser("train", help="train a network and report its test accuracy")
     _data_args(t)
+    t.add_argument("--recipe", default=None, choices=recipe_names(),
+                   help="a named recipe (see 'fastmlp recipes'); explicit flags override it")
     t.add_argument("--hidden", type=_hidden, default=[300], help="e.g. 300 or 512,256")
     t.add_argument("--activation", default="relu", choices=["relu", "sigmoid", "tanh"])
     t.add_argument("--init", default="he", choices=["he", "xavier", "normal", "large"])
@@ -102,6 +105,8 @@ def build_parser():
     p.add_argument("--top-k", type=int, default=3, help="how many of the likeliest classes to show")
     p.add_argument("--backend", default="numba", choices=["numba", "numpy"],
                    help="numba: the fast kernels; numpy: their reference twins")
+
+    sub.add_parser("recipes", help="list the named recipes and what each trains")
 
     b = sub.add_parser("bench", help="time one epoch against the NumPy reference, PyTorch, JAX "
                                      "and the sgemm floor")
@@ -179,6 +184,10 @@ def cmd_train(args):
                       output=args.output, loss=args.loss)
     fit_args = {"lr": 0.1 if args.lr is None else args.lr, "momentum": args.momentum,
                 "weight_decay": args.weight_decay}
+    if args.recipe and not args.optimizer:
+        fit_args = {k: v for k, v in args.recipe_fit.items() if k not in ("epochs", "batch_size")}
+        if args.lr is not None:
+            fit_args["optimizer"] = fit_args["optimizer"].with_lr(args.lr)
     if args.optimizer:
         from .optimizers import get
         optimizer = get(args.optimizer)
@@ -275,18 +284,43 @@ def cmd_predict(args):
     return 0
 
 
+def cmd_recipes(args):
+    from .recipes import get
+    for name in recipe_names():
+        print(f"{name:<18}{get(name)['about']}")
+    return 0
+
+
+def _apply_recipe(parser, argv):
+    """Parse argv once to find --recipe, make the recipe's settings the defaults of train, and
+    parse again: flags given explicitly win."""
+    args = parser.parse_args(argv)
+    if getattr(args, "recipe", None) is None:
+        return args
+    from .recipes import get
+    recipe = get(args.recipe)
+    net, fit = recipe["network"], recipe["fit"]
+    defaults = {"hidden": net["hidden"], "epochs": fit["epochs"], "batch_size": fit["batch_size"]}
+    defaults.update({k: v for k, v in net.items() if k != "hidden"})
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sub.choices["train"].set_defaults(**defaults)
+    args = parser.parse_args(argv)
+    args.recipe_fit = fit
+    return args
+
+
 def cmd_bench(args):
     from .bench import main as bench_main
     return bench_main(args)
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "bench": cmd_bench}
+            "recipes": cmd_recipes, "bench": cmd_bench}
 
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _apply_recipe(parser, argv)
     try:
         return COMMANDS[args.command](args)
     except (CLIError, FastMLPError, ValueError, TypeError, OSError, ImportError) as exc:

@@ -11,6 +11,9 @@ from . import kernels as K
 from ._version import __version__
 from .errors import ModelFormatError, TrainingDivergedError
 from .serialization import load_arrays, save_arrays
+from .kernels.optim import BETA1
+from .schedules import Schedule
+from .schedules import evaluate as evaluate_schedule
 from .training import Trainer, kernels_need_compiling, one_blas_thread, uses_sparse_input
 from .validation import check_choice, check_features, check_int, check_labels
 
@@ -285,7 +288,8 @@ class Network:
 
     def fit(self, X, y, epochs=10, batch_size=256, lr=0.1, momentum=0.9, weight_decay=0.0,
             validation_data=None, shuffle=True, verbose=1, checkpoint=None, resume=None,
-            callbacks=(), optimizer=None, initial_epoch=None, validation_split=0.0):
+            callbacks=(), optimizer=None, initial_epoch=None, validation_split=0.0,
+            lr_schedule=None, momentum_schedule=None):
         """Train ``epochs`` more epochs (Keras' meaning); returns this call's :class:`History`
         (``net.history`` keeps every epoch).
 
@@ -296,7 +300,10 @@ class Network:
         every epoch end (and on Ctrl-C); ``resume`` continues a checkpoint, with ``epochs`` the
         total the interrupted run was to reach, to the very weights an uninterrupted run would
         reach. Ctrl-C stops at a step boundary and returns. Each of ``callbacks`` is called as
-        ``callback(epoch, metrics)`` after every epoch.
+        ``callback(epoch, metrics)`` after every epoch (see :mod:`fastmlp.callbacks`, e.g.
+        ``EarlyStopping``). ``lr_schedule`` / ``momentum_schedule`` (see
+        :mod:`fastmlp.schedules`, or any ``callable(epoch) -> value``) set the learning rate and
+        the momentum (Adam's beta1) in force in each epoch.
         """
         from . import optimizers
         X = check_features(X, self.n_features, self.dtype)
@@ -314,6 +321,14 @@ class Network:
                 raise ValueError(f"pass either optimizer= or {', '.join(given)}=, not both: set "
                                  f"them on the optimizer, e.g. Adam(lr=...)")
             opt = optimizers.get(optimizer)
+        for name, sched in (("lr_schedule", lr_schedule), ("momentum_schedule", momentum_schedule)):
+            if sched is not None and not callable(sched) and not isinstance(sched, Schedule):
+                raise TypeError(f"{name} must be a schedule from fastmlp.schedules or a "
+                                f"callable(epoch) -> value, got {sched!r}")
+        for callback in callbacks:
+            if not callable(callback):
+                raise TypeError(f"callbacks must be callables or Callback objects, got "
+                                f"{callback!r}")
         if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
                 or not 0 <= validation_split < 1:
             raise ValueError(f"validation_split must be a fraction in [0, 1), got "
@@ -363,8 +378,26 @@ class Network:
             print("Compiling kernels (first run only: they are cached afterwards) ...",
                   file=sys.stderr, flush=True)
 
+        for callback in callbacks:
+            if hasattr(callback, "on_train_begin"):
+                callback.on_train_begin(self)
+        base_momentum = float(trainer.state.hyper[BETA1])
         with _sigint_flag() as sigint, one_blas_thread(trainer.sparse):
             for epoch in range(first, last):
+                if lr_schedule is not None:
+                    lr_now = evaluate_schedule(lr_schedule, "lr_schedule", epoch, opt.lr,
+                                               self.history.history)
+                    if lr_now <= 0:
+                        raise ValueError(f"lr_schedule returned {lr_now!r} for epoch {epoch}: "
+                                         f"the learning rate must be > 0")
+                    trainer.state.hyper[0] = lr_now
+                if momentum_schedule is not None:
+                    mu = evaluate_schedule(momentum_schedule, "momentum_schedule", epoch,
+                                           base_momentum, self.history.history)
+                    if not 0 <= mu < 1:
+                        raise ValueError(f"momentum_schedule returned {mu!r} for epoch {epoch}: "
+                                         f"expected a value in [0, 1)")
+                    trainer.state.hyper[BETA1] = mu
                 step = resume_state.pop("step", 0)
                 totals = tuple(resume_state.pop("partial", (0.0, 0, 0, 0.0)))
                 bar = _progress_bar(trainer.steps, step, epoch, last) if progress else None
@@ -407,6 +440,12 @@ class Network:
                     self._save_checkpoint(checkpoint, trainer)
                 for callback in callbacks:
                     callback(epoch + 1, metrics)
+                if any(getattr(callback, "stop_training", False) for callback in callbacks):
+                    history.stopped = self.history.stopped = "early"
+                    break
+        for callback in callbacks:
+            if hasattr(callback, "on_train_end"):
+                callback.on_train_end(self)
         return history
 
     # ---- files -------------------------------------------------------------------------------

@@ -1,0 +1,233 @@
+"""The training loop of issue 'Training recipes': Keras epochs, validation_split, schedules,
+early stopping, dropout, costs, named recipes."""
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastmlp import Network, recipes
+from fastmlp.callbacks import EarlyStopping
+from fastmlp.layers import Dense, Dropout
+from fastmlp.optimizers import SGD, Adam
+from fastmlp.schedules import (CosineDecay, ExponentialDecay, LinearRamp, ReduceLROnPlateau,
+                               StepDecay)
+
+
+def test_epochs_means_more_epochs_and_each_call_has_its_history(toy_data):
+    X, y = toy_data
+    net = Network([64, 16, 10], seed=0)
+    first = net.fit(X, y, epochs=2, batch_size=64, verbose=0)
+    second = net.fit(X, y, epochs=3, batch_size=64, verbose=0)
+    assert first.epoch == [1, 2] and second.epoch == [3, 4, 5]
+    assert net.epochs_done == 5 and net.history.epoch == [1, 2, 3, 4, 5]
+    third = net.fit(X, y, epochs=7, initial_epoch=5, batch_size=64, verbose=0)
+    assert third.epoch == [6, 7] and net.epochs_done == 7
+
+
+def test_validation_split_is_the_last_fraction(toy_data):
+    X, y = toy_data
+    a = Network([64, 16, 10], seed=0)
+    ha = a.fit(X, y, epochs=2, batch_size=32, validation_split=0.25, verbose=0)
+    b = Network([64, 16, 10], seed=0)
+    hb = b.fit(X[:480], y[:480], epochs=2, batch_size=32, validation_data=(X[480:], y[480:]),
+               verbose=0)
+    assert ha.history["val_loss"] == hb.history["val_loss"]
+    np.testing.assert_array_equal(a.weights[0], b.weights[0])
+    with pytest.raises(ValueError, match="validation_split must be a fraction"):
+        a.fit(X, y, validation_split=1.5, verbose=0)
+    with pytest.raises(ValueError, match="not both"):
+        a.fit(X, y, validation_split=0.1, validation_data=(X, y), verbose=0)
+
+
+def test_schedule_values():
+    assert [StepDecay(0.5, 2).value(e, 1.0, {}) for e in range(5)] == [1, 1, 0.5, 0.5, 0.25]
+    assert ExponentialDecay(0.9, initial=2.0).value(2, 1.0, {}) == pytest.approx(2 * 0.81)
+    cos = CosineDecay(10, warmup=2, final=0.1)
+    assert cos.value(0, 1.0, {}) == pytest.approx(1 / 3) and cos.value(1, 1.0, {}) == \
+        pytest.approx(2 / 3)
+    assert cos.value(2, 1.0, {}) == pytest.approx(1.0) and cos.value(10, 1.0, {}) == \
+        pytest.approx(0.1)
+    assert cos.value(6, 1.0, {}) == pytest.approx(0.1 + 0.9 * 0.5)
+    plateau = ReduceLROnPlateau("val_accuracy", factor=0.5, patience=2)
+    history = {"val_accuracy": [0.5, 0.6, 0.6, 0.59, 0.7, 0.7, 0.7]}
+    assert plateau.value(7, 0.4, history) == pytest.approx(0.1)  # two stalls of 2 epochs
+    assert plateau.value(2, 0.4, {"val_accuracy": [0.5, 0.6]}) == pytest.approx(0.4)
+    assert LinearRamp(0.5, 0.99, 10).value(5, 0, {}) == pytest.approx(0.745)
+    assert LinearRamp(0.5, 0.99, 10).value(50, 0, {}) == pytest.approx(0.99)
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: StepDecay(drop=0), r"drop must be in \(0, 1\]"),
+    (lambda: StepDecay(every=0), "every must be an integer"),
+    (lambda: CosineDecay(5, warmup=5), "must be more than warmup"),
+    (lambda: ReduceLROnPlateau(monitor="f1"), "monitor must be"),
+    (lambda: ReduceLROnPlateau(factor=1.0), r"factor must be in \(0, 1\)"),
+    (lambda: EarlyStopping(patience=0), "patience must be an integer"),
+    (lambda: EarlyStopping(monitor="acc"), "monitor must be"),
+])
+def test_bad_schedule_and_callback_settings(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_lr_schedule_is_in_force_and_recorded(toy_data, backend):
+    X, y = toy_data
+    net = Network([64, 16, 10], seed=0, backend=backend)
+    h = net.fit(X, y, epochs=4, batch_size=64, verbose=0, lr_schedule=StepDecay(0.5, 1))
+    assert h.history["lr"] == pytest.approx([0.1, 0.05, 0.025, 0.0125])
+    # the schedule changes the trajectory: the same run at a constant lr ends elsewhere
+    flat = Network([64, 16, 10], seed=0, backend=backend)
+    flat.fit(X, y, epochs=4, batch_size=64, verbose=0)
+    assert not np.allclose(flat.weights[0], net.weights[0])
+    # a callable(epoch) -> lr, and a momentum schedule
+    seen = []
+    net2 = Network([64, 16, 10], seed=0, backend=backend)
+    net2.fit(X, y, epochs=3, batch_size=64, verbose=0, lr_schedule=lambda e: 0.1 / (e + 1),
+             momentum_schedule=lambda e: seen.append(e) or 0.5)
+    assert net2.history.history["lr"] == pytest.approx([0.1, 0.05, 0.1 / 3]) and seen == [0, 1, 2]
+
+
+@pytest.mark.parametrize("bad", [lambda e: -0.1, lambda e: float("nan"), lambda e: "0.1"])
+def test_a_schedule_returning_a_bad_lr_stops_before_training(toy_data, bad):
+    X, y = toy_data
+    net = Network([64, 16, 10], seed=0)
+    before = net.weights[0].copy()
+    with pytest.raises(ValueError, match="lr_schedule returned"):
+        net.fit(X, y, epochs=2, verbose=0, lr_schedule=bad)
+    np.testing.assert_array_equal(before, net.weights[0])
+    with pytest.raises(TypeError, match="lr_schedule must be"):
+        net.fit(X, y, epochs=2, verbose=0, lr_schedule=0.1)
+
+
+def test_early_stopping_restores_the_best_epoch(toy_data):
+    X, y = toy_data
+    rng = np.random.default_rng(0)
+    y_val = rng.permutation(y[:200])  # labels unrelated to the inputs: val_loss soon rises
+    net = Network([64, 64, 10], seed=0)
+    stop = EarlyStopping(monitor="val_loss", patience=3, restore_best=True)
+    h = net.fit(X, y, epochs=200, batch_size=16, lr=0.2, validation_data=(X[:200], y_val),
+                callbacks=[stop], verbose=0)
+    assert h.stopped == "early" and len(h.epoch) < 200
+    assert len(h.epoch) == stop.best_epoch + 3
+    best = min(h.history["val_loss"])
+    assert net.evaluate(X[:200], y_val)["loss"] == pytest.approx(best, rel=1e-5)
+    with pytest.raises(ValueError, match="give validation data"):
+        Network([64, 10], seed=0).fit(X, y, epochs=2, callbacks=[EarlyStopping()], verbose=0)
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_dropout_trains_with_masks_and_is_off_at_inference(toy_data, backend):
+    X, y = toy_data
+    net = Network([64, 32, 32, 10], seed=0, dropout=[0.5, 0.2], input_dropout=0.1,
+                  backend=backend)
+    assert [layer.kind for layer in net.layers] == ["dropout", "dense", "dropout", "dense",
+                                                    "dropout", "dense"]
+    h = net.fit(X, y, epochs=15, batch_size=32, verbose=0)
+    assert h.history["loss"][-1] < h.history["loss"][0]
+    np.testing.assert_array_equal(net.predict_proba(X), net.predict_proba(X))
+    assert net.evaluate(X, y)["accuracy"] > 0.8
+    same = Network([Dropout(0.1), Dense(32, "relu"), Dropout(0.5), Dense(32, "relu"),
+                    Dropout(0.2), Dense(10)], input_shape=(64,), seed=0, backend=backend)
+    same.fit(X, y, epochs=15, batch_size=32, verbose=0)
+    np.testing.assert_array_equal(same.weights[0], net.weights[0])
+
+
+def test_dropout_masks_keep_the_right_fraction_and_scale():
+    from fastmlp.kernels.dropout import dropout_forward, keep_threshold, stream_key
+    x = np.ones((500, 300), np.float32)
+    for rate in (0.2, 0.5):
+        mask, out = np.zeros_like(x), np.zeros_like(x)
+        dropout_forward(x, np.uint64(stream_key(1, 2, 3, 4)), keep_threshold(rate),
+                        np.float32(1 / (1 - rate)), mask, out)
+        kept = (mask > 0).mean()
+        assert abs(kept - (1 - rate)) < 0.01
+        assert out.mean() == pytest.approx(1.0, abs=0.02)  # inverted dropout keeps the mean
+        other = np.zeros_like(x)
+        dropout_forward(x, np.uint64(stream_key(1, 2, 4, 4)), keep_threshold(rate),
+                        np.float32(1 / (1 - rate)), other, np.zeros_like(x))
+        assert (other != mask).mean() > 0.2  # the next step draws other masks
+
+
+def test_max_norm_caps_every_hidden_unit(toy_data):
+    X, y = toy_data
+    net = Network([64, 32, 10], seed=0, max_norm=0.5, init="large")
+    net.fit(X, y, epochs=2, batch_size=32, verbose=0)
+    assert np.sqrt((net.weights[0] ** 2).sum(axis=0)).max() <= 0.5 + 1e-5
+    assert np.sqrt((net.weights[1] ** 2).sum(axis=0)).max() > 0.5  # not on the output layer
+
+
+def test_sigmoid_outputs_and_bad_combinations(toy_data):
+    X, y = toy_data
+    net = Network([64, 30, 10], activation="sigmoid", output="sigmoid", loss="quadratic",
+                  init="large", seed=0)
+    net.fit(X, y, epochs=20, batch_size=10, optimizer=SGD(lr=3.0, momentum=0.0), verbose=0)
+    p = net.predict_proba(X)
+    assert ((p > 0) & (p < 1)).all() and not np.allclose(p.sum(axis=1), 1)
+    assert net.evaluate(X, y)["accuracy"] > 0.8
+    with pytest.raises(ValueError, match="not supported"):
+        Network([64, 10], output="softmax", loss="quadratic")
+    with pytest.raises(ValueError, match="output must be one of"):
+        Network([64, 10], output="tanh")
+    with pytest.raises(ValueError, match=r"dropout rates must be in \[0, 1\)"):
+        Network([64, 10, 10], dropout=1.0)
+    with pytest.raises(ValueError, match="dropout must be one rate or a list of 2"):
+        Network([64, 10, 10, 10], dropout=[0.5])
+    with pytest.raises(ValueError, match="max_norm must be"):
+        Network([64, 10], max_norm=-1)
+
+
+def test_mid_epoch_interrupt_resumes_bitwise_with_adam_and_dropout(toy_data, tmp_path,
+                                                                     monkeypatch):
+    from fastmlp import kernels as K
+    X, y = toy_data
+    X = X.astype(np.float32)
+    kw = dict(epochs=3, batch_size=8, optimizer=Adam(lr=0.003), verbose=0)
+    full = Network([64, 32, 10], seed=4, backend="numpy", dropout=0.3, input_dropout=0.1)
+    full.fit(X, y, **kw)
+    original, calls = K.train_steps_ref, []
+
+    def interrupt_in_epoch_two(*args):
+        calls.append(args[4])
+        result = original(*args)
+        if len(calls) == 8 + 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(K, "train_steps_ref", interrupt_in_epoch_two)
+    net = Network([64, 32, 10], seed=4, backend="numpy", dropout=0.3, input_dropout=0.1)
+    ck = tmp_path / "ck.npz"
+    assert net.fit(X, y, checkpoint=ck, **kw).stopped == "interrupted"
+    monkeypatch.undo()
+    resumed = Network([64, 32, 10], seed=0, backend="numpy", dropout=0.3, input_dropout=0.1)
+    resumed.fit(X, y, resume=ck, **kw)
+    for a, b in zip(full.weights + full.biases, resumed.weights + resumed.biases):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_recipes_are_listed_and_build():
+    assert {"nielsen", "nielsen-improved", "momentum-300", "adam-wide", "dropout-mlp"} <= \
+        set(recipes.names())
+    net, fit = recipes.build("nielsen", n_features=64)
+    assert net.sizes == (64, 30, 10) and (net.output, net.loss) == ("sigmoid", "quadratic")
+    assert fit["batch_size"] == 10 and fit["optimizer"].lr == 3.0
+    with pytest.raises(ValueError, match="recipe must be one of"):
+        recipes.get("resnet")
+
+
+def test_cli_recipe_with_an_override(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "fastmlp", "train", "--recipe", "nielsen",
+                           "--dataset", "digits", "--epochs", "3", "--hidden", "20", "--out",
+                           "m.npz"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "Epoch 3/3" in proc.stdout and "lr: 3" in proc.stdout
+    assert "test accuracy" in proc.stdout
+    net = Network.load(tmp_path / "m.npz")
+    assert net.sizes == (64, 20, 10) and net.output == "sigmoid" and net.loss == "quadratic"
+    assert net.train_config["optimizer"] == "sgd" and net.train_config["batch_size"] == 10
+    listing = subprocess.run([sys.executable, "-m", "fastmlp", "recipes"], capture_output=True,
+                             text=True, timeout=300)
+    assert "dropout-mlp" in listing.stdout and "nielsen-improved" in listing.stdout
