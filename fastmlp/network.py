@@ -199,7 +199,7 @@ class Network:
     def _params(self):
         return K.Params(W=tuple(self._W), b=tuple(self._b))
 
-    def _plan(self, optimizer_code=0, sparse_input=False):
+    def _plan(self, optimizer_code=0, sparse_input=False, sample_weight=None):
         kinds = [K.LAYER_KINDS[layer.kind] for layer in self.layers]
         acts = [K.ACTIVATION_CODES[getattr(layer, "activation", None) or "identity"]
                 for layer in self.layers]
@@ -207,7 +207,7 @@ class Network:
         max_norms = [self.max_norm if self.max_norm and layer.has_params and
                      l != len(self.layers) - 1 else 0.0 for l, layer in enumerate(self.layers)]
         return K.make_plan(kinds, acts, rates, max_norms, self._loss_code, optimizer_code,
-                           sparse_input, self.seed, self.dtype)
+                           sparse_input, self.seed, self.dtype, sample_weight)
 
     def __repr__(self):
         return (f"Network({list(self.sizes)}, layers={self.layers!r}, init={self.init!r}, "
@@ -289,7 +289,7 @@ class Network:
     def fit(self, X, y, epochs=10, batch_size=256, lr=0.1, momentum=0.9, weight_decay=0.0,
             validation_data=None, shuffle=True, verbose=1, checkpoint=None, resume=None,
             callbacks=(), optimizer=None, initial_epoch=None, validation_split=0.0,
-            lr_schedule=None, momentum_schedule=None):
+            lr_schedule=None, momentum_schedule=None, sample_weight=None):
         """Train ``epochs`` more epochs (Keras' meaning); returns this call's :class:`History`
         (``net.history`` keeps every epoch).
 
@@ -303,7 +303,8 @@ class Network:
         ``callback(epoch, metrics)`` after every epoch (see :mod:`fastmlp.callbacks`, e.g.
         ``EarlyStopping``). ``lr_schedule`` / ``momentum_schedule`` (see
         :mod:`fastmlp.schedules`, or any ``callable(epoch) -> value``) set the learning rate and
-        the momentum (Adam's beta1) in force in each epoch.
+        the momentum (Adam's beta1) in force in each epoch. ``sample_weight`` (one finite
+        weight >= 0 per sample) scales each sample's share of the gradient.
         """
         from . import optimizers
         X = check_features(X, self.n_features, self.dtype)
@@ -333,6 +334,12 @@ class Network:
                 or not 0 <= validation_split < 1:
             raise ValueError(f"validation_split must be a fraction in [0, 1), got "
                              f"{validation_split!r}")
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=np.float64)
+            if sample_weight.shape != (X.shape[0],) or not np.isfinite(sample_weight).all() \
+                    or (sample_weight < 0).any():
+                raise ValueError(f"sample_weight must hold one finite weight >= 0 per sample "
+                                 f"({X.shape[0]}), got shape {sample_weight.shape}")
         if validation_split:
             if validation_data is not None:
                 raise ValueError("pass validation_data or validation_split, not both")
@@ -342,6 +349,8 @@ class Network:
                                  f"validation sample of {X.shape[0]}")
             validation_data = (X[cut:], y[cut:])
             X, y = X[:cut], y[:cut]
+            if sample_weight is not None:
+                sample_weight = sample_weight[:cut]
         n = X.shape[0]
         batch_size = check_int(batch_size, "batch_size", 1, n)
         if validation_data is not None:
@@ -352,7 +361,8 @@ class Network:
             val_sparse = uses_sparse_input(self, Xv)  # decided once, used every epoch
 
         trainer = Trainer(self, X, y, batch_size, opt, shuffle,
-                          chunks_per_epoch=50 if verbose == 1 and sys.stderr.isatty() else 8)
+                          chunks_per_epoch=50 if verbose == 1 and sys.stderr.isatty() else 8,
+                          sample_weight=sample_weight)
         resume_state = {}
         if resume is not None:
             resume_state = self._restore_checkpoint(resume, trainer, batch_size, shuffle)
@@ -554,7 +564,7 @@ class Network:
                              f"{old.get('batch_size')} shuffle={old.get('shuffle')}; resume with "
                              f"the same values")
         self.seed = other.seed
-        trainer.plan = self._plan(trainer.optimizer.code, trainer.sparse)  # dropout's seed
+        trainer.plan = trainer.plan._replace(seed=self.seed)  # dropout's seed
         self._take_arrays(arrays, path)
         # the trainer's parameter tuples must hold the arrays just read
         for l in self._param_layers:

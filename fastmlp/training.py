@@ -49,7 +49,8 @@ class Trainer:
     boundary.
     """
 
-    def __init__(self, net, X, y, batch_size, optimizer, shuffle=True, chunks_per_epoch=8):
+    def __init__(self, net, X, y, batch_size, optimizer, shuffle=True, chunks_per_epoch=8,
+                 sample_weight=None):
         self.net, self.X, self.y = net, X, y
         self.batch_size, self.shuffle = batch_size, shuffle
         self.n = X.shape[0]
@@ -58,14 +59,11 @@ class Trainer:
         self.optimizer = optimizer
         self.sparse = uses_sparse_input(net, X)
         self.params = net._params()
-        self.plan = net._plan(optimizer.code, self.sparse)
+        self.plan = net._plan(optimizer.code, self.sparse, sample_weight)
         self.state = K.make_state(self.params, optimizer.code, optimizer.hyper(), net.dtype)
         self.ws = K.make_workspace(self.params, self.plan, net.n_features, batch_size, net.dtype)
         self.train_steps = K.train_steps if net.backend == "numba" else K.train_steps_ref
         self._saved = None
-
-    def set_lr(self, lr):
-        self.state.hyper[0] = lr
 
     def slot_arrays(self):
         """{slot name: (per-layer W states, per-layer b states)} of the optimizer in use."""

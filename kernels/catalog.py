@@ -194,6 +194,8 @@ def _train_steps_case(rng, c):
     n = 2 * c.batch + max(c.batch // 2, 1)
     X = _sparse_images(rng, n, c.n_in, c.dtype)
     y = rng.integers(0, 10, n).astype(np.int64)
+    if c.batch % 2 == 0:  # weighted samples
+        plan = plan._replace(sample_weight=(2 * rng.random(n)).astype(c.dtype))
     return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, 4, params, state, ws, plan)
 
 

@@ -38,16 +38,18 @@ LAYER_KINDS = {"dense": DENSE, "dropout": DROPOUT}
 PARALLEL_COLUMNS_MIN_ROWS = 64
 
 Plan = namedtuple("Plan", "kind act in_act threshold scale max_norm loss optimizer sparse_layer "
-                          "first_param seed")
+                          "first_param seed sample_weight")
 Params = namedtuple("Params", "W b")
 OptState = namedtuple("OptState", "s1W s1b s2W s2b hyper t corr")
 Workspace = namedtuple("Workspace", "acts deltas gW gb masks xb yb nz_idx nz_val nz_cnt col_ptr "
                                     "col_row col_val col_counts scratch")
 
 
-def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed, dtype):
+def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed, dtype,
+              sample_weight=None):
     """The layer table. ``kinds``/``acts``/``rates``/``max_norms`` hold one entry per layer
-    (activation codes of layers without one are ignored; a max-norm of 0 is off)."""
+    (activation codes of layers without one are ignored; a max-norm of 0 is off).
+    ``sample_weight``: one weight per training sample that scales its loss gradient, or None."""
     from .dropout import keep_threshold
     dtype = np.dtype(dtype)
     kinds = np.asarray(kinds, np.int64)
@@ -61,7 +63,8 @@ def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed
                 scale=np.array([1 / (1 - r) for r in rates], dtype),
                 max_norm=np.asarray(max_norms, dtype), loss=int(loss), optimizer=int(optimizer),
                 sparse_layer=first_param if sparse_input else -1, first_param=first_param,
-                seed=int(seed))
+                seed=int(seed), sample_weight=np.zeros(0, dtype) if sample_weight is None
+                else np.ascontiguousarray(sample_weight, dtype))
 
 
 def make_state(params, optimizer, hyper, dtype):
@@ -161,6 +164,15 @@ def store_bias_corrections(code, h, t, corr):
         corr[1] = 1.0
 
 
+@njit(cache=True)
+def scale_rows(d, weights, rows):
+    """d[i] *= weights[rows[i]]: each sample's share of the minibatch gradient, weighted."""
+    for i in range(d.shape[0]):
+        w = weights[rows[i]]
+        for j in range(d.shape[1]):
+            d[i, j] *= w
+
+
 @njit(cache=True, parallel=True)  # its own prange loops: see the note in sparse_input.py
 def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, state, ws, plan):
     """Minibatch steps [step_begin, step_end) of an epoch whose sample order is ``order``.
@@ -207,6 +219,8 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
 
         # ---- output activation and loss: d loss / d logits into deltas[last]
         loss, c = output_loss(plan.loss, ws.acts[last][:nb], ws.yb[:nb], ws.deltas[last][:nb])
+        if plan.sample_weight.shape[0] > 0:
+            scale_rows(ws.deltas[last][:nb], plan.sample_weight, rows)
         loss_sum += loss * nb
         correct += c
         seen += nb
@@ -289,6 +303,8 @@ def train_steps_ref(X, y, order, batch_size, step_begin, step_end, epoch, params
                                     ws.masks[l][:nb], ws.acts[l][:nb])
 
         loss, c = output_loss_ref(plan.loss, ws.acts[last][:nb], labels, ws.deltas[last][:nb])
+        if len(plan.sample_weight):
+            ws.deltas[last][:nb] *= plan.sample_weight[rows][:, None]
         loss_sum += loss * nb
         correct += c
         seen += nb

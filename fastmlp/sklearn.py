@@ -1,0 +1,243 @@
+"""``FastMLPClassifier``: fastmlp as a scikit-learn estimator, with MLPClassifier's parameter
+names where they mean the same, plus dropout, class weights, dtype and backend.
+
+It pickles (for joblib, GridSearchCV) like any estimator; fastmlp's own model files
+(``Network.save``) stay pickle-free.
+"""
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .callbacks import EarlyStopping
+from .network import Network
+from .optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
+
+SOLVERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+
+
+class FastMLPClassifier(ClassifierMixin, BaseEstimator):
+    """A multilayer perceptron classifier trained by fastmlp's fused kernels.
+
+    Parameters as in :class:`sklearn.neural_network.MLPClassifier`: ``hidden_layer_sizes``,
+    ``activation`` ("relu", "logistic", "tanh"), ``solver`` ("sgd", "adam", "adamw",
+    "rmsprop", "adagrad"), ``alpha`` (L2 penalty), ``batch_size`` ("auto" = min(200, n)),
+    ``learning_rate_init``, ``momentum``, ``nesterovs_momentum``, ``max_iter`` (epochs),
+    ``shuffle``, ``random_state``, ``early_stopping``, ``validation_fraction``,
+    ``n_iter_no_change``, ``tol``, ``warm_start``, ``verbose``; and fastmlp's own ``dropout``,
+    ``dtype``, ``backend``, ``class_weight`` (None, "balanced" or {class: weight}).
+    """
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", solver="adam", alpha=1e-4,
+                 batch_size="auto", learning_rate_init=1e-3, momentum=0.9,
+                 nesterovs_momentum=True, max_iter=200, shuffle=True, random_state=None,
+                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
+                 warm_start=False, verbose=False, dropout=0.0, dtype="float32", backend="numba",
+                 class_weight=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.dropout = dropout
+        self.dtype = dtype
+        self.backend = backend
+        self.class_weight = class_weight
+
+    # ---- settings, validated before any training -------------------------------------------
+    def _check_params(self):
+        sizes = self.hidden_layer_sizes
+        sizes = [sizes] if isinstance(sizes, (int, np.integer)) else list(sizes)
+        if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1
+               for s in sizes):
+            raise ValueError(f"hidden_layer_sizes must be positive integers, got "
+                             f"{self.hidden_layer_sizes!r}")
+        acts = {"relu": "relu", "logistic": "sigmoid", "tanh": "tanh"}
+        if self.activation not in acts:
+            raise ValueError(f"activation must be one of {sorted(acts)}, got {self.activation!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {list(SOLVERS)}, got {self.solver!r}")
+        for name in ("alpha", "tol"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 1:
+            raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
+        if not isinstance(self.n_iter_no_change, (int, np.integer)) or self.n_iter_no_change < 1:
+            raise ValueError(f"n_iter_no_change must be an integer >= 1, got "
+                             f"{self.n_iter_no_change!r}")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in (0, 1), got "
+                             f"{self.validation_fraction!r}")
+        if self.batch_size != "auto" and (isinstance(self.batch_size, bool) or not isinstance(
+                self.batch_size, (int, np.integer)) or self.batch_size < 1):
+            raise ValueError(f"batch_size must be 'auto' or an integer >= 1, got "
+                             f"{self.batch_size!r}")
+        return [int(s) for s in sizes], acts[self.activation]
+
+    def _optimizer(self, batch_size):
+        lr = self.learning_rate_init
+        decay = self.alpha / batch_size  # scikit-learn's L2 term alpha/(2 n_batch) ||W||^2
+        if self.solver == "sgd":
+            return SGD(lr, self.momentum, nesterov=bool(self.nesterovs_momentum and
+                                                        self.momentum > 0), weight_decay=decay)
+        if self.solver == "adam":
+            return Adam(lr, weight_decay=decay)
+        if self.solver == "adamw":
+            return AdamW(lr, weight_decay=decay)
+        return (RMSprop if self.solver == "rmsprop" else Adagrad)(lr, weight_decay=decay)
+
+    def _seed(self):
+        rs = self.random_state
+        if rs is None:
+            return int(np.random.SeedSequence().generate_state(1)[0])
+        if isinstance(rs, np.random.RandomState):
+            return int(rs.randint(0, 2 ** 31 - 1))
+        return int(rs)
+
+    # ---- fitting -------------------------------------------------------------------------------
+    def fit(self, X, y, sample_weight=None):
+        return self._fit(X, y, sample_weight, epochs=self.max_iter, incremental=False)
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """One epoch over (X, y); the first call needs ``classes`` (all the labels there are).
+        Each call starts the optimizer's state afresh."""
+        if not hasattr(self, "classes_"):
+            if classes is None:
+                raise ValueError("classes must be given on the first call to partial_fit")
+            self.classes_ = np.unique(classes)
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(f"classes {np.unique(classes)!r} differ from the first call's "
+                             f"{self.classes_!r}")
+        return self._fit(X, y, sample_weight, epochs=1, incremental=True)
+
+    def _fit(self, X, y, sample_weight, epochs, incremental):
+        sizes, activation = self._check_params()
+        first = not (incremental and hasattr(self, "net_")) and not (
+            self.warm_start and hasattr(self, "net_"))
+        X, y = validate_data(self, X, y, reset=first, dtype=[np.float64, np.float32])
+        check_classification_targets(y)
+        if not incremental:
+            classes = np.unique(y)
+            if not first and not np.array_equal(classes, self.classes_):
+                raise ValueError(f"warm_start: y has classes {classes!r}, the model "
+                                 f"{self.classes_!r}")
+            self.classes_ = classes
+        if not np.isin(y, self.classes_).all():
+            raise ValueError(f"y holds labels outside classes_ {self.classes_!r}")
+        y_index = np.searchsorted(self.classes_, y)
+        n = X.shape[0]
+        n_train = n - int(round(n * self.validation_fraction)) if (
+            self.early_stopping and not incremental) else n
+        if n_train < 1 or n_train == n and self.early_stopping and not incremental:
+            raise ValueError(f"early_stopping with validation_fraction="
+                             f"{self.validation_fraction} needs more than {n} samples")
+        batch = min(200 if self.batch_size == "auto" else int(self.batch_size), n_train)
+        weights = None
+        if sample_weight is not None or self.class_weight is not None:
+            weights = np.ones(n) if sample_weight is None else np.asarray(sample_weight, float)
+            if weights.shape != (n,):
+                raise ValueError(f"sample_weight must have shape ({n},), got {weights.shape}")
+            if self.class_weight is not None:
+                weights = weights * compute_sample_weight(self.class_weight, y)
+            if not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() == 0:
+                raise ValueError("sample_weight must be finite, >= 0 and not all zero")
+        if first:
+            n_classes = max(len(self.classes_), 2)
+            self.net_ = Network([X.shape[1], *sizes, n_classes], activation=activation,
+                                init="xavier" if activation != "relu" else "he",
+                                dtype=self.dtype, backend=self.backend, seed=self._seed(),
+                                dropout=self.dropout)
+            self.loss_curve_ = []
+            self.validation_scores_ = [] if self.early_stopping else None
+            self.best_loss_ = np.inf if not self.early_stopping else None
+            self.best_validation_score_ = None
+            self.n_iter_ = 0
+        callbacks, kwargs = [], {}
+        if self.early_stopping and not incremental:
+            stop = EarlyStopping("val_accuracy", patience=self.n_iter_no_change,
+                                 min_delta=self.tol, restore_best=True)
+            callbacks.append(stop)
+            kwargs["validation_split"] = self.validation_fraction
+        elif not incremental:
+            stop = EarlyStopping("loss", patience=self.n_iter_no_change, min_delta=self.tol,
+                                 restore_best=False)
+            callbacks.append(stop)
+        history = self.net_.fit(X, y_index, epochs=epochs, batch_size=batch,
+                                optimizer=self._optimizer(batch), shuffle=bool(self.shuffle),
+                                verbose=2 if self.verbose else 0, callbacks=callbacks,
+                                sample_weight=weights, **kwargs)
+        h = history.history
+        self.loss_curve_ += list(h["loss"])
+        self.n_iter_ += len(history.epoch)
+        if self.early_stopping and not incremental:
+            self.validation_scores_ += list(h["val_accuracy"])
+            self.best_validation_score_ = max(self.validation_scores_)
+        else:
+            self.best_loss_ = min(self.loss_curve_)
+        if not incremental and history.stopped is None and epochs == self.max_iter:
+            warnings.warn(f"FastMLPClassifier: max_iter={self.max_iter} reached and the "
+                          f"optimization has not converged yet.", ConvergenceWarning)
+        return self
+
+    # ---- inference -----------------------------------------------------------------------------
+    def _input(self, X):
+        check_is_fitted(self, "net_")
+        return validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+
+    def predict_proba(self, X):
+        X = self._input(X)
+        proba = self.net_.predict_proba(X).astype(np.float64)
+        return proba[:, :len(self.classes_)] if len(self.classes_) > 1 else proba[:, :1] * 0 + 1
+
+    def predict_log_proba(self, X):
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        X = self._input(X)
+        if len(self.classes_) == 1:
+            return np.full(X.shape[0], self.classes_[0])
+        return self.classes_[self.net_.predict(X)]
+
+    # ---- scikit-learn's names for the parameters ---------------------------------------------
+    @property
+    def coefs_(self):
+        check_is_fitted(self, "net_")
+        return [w.astype(np.float64) for w in self.net_.weights]
+
+    @property
+    def intercepts_(self):
+        check_is_fitted(self, "net_")
+        return [b.astype(np.float64) for b in self.net_.biases]
+
+    @property
+    def n_layers_(self):
+        return len(self.net_.sizes)
+
+    @property
+    def n_outputs_(self):
+        return self.net_.n_classes
+
+    out_activation_ = "softmax"
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.random_state is None
+        return tags
