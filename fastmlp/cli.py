@@ -108,6 +108,25 @@ def build_parser():
 
     sub.add_parser("recipes", help="list the named recipes and what each trains")
 
+    w = sub.add_parser("sweep", help="a study: many trainings over widths, seeds, training-set "
+                                     "sizes or optimizers, averaged and plotted")
+    _data_args(w)
+    w.add_argument("--hidden", default="300", help="widths to compare, e.g. 128,256,512 (one "
+                                                   "hidden layer each)")
+    w.add_argument("--seeds", default="0-2", help="seeds, e.g. 0-9 or 0,1,2")
+    w.add_argument("--train-sizes", default=None, help="training-set sizes, e.g. 1000,60000")
+    w.add_argument("--optimizers", default=None, help="optimizers to compare, e.g. sgd,adam")
+    w.add_argument("--epochs", type=int, default=10)
+    w.add_argument("--batch-size", type=int, default=128)
+    w.add_argument("--backend", default="local", choices=["local", "sequential", "dask", "ray"],
+                   help="local: a process pool on this machine")
+    w.add_argument("--jobs", type=int, default=2, help="trials run at once")
+    w.add_argument("--scheduler", default=None, help="a Dask scheduler address (dask backend)")
+    w.add_argument("--address", default=None, help="a Ray cluster address (ray backend)")
+    w.add_argument("--out", default="sweep.csv", help="results table (.csv); the resumable "
+                                                      "log goes beside it as .jsonl")
+    w.add_argument("--plot", default=None, help="accuracy against the swept setting, e.g. w.png")
+
     b = sub.add_parser("bench", help="time one epoch against the NumPy reference, PyTorch, JAX "
                                      "and the sgemm floor")
     from .bench import add_arguments
@@ -284,6 +303,52 @@ def cmd_predict(args):
     return 0
 
 
+def _int_list(text, flag):
+    try:
+        values = []
+        for part in text.split(","):
+            if "-" in part.strip()[1:]:
+                lo, hi = part.split("-")
+                values += list(range(int(lo), int(hi) + 1))
+            else:
+                values.append(int(part))
+        return values
+    except ValueError:
+        raise CLIError(f"{flag} takes integers like 0-9 or 1,2,3, got {text!r}") from None
+
+
+def cmd_sweep(args):
+    from .sweep import plot, read_records, summarize, sweep, write_csv
+    if args.plot:
+        from .plotting import require_matplotlib
+        require_matplotlib()
+    grid = {"seed": _int_list(args.seeds, "--seeds")}
+    widths = [(w,) for w in _int_list(args.hidden, "--hidden")]
+    grid["hidden"] = widths
+    by = "hidden"
+    if args.train_sizes:
+        grid["train_size"] = _int_list(args.train_sizes, "--train-sizes")
+        by = "train_size"
+    if args.optimizers:
+        grid["optimizer"] = args.optimizers.split(",")
+        by = "optimizer"
+    out = Path(args.out)
+    log_path = out.with_suffix(".jsonl")
+    records = sweep(grid, data=args.dataset or "mnist", base={"epochs": args.epochs,
+                    "batch_size": args.batch_size}, backend=args.backend, n_jobs=args.jobs,
+                    out=log_path, scheduler=args.scheduler, address=args.address,
+                    data_dir=args.data_dir)
+    if out.suffix.lower() == ".csv":
+        write_csv(records, out)
+    for key, (mean, std, n) in sorted(summarize(records, by).items(), key=lambda kv: str(kv[0])):
+        print(f"{by} {key}: test accuracy {100 * mean:.2f} % +- {100 * std:.2f} ({n} seeds)")
+    print(f"Saved {len(records)} records to {out} (log: {log_path})")
+    if args.plot:
+        plot(records, by, args.plot, log_x=by == "train_size", title=f"{args.dataset or 'mnist'}")
+        print(f"Saved the plot to {args.plot}")
+    return 0
+
+
 def cmd_recipes(args):
     from .recipes import get
     for name in recipe_names():
@@ -315,7 +380,7 @@ def cmd_bench(args):
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "recipes": cmd_recipes, "bench": cmd_bench}
+            "recipes": cmd_recipes, "sweep": cmd_sweep, "bench": cmd_bench}
 
 
 def main(argv=None):

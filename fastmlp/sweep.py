@@ -1,0 +1,466 @@
+"""Studies: many trainings over a grid of settings, on a local process pool, Dask or Ray.
+
+>>> from fastmlp.sweep import sweep
+>>> records = sweep({"hidden": [(128,), (256,)], "seed": range(3)}, data="mnist",
+...                 base={"epochs": 10, "optimizer": "adam"}, backend="local", n_jobs=2)
+
+Every backend runs through joblib (``loky`` processes, ``sequential``, its Dask backend, Ray's
+joblib backend), so the same grid gives the same records everywhere. Each record is written to
+``out`` (JSONL, append + fsync) as soon as its trial finishes, and a rerun skips the trials the
+file already holds: a crash loses at most the trials that were running. A worker that dies is
+reported and its unfinished trials are run once more.
+"""
+import contextlib
+import inspect
+import itertools
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+NETWORK_KEYS = {"activation", "init", "dtype", "dropout", "input_dropout", "max_norm", "output",
+                "loss", "seed", "backend"}
+FIT_KEYS = {"epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer", "shuffle",
+            "validation_split", "lr_schedule", "momentum_schedule"}
+SWEEP_KEYS = {"hidden", "train_size"}
+ALL_KEYS = NETWORK_KEYS | FIT_KEYS | SWEEP_KEYS
+BACKENDS = ("local", "sequential", "dask", "ray")
+DEFAULTS = {"hidden": (300,), "epochs": 10, "batch_size": 128, "seed": 0}
+
+
+class SweepError(RuntimeError):
+    """Trials that could not be run (their workers died twice)."""
+
+
+# ---- the grid ----------------------------------------------------------------------------------
+def expand(grid, base=None):
+    """The list of trials (dicts of settings): the Cartesian product of ``grid`` over ``base``,
+    every key checked before anything runs."""
+    if not isinstance(grid, dict) or not grid:
+        raise ValueError("grid must be a non-empty dict mapping settings to lists of values")
+    base = dict(base or {})
+    for key in list(grid) + list(base):
+        if key not in ALL_KEYS:
+            raise ValueError(f"unknown grid key {key!r}: expected one of {sorted(ALL_KEYS)}")
+    both = set(grid) & set(base)
+    if both:
+        raise ValueError(f"{sorted(both)} are both in grid and in base: put each in one")
+    values = {}
+    for key, options in grid.items():
+        if isinstance(options, (str, bytes)) or not hasattr(options, "__iter__"):
+            raise ValueError(f"grid[{key!r}] must be a list of values, got {options!r}")
+        values[key] = list(options)
+        if not values[key]:
+            raise ValueError(f"grid[{key!r}] is empty")
+    keys = list(values)
+    trials = []
+    for combo in itertools.product(*(values[k] for k in keys)):
+        trial = dict(DEFAULTS)
+        trial.update(base)
+        trial.update(zip(keys, combo))
+        trial["hidden"] = _hidden(trial["hidden"])
+        trials.append(trial)
+    return trials
+
+
+def _hidden(value):
+    if isinstance(value, (int, np.integer)):
+        return (int(value),)
+    if isinstance(value, (tuple, list)) and all(isinstance(v, (int, np.integer)) for v in value):
+        return tuple(int(v) for v in value)
+    raise ValueError(f"hidden must be a tuple of hidden layer sizes such as (300,), got {value!r}")
+
+
+def trial_key(trial):
+    """A stable identity of a trial's settings (what a rerun recognises)."""
+    return json.dumps({k: _plain(v) for k, v in sorted(trial.items())}, sort_keys=True)
+
+
+def _plain(value):
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if hasattr(value, "config") and hasattr(value, "name"):  # an optimizer object
+        return {"name": value.name, **value.config()}
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if hasattr(value, "__qualname__"):  # a function: its name, not its address
+        return f"{getattr(value, '__module__', '')}.{value.__qualname__}"
+    if hasattr(value, "__dict__"):  # a schedule object: its class and settings
+        return {"class": type(value).__name__, **{k: _plain(v) for k, v in vars(value).items()}}
+    return repr(value)
+
+
+def _split(trial):
+    net = {k: v for k, v in trial.items() if k in NETWORK_KEYS}
+    fit = {k: v for k, v in trial.items() if k in FIT_KEYS}
+    return net, fit
+
+
+def check_trials(trials, n_features, n_classes, n_train):
+    """Build each trial's network and validate its fit settings (no training), so that a bad
+    value is refused, naming its key, before any trial starts."""
+    from .network import Network
+    rng = np.random.default_rng(0)
+    for trial in trials:
+        net_args, fit_args = _split(trial)
+        size = trial.get("train_size")
+        if size is not None and (isinstance(size, bool) or not isinstance(
+                size, (int, np.integer)) or not 1 <= size <= n_train):
+            raise ValueError(f"train_size must be an integer in [1, {n_train}], got {size!r}")
+        try:
+            net = Network([n_features, *trial["hidden"], n_classes], **net_args)
+            batch = fit_args.get("batch_size", 128)
+            rows = int(min(size or n_train, batch if isinstance(batch, int) and batch > 0
+                           else n_train))
+            X = rng.random((rows, n_features)).astype(net.dtype)
+            net.fit(X, np.arange(rows) % n_classes, **dict(fit_args, epochs=0), verbose=0)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"trial {trial_key(trial)} is refused: {exc}") from None
+
+
+# ---- one trial, in a worker ----------------------------------------------------------------------
+_DATA_CACHE = {}
+
+
+def _load(data, data_dir):
+    if not isinstance(data, str):
+        return data
+    if data not in _DATA_CACHE:
+        from .datasets import load_dataset
+        name, splits = load_dataset(data, data_dir)
+        _DATA_CACHE[data] = splits
+    return _DATA_CACHE[data]
+
+
+def run_trial(trial, data, data_dir=None, threads=1, key=None):
+    """Train one trial and return its record: the settings plus test_loss, test_accuracy,
+    train_seconds and history."""
+    import numba
+    (X, y), (Xt, yt) = _load(data, data_dir)
+    if trial.get("train_size"):
+        X, y = X[:trial["train_size"]], y[:trial["train_size"]]
+    previous_threads = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        record = _train(trial, X, y, Xt, yt)
+        record["key"] = key or record["key"]
+        return record
+    finally:
+        numba.set_num_threads(previous_threads)
+
+
+def _train(trial, X, y, Xt, yt):
+    from threadpoolctl import threadpool_limits
+
+    from .network import Network
+    import numba
+    net_args, fit_args = _split(trial)
+    n_classes = int(max(y.max(), yt.max())) + 1
+    record = {k: _plain(v) for k, v in trial.items()}
+    record["key"] = trial_key(trial)
+    with threadpool_limits(numba.get_num_threads(), user_api="blas"):
+        net = Network([X.shape[1], *trial["hidden"], n_classes], **net_args)
+        t0 = time.perf_counter()
+        try:
+            history = net.fit(X, y, verbose=0, **fit_args)
+        except Exception as exc:  # a diverged trial is a result too, not the end of the sweep
+            record.update(error=f"{type(exc).__name__}: {exc}", train_seconds=time.perf_counter()
+                          - t0)
+            return record
+        seconds = time.perf_counter() - t0
+        test = net.evaluate(Xt, yt)
+    record.update(test_loss=test["loss"], test_accuracy=test["accuracy"], train_seconds=seconds,
+                  history={k: [_finite(v) for v in vals]
+                           for k, vals in history.history.items()})
+    return record
+
+
+def _finite(v):
+    return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+# ---- results file --------------------------------------------------------------------------------
+def read_records(path):
+    """The records of a results file (JSONL). A last line cut by a crash is ignored."""
+    records = []
+    path = Path(path)
+    if not path.exists():
+        return records
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the partial last line of an interrupted write
+            if isinstance(record, dict) and "key" in record:
+                records.append(record)
+    return records
+
+
+def _drop_partial_line(path):
+    """Cut what an interrupted write left after the last complete line, so that the next record
+    starts a line of its own."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def _append(path, record):
+    with open(path, "a") as f:
+        f.write(json.dumps(record, allow_nan=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_csv(records, path):
+    """A flat table of the records (no history), written atomically."""
+    import csv
+    import io
+
+    from .serialization import atomic_write_bytes
+    columns = []
+    for r in records:
+        columns += [k for k in r if k not in columns and k not in ("history", "key")]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    for r in records:
+        writer.writerow({k: json.dumps(r[k]) if isinstance(r.get(k), (list, dict)) else r.get(k)
+                         for k in columns})
+    atomic_write_bytes(path, lambda f: f.write(buf.getvalue().encode()))
+
+
+# ---- the sweep -------------------------------------------------------------------------------------
+def _warm_cache(trials):
+    """Compile (or load) the kernels once in this process before the workers start, so that
+    they all load the cache instead of compiling it at the same time."""
+    from .network import Network
+    for dtype in sorted({t.get("dtype", "float32") for t in trials}):
+        rng = np.random.default_rng(0)
+        X = rng.random((64, 16)).astype(dtype)
+        X[X < 0.8] = 0  # the zero-skipping path
+        Network([16, 8, 3], seed=0, dtype=dtype).fit(X, np.arange(64) % 3, epochs=1,
+                                                     batch_size=16, verbose=0)
+        Network([16, 8, 3], seed=0, dtype=dtype).fit(X + 0.5, np.arange(64) % 3, epochs=1,
+                                                     batch_size=16, verbose=0)
+
+
+_WORKER_DATA = {}
+
+
+def _init_worker(payload):
+    import cloudpickle
+    _WORKER_DATA["payload"] = cloudpickle.loads(payload)
+
+
+def _run_pickled(task):
+    import cloudpickle
+    trial, data_dir, threads, key = cloudpickle.loads(task)
+    return run_trial(trial, _WORKER_DATA["payload"], data_dir, threads, key)
+
+
+def _local_pool(trials, payload, data_dir, threads, n_jobs):
+    """loky's process pool (fresh processes, as joblib's default backend; the user's script is
+    not re-imported). The data reaches each worker once, by the initializer; each task is only
+    its trial's settings. A worker that dies breaks the pool: every unfinished future fails
+    with TerminatedWorkerError at once, and sweep() runs those trials again in a new pool."""
+    from concurrent.futures import as_completed
+
+    import cloudpickle
+    from joblib.externals.loky import get_reusable_executor
+    pool = get_reusable_executor(max_workers=n_jobs, initializer=_init_worker,
+                                 initargs=(cloudpickle.dumps(payload),), reuse=False)
+    futures = [pool.submit(_run_pickled, cloudpickle.dumps((t, data_dir, threads, trial_key(t))))
+               for t in trials]
+    try:
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def _as_completed(backend, trials, payload, data_dir, threads, n_jobs):
+    """The records of ``trials`` in the order they finish."""
+    from joblib import Parallel, delayed
+    if backend == "local":
+        return _local_pool(trials, payload, data_dir, threads, n_jobs)
+    if backend != "ray":
+        return Parallel(return_as="generator_unordered")(
+            delayed(run_trial)(t, payload, data_dir, threads, trial_key(t)) for t in trials)
+    # Ray's joblib backend returns only whole lists: use Ray's own futures to stream records
+    import ray
+    remote = ray.remote(num_cpus=threads)(run_trial)
+    shared = ray.put(payload)
+    refs = [remote.remote(t, shared, data_dir, threads, trial_key(t)) for t in trials]
+
+    def stream(refs):
+        while refs:
+            ready, refs = ray.wait(refs, num_returns=1)
+            yield ray.get(ready[0])
+    return stream(refs)
+
+
+def _backend_context(backend, n_jobs, scheduler, address):
+    import joblib
+    if backend == "sequential":
+        return joblib.parallel_config(backend="sequential")
+    if backend == "local":
+        return contextlib.nullcontext()  # a process pool of its own: see _local_pool
+    if backend == "dask":
+        try:
+            from distributed import Client, get_client
+        except ImportError:
+            raise ImportError("backend='dask' needs dask.distributed: pip install "
+                              "'fastmlp[dask]'") from None
+        if scheduler is not None:
+            Client(scheduler)
+        else:
+            try:
+                get_client()
+            except ValueError:
+                raise ValueError("backend='dask' needs a dask.distributed Client: start one "
+                                 "(Client() or Client(LocalCluster())) or pass scheduler="
+                                 "ADDRESS") from None
+        return joblib.parallel_config(backend="dask", n_jobs=n_jobs)
+    try:
+        import ray
+        from ray.util.joblib import register_ray
+    except ImportError:
+        raise ImportError("backend='ray' needs Ray: pip install 'fastmlp[ray]'") from None
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address or "auto", log_to_driver=False)
+        except ConnectionError:
+            raise ValueError("backend='ray' found no running Ray instance: call ray.init() or "
+                             "pass address=") from None
+    register_ray()
+    return joblib.parallel_config(backend="ray", n_jobs=n_jobs)  # Ray runs what is submitted
+
+
+def sweep(grid, data="mnist", base=None, backend="local", n_jobs=2, out=None, scheduler=None,
+          address=None, threads=1, retries=1, data_dir=None, log=None):
+    """Run every trial of ``grid`` (over ``base``) and return their records, in grid order.
+
+    ``data``: a dataset name ("mnist", "fashion-mnist", "digits") loaded in each worker, or
+    ``((X, y), (X_test, y_test))``. ``out``: a JSONL results file, appended to as trials finish
+    and read back by a rerun to skip the trials already done. ``threads``: Numba and BLAS
+    threads per worker (one, unless asked). ``retries``: how many times trials whose worker
+    died are run again.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+        raise ValueError(f"n_jobs must be an integer >= 1, got {n_jobs!r}")
+    trials = expand(grid, base)
+    (X, y), (Xt, yt) = _load(data, data_dir)
+    check_trials(trials, X.shape[1], int(max(y.max(), yt.max())) + 1, X.shape[0])
+    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+    if out:
+        _drop_partial_line(out)
+    done = {r["key"]: r for r in read_records(out)} if out else {}
+    pending = [t for t in trials if trial_key(t) not in done]
+    if done:
+        log(f"sweep: {len(trials) - len(pending)} of {len(trials)} trials already in {out}")
+    if pending:
+        _warm_cache(pending)
+    payload = data if isinstance(data, str) else ((X, y), (Xt, yt))
+    attempts = 0
+    while pending:
+        try:
+            with _backend_context(backend, n_jobs, scheduler, address):
+                results = _as_completed(backend, pending, payload, data_dir, threads, n_jobs)
+                for record in results:
+                    done[record["key"]] = record
+                    if out:
+                        _append(out, record)
+                    log(f"sweep: {len(done)}/{len(trials)} "
+                        + (f"test accuracy {record['test_accuracy']:.4f}"
+                           if "test_accuracy" in record else f"failed: {record['error']}"))
+            pending = [t for t in pending if trial_key(t) not in done]
+        except Exception as exc:
+            if not _worker_died(exc):
+                raise
+            pending = [t for t in pending if trial_key(t) not in done]
+            attempts += 1
+            if attempts > retries:
+                raise SweepError(f"{len(pending)} trials could not be run: their worker died "
+                                 f"{attempts} times ({type(exc).__name__})") from exc
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            log(f"sweep: a worker failed ({type(exc).__name__}: {reason}); running the "
+                f"{len(pending)} unfinished trials again")
+    return [done[trial_key(t)] for t in trials]
+
+
+# how loky, concurrent.futures, dask and ray say that a worker process died
+_DEATHS = ("TerminatedWorkerError", "BrokenProcessPool", "KilledWorker", "WorkerCrashedError",
+           "RayActorError", "ActorDiedError", "NodeDiedError", "RaySystemError",
+           "CommClosedError")
+
+
+def _worker_died(exc):
+    while exc is not None:
+        if any(c.__name__ in _DEATHS for c in type(exc).__mro__):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def summarize(records, by):
+    """{value of ``by``: (mean, std, n)} of test_accuracy over the records (seeds averaged)."""
+    groups = {}
+    for r in records:
+        if "test_accuracy" in r:
+            groups.setdefault(json.dumps(r[by]), []).append(r["test_accuracy"])
+    def key(text):
+        value = json.loads(text)
+        return tuple(value) if isinstance(value, list) else value
+
+    return {key(k): (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in groups.items()}
+
+
+def plot(records, by, path, log_x=False, title=None):
+    """Test accuracy against ``by`` (width, training-set size, ...) with error bars over seeds."""
+    from .plotting import _pyplot, _save
+    plt = _pyplot()
+    stats = summarize(records, by)
+    numeric = all(isinstance(k, (int, float, tuple)) for k in stats)
+    keys = sorted(stats, key=lambda k: (sum(k) if isinstance(k, tuple) else k) if numeric
+                  else str(k))
+    xs = [(sum(k) if isinstance(k, tuple) else k) if numeric else i for i, k in enumerate(keys)]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.errorbar(xs, [100 * stats[k][0] for k in keys], yerr=[100 * stats[k][1] for k in keys],
+                fmt="o-", capsize=4)
+    ax.set_xlabel(by + (" (log scale)" if log_x else ""))
+    ax.set_ylabel("test accuracy (%), mean ± std over seeds")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xticks(xs)
+    ax.set_xticklabels([str(k) for k in keys], rotation=0)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def _signature_check():  # the grid keys must stay in step with Network and fit
+    from .network import Network
+    net = set(inspect.signature(Network.__init__).parameters)
+    fit = set(inspect.signature(Network.fit).parameters)
+    return NETWORK_KEYS <= net and FIT_KEYS <= fit

@@ -1,0 +1,160 @@
+"""Studies: the grid, the results file and its resume, and the same records on every backend —
+a real process pool, a real local Dask cluster and a real local Ray instance."""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from fastmlp.sweep import SweepError, expand, read_records, summarize, sweep
+
+GRID = {"hidden": [(16,), (32,)], "seed": [0, 1]}
+BASE = {"epochs": 6, "batch_size": 32, "optimizer": "adam"}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    return (X[:1400], y[:1400]), (X[1400:], y[1400:])
+
+
+@pytest.fixture(scope="module")
+def sequential(digits):
+    return sweep(GRID, data=digits, base=BASE, backend="sequential")
+
+
+def _same(a, b):
+    assert [r["key"] for r in a] == [r["key"] for r in b]
+    for x, y in zip(a, b):
+        assert x["test_accuracy"] == y["test_accuracy"] and x["test_loss"] == y["test_loss"]
+        assert x["history"]["loss"] == y["history"]["loss"]
+
+
+def test_records_hold_every_setting_and_the_results(sequential):
+    assert len(sequential) == 4
+    r = sequential[0]
+    assert r["hidden"] == [16] and r["seed"] == 0 and r["epochs"] == 6
+    assert r["optimizer"] == "adam" and 0.5 < r["test_accuracy"] <= 1
+    assert r["train_seconds"] > 0 and len(r["history"]["loss"]) == 6
+    stats = summarize(sequential, "hidden")
+    assert set(map(tuple, stats)) == {(16,), (32,)} and all(n == 2 for _, _, n in stats.values())
+
+
+def test_local_pool_gives_the_sequential_records(digits, sequential):
+    _same(sweep(GRID, data=digits, base=BASE, backend="local", n_jobs=2), sequential)
+
+
+def test_dask_local_cluster_gives_the_same_records(digits, sequential):
+    from distributed import Client, LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster):
+        _same(sweep(GRID, data=digits, base=BASE, backend="dask", n_jobs=2), sequential)
+
+
+def test_ray_local_instance_gives_the_same_records(digits, sequential):
+    import ray
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        _same(sweep(GRID, data=digits, base=BASE, backend="ray", n_jobs=2), sequential)
+    finally:
+        ray.shutdown()
+
+
+def test_a_rerun_skips_finished_trials_and_survives_a_cut_line(digits, tmp_path, sequential):
+    out = tmp_path / "log.jsonl"
+    sweep({"hidden": [(16,)], "seed": [0, 1]}, data=digits, base=BASE, backend="sequential",
+          out=out)
+    with open(out, "a") as f:
+        f.write('{"key": "cut in the mid')  # what a crash during a write leaves
+    messages = []
+    records = sweep(GRID, data=digits, base=BASE, backend="sequential", out=out,
+                    log=messages.append)
+    assert "2 of 4 trials already in" in messages[0]
+    _same(records, sequential)
+    assert len(read_records(out)) == 4
+
+
+def test_a_killed_worker_is_reported_and_its_trial_retried(digits, tmp_path):
+    marker = tmp_path / "killed-once"
+
+    def kill_the_first_worker(epoch):  # runs in the worker, inside fit
+        if not marker.exists():
+            marker.write_text("x")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return 1e-3
+
+    messages = []
+    records = sweep({"seed": [0, 1, 2]}, data=digits, base=dict(BASE, hidden=(16,),
+                    lr_schedule=kill_the_first_worker), backend="local", n_jobs=2,
+                    log=messages.append)
+    assert marker.exists() and len(records) == 3
+    assert all("test_accuracy" in r for r in records)
+    assert any("a worker failed" in m for m in messages)
+
+    def always_kill(epoch):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with pytest.raises(SweepError, match="could not be run"):
+        sweep({"seed": [0]}, data=digits, base=dict(BASE, hidden=(16,), lr_schedule=always_kill),
+              backend="local", n_jobs=1, log=lambda m: None)
+
+
+@pytest.mark.parametrize("grid,base,message", [
+    ({"width": [1]}, {}, "unknown grid key 'width'"),
+    ({}, {}, "grid must be a non-empty dict"),
+    ({"seed": []}, {}, r"grid\['seed'\] is empty"),
+    ({"seed": [0]}, {"seed": 1}, "both in grid and in base"),
+    ({"hidden": ["wide"]}, {}, "hidden must be a tuple"),
+    ({"dropout": [0.5, 1.5]}, {}, "dropout rates must be in"),
+    ({"optimizer": ["lbfgs"]}, {}, "optimizer must be one of"),
+    ({"train_size": [10 ** 7]}, {}, "train_size must be an integer in"),
+    ({"batch_size": [0]}, {}, "batch_size must be in"),
+])
+def test_bad_grids_are_refused_before_any_trial(digits, grid, base, message):
+    ran = []
+    with pytest.raises(ValueError, match=message):
+        sweep(grid, data=digits, base={**{k: v for k, v in BASE.items() if k not in grid},
+                                       **base}, backend="sequential", log=ran.append)
+    assert not ran
+
+
+def test_missing_extras_name_the_extra(digits, monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("no ray")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(ImportError, match=r"pip install 'fastmlp\[ray\]'"):
+        sweep({"seed": [0]}, data=digits, base=BASE, backend="ray", log=lambda m: None)
+
+
+def test_cli_width_sweep_writes_table_log_and_plot(tmp_path):
+    cmd = [sys.executable, "-m", "fastmlp", "sweep", "--dataset", "digits", "--hidden", "8,32",
+           "--seeds", "0-1", "--epochs", "3", "--batch-size", "32", "--out", "w.csv", "--plot",
+           "w.png"]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "hidden (8,): test accuracy" in proc.stdout and "(2 seeds)" in proc.stdout
+    rows = (tmp_path / "w.csv").read_text().splitlines()
+    assert len(rows) == 5 and "test_accuracy" in rows[0]
+    assert len((tmp_path / "w.jsonl").read_text().splitlines()) == 4
+    assert (tmp_path / "w.png").stat().st_size > 5000
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert "4 of 4 trials already in" in again.stderr
+    assert json.loads((tmp_path / "w.jsonl").read_text().splitlines()[0])["epochs"] == 3
+
+
+def test_grid_expansion_order():
+    trials = expand({"hidden": [(8,), (16,)], "seed": [0, 1]}, {"epochs": 2})
+    assert [(t["hidden"], t["seed"]) for t in trials] == [((8,), 0), ((8,), 1), ((16,), 0),
+                                                          ((16,), 1)]
+    assert all(t["epochs"] == 2 for t in trials)
