@@ -392,7 +392,7 @@ class Network:
             if hasattr(callback, "on_train_begin"):
                 callback.on_train_begin(self)
         base_momentum = float(trainer.state.hyper[BETA1])
-        with _sigint_flag() as sigint, one_blas_thread(trainer.sparse):
+        with _sigint_flag() as sigint, one_blas_thread(trainer.limit_blas):
             for epoch in range(first, last):
                 if lr_schedule is not None:
                     lr_now = evaluate_schedule(lr_schedule, "lr_schedule", epoch, opt.lr,

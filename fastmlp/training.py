@@ -58,6 +58,9 @@ class Trainer:
         self.chunk = max(1, -(-self.steps // chunks_per_epoch))
         self.optimizer = optimizer
         self.sparse = uses_sparse_input(net, X)
+        # Numba's threads run the zero-skipping layer and dropout: BLAS then gets one thread
+        self.limit_blas = net.backend == "numba" and (
+            self.sparse or any(layer.kind == "dropout" for layer in net.layers))
         self.params = net._params()
         self.plan = net._plan(optimizer.code, self.sparse, sample_weight)
         self.state = K.make_state(self.params, optimizer.code, optimizer.hyper(), net.dtype)
@@ -88,7 +91,7 @@ class Trainer:
             self._saved = [np.empty_like(a) for a in live]
         order = self.net.epoch_order(epoch, self.n, self.shuffle)
         loss_sum, correct, seen, elapsed = totals
-        with one_blas_thread(self.sparse):
+        with one_blas_thread(self.limit_blas):
             t0 = time.perf_counter()
             while step < end and not (should_stop and should_stop()):
                 for src, dst in zip(live, self._saved):

@@ -41,15 +41,21 @@ def keep_threshold(rate):
 def dropout_row(x, key, row, threshold, scale, mask, out):
     """mask <- 0 or scale per element of row ``row``, out <- x * mask."""
     m = x.shape[0]
-    base = np.uint64(row) * np.uint64((m + 1) // 2)
-    for p in range((m + 1) // 2):
+    half = (m + 1) // 2
+    base = np.uint64(row) * np.uint64(half)
+    zero = scale - scale
+    for p in range(m // 2):  # no branch in this loop: LLVM vectorizes it
         h = mix64(key + (base + np.uint64(p)) * _GOLDEN)
-        j = 2 * p
-        mask[j] = scale if (h >> _S32) >= threshold else scale * 0
-        out[j] = x[j] * mask[j]
-        if j + 1 < m:
-            mask[j + 1] = scale if (h & _LOW32) >= threshold else scale * 0
-            out[j + 1] = x[j + 1] * mask[j + 1]
+        m0 = scale if (h >> _S32) >= threshold else zero
+        m1 = scale if (h & _LOW32) >= threshold else zero
+        mask[2 * p] = m0
+        mask[2 * p + 1] = m1
+        out[2 * p] = x[2 * p] * m0
+        out[2 * p + 1] = x[2 * p + 1] * m1
+    if m % 2:
+        h = mix64(key + (base + np.uint64(m // 2)) * _GOLDEN)
+        mask[m - 1] = scale if (h >> _S32) >= threshold else zero
+        out[m - 1] = x[m - 1] * mask[m - 1]
 
 
 @njit(cache=True)
