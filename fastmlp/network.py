@@ -226,7 +226,8 @@ class Network:
         acts = tuple(np.empty((batch, m), self.dtype) for m in self._widths)
         params, plan = self._params(), self._plan(sparse_input=sparse)
         if sparse:
-            rows = np.arange(n, dtype=np.int64)
+            offsets = np.arange(batch, dtype=np.int64)
+            rows = np.empty(batch, np.int64)  # the rows of one batch: no index the size of X
             nz_idx = np.empty((batch, self.n_features), np.int32)
             nz_val = np.empty((batch, self.n_features), self.dtype)
         forward = K.forward if self.backend == "numba" else K.forward_ref
@@ -234,7 +235,9 @@ class Network:
             for start in range(0, n, batch):
                 stop = min(start + batch, n)
                 if sparse:
-                    K.forward_sparse_input(X, rows[start:stop], params, plan, acts, nz_idx, nz_val)
+                    np.add(offsets[:stop - start], start, out=rows[:stop - start])
+                    K.forward_sparse_input(X, rows[:stop - start], params, plan, acts, nz_idx,
+                                           nz_val)
                 else:
                     forward(X[start:stop], params, plan, acts)
                 yield start, stop, acts[-1][:stop - start]
