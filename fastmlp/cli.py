@@ -340,11 +340,16 @@ def cmd_sweep(args):
                     data_dir=args.data_dir)
     if out.suffix.lower() == ".csv":
         write_csv(records, out)
-    for key, (mean, std, n) in sorted(summarize(records, by).items(), key=lambda kv: str(kv[0])):
+    stats = summarize(records, by)
+    order = sorted(stats, key=lambda k: (0, sum(k) if isinstance(k, tuple) else k)
+                   if isinstance(k, (int, float, tuple)) else (1, str(k)))
+    for key in order:
+        mean, std, n = stats[key]
         print(f"{by} {key}: test accuracy {100 * mean:.2f} % +- {100 * std:.2f} ({n} seeds)")
     print(f"Saved {len(records)} records to {out} (log: {log_path})")
     if args.plot:
-        plot(records, by, args.plot, log_x=by == "train_size", title=f"{args.dataset or 'mnist'}")
+        plot(records, by, args.plot, log_x=by in ("train_size", "hidden"),
+             title=f"{args.dataset or 'mnist'}: test accuracy against {by}")
         print(f"Saved the plot to {args.plot}")
     return 0
 

@@ -452,7 +452,8 @@ def plot(records, by, path, log_x=False, title=None):
     if log_x:
         ax.set_xscale("log")
     ax.set_xticks(xs)
-    ax.set_xticklabels([str(k) for k in keys], rotation=0)
+    ax.set_xticklabels(["-".join(map(str, k)) if isinstance(k, tuple) else str(k) for k in keys])
+    ax.minorticks_off()
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)
