@@ -140,6 +140,7 @@ ALLOCATION_PROBE = """
 import json, numpy as np
 from numba.core.runtime import rtsys
 from fastmlp import Network, SGD
+from fastmlp.optimizers import Adam
 import fastmlp.training as training
 from fastmlp.training import Trainer
 rng = np.random.default_rng(0)
@@ -149,14 +150,15 @@ y = rng.integers(0, 10, 2400)
 out = {}
 for batch in (8, 240):
     for sparse in (True, False):
-        training.SPARSE_INPUT_DENSITY = 1.0 if sparse else 0.0
-        trainer = Trainer(Network([100, 32, 16, 10], seed=0, dropout=0.3), X, y, batch,
-                          SGD(0.1, 0.9), chunks_per_epoch=1)
-        assert trainer.sparse == sparse
-        trainer.run_epoch(0)
-        before = rtsys.get_allocation_stats().alloc
-        trainer.run_epoch(1)
-        out[f"{batch}-{sparse}"] = rtsys.get_allocation_stats().alloc - before
+        for name, opt in (("sgd", SGD(0.1, 0.9)), ("adam", Adam(1e-3))):
+            training.SPARSE_INPUT_DENSITY = 1.0 if sparse else 0.0
+            trainer = Trainer(Network([100, 32, 16, 10], seed=0, dropout=0.3), X, y, batch,
+                              opt, chunks_per_epoch=1)
+            assert trainer.sparse == sparse
+            trainer.run_epoch(0)
+            before = rtsys.get_allocation_stats().alloc
+            trainer.run_epoch(1)
+            out[f"{batch}-{sparse}-{name}"] = rtsys.get_allocation_stats().alloc - before
 print(json.dumps(out))
 """
 
@@ -172,9 +174,11 @@ def test_no_allocation_per_training_step():
                           text=True, check=True)
     counts = json.loads(proc.stdout.strip().splitlines()[-1])
     for sparse in (True, False):
-        many, few = counts[f"8-{sparse}"], counts[f"240-{sparse}"]
-        assert many == few, f"sparse={sparse}: {many} allocations in 300 steps, {few} in 10"
-        assert many < 100
+        for name in ("sgd", "adam"):
+            many, few = counts[f"8-{sparse}-{name}"], counts[f"240-{sparse}-{name}"]
+            assert many == few, f"sparse={sparse} {name}: {many} allocations in 300 steps, " \
+                                f"{few} in 10"
+            assert many < 100
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
