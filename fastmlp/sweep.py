@@ -11,7 +11,6 @@ file already holds: a crash loses at most the trials that were running. A worker
 reported and its unfinished trials are run once more.
 """
 import contextlib
-import inspect
 import itertools
 import json
 import math
@@ -458,10 +457,3 @@ def plot(records, by, path, log_x=False, title=None):
     if title:
         ax.set_title(title)
     return _save(fig, path)
-
-
-def _signature_check():  # the grid keys must stay in step with Network and fit
-    from .network import Network
-    net = set(inspect.signature(Network.__init__).parameters)
-    fit = set(inspect.signature(Network.fit).parameters)
-    return NETWORK_KEYS <= net and FIT_KEYS <= fit

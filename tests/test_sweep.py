@@ -158,3 +158,12 @@ def test_grid_expansion_order():
     assert [(t["hidden"], t["seed"]) for t in trials] == [((8,), 0), ((8,), 1), ((16,), 0),
                                                           ((16,), 1)]
     assert all(t["epochs"] == 2 for t in trials)
+
+
+def test_grid_keys_are_network_and_fit_keywords():
+    import inspect
+
+    from fastmlp import Network
+    from fastmlp.sweep import FIT_KEYS, NETWORK_KEYS
+    assert NETWORK_KEYS <= set(inspect.signature(Network.__init__).parameters)
+    assert FIT_KEYS <= set(inspect.signature(Network.fit).parameters)
