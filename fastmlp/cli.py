@@ -318,7 +318,7 @@ def _int_list(text, flag):
 
 
 def cmd_sweep(args):
-    from .sweep import plot, read_records, summarize, sweep, write_csv
+    from .sweep import plot, summarize, sweep, write_csv
     if args.plot:
         from .plotting import require_matplotlib
         require_matplotlib()

@@ -546,7 +546,6 @@ class Network:
                 (self._W if name[0] == "W" else self._b)[l] = np.ascontiguousarray(arr)
 
     def _restore_checkpoint(self, path, trainer, batch_size, shuffle):
-        from . import optimizers
         arrays, meta = load_arrays(path)
         if meta.get("kind") != "checkpoint":
             raise ModelFormatError(f"{path}: a model file, not a checkpoint: it has no optimizer "
