@@ -77,8 +77,9 @@ class Trainer:
         return slots
 
     def _live(self):
-        s = self.state
-        return self.params.W + self.params.b + s.s1W + s.s1b + s.s2W + s.s2b + (s.t,)
+        """What a rollback restores: the parameters and the state slots the optimizer uses."""
+        state = sum((sW + sb for sW, sb in self.slot_arrays().values()), ())
+        return self.params.W + self.params.b + state + (self.state.t,)
 
     def run_epoch(self, epoch, step=0, totals=(0.0, 0, 0, 0.0), should_stop=None, on_chunk=None,
                   until=None):
