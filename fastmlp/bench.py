@@ -63,9 +63,26 @@ def sgemm_rate(seconds=1.0):
 
 
 # ---- runners -----------------------------------------------------------------------------------
+CNN_RECIPE = "cnn"  # the network of ``--model cnn``; trained with Adam(1e-3) by every runner
+CNN_LR = 1e-3
+
+
+def cnn_network(backend="numba"):
+    from .recipes import build
+    return build(CNN_RECIPE, backend=backend)[0]
+
+
+def network_flops(net, n):
+    """FLOPs of one training epoch of ``net``: per layer with parameters, the forward product,
+    the weight gradient and (all but the first) the input gradient, 2 FLOPs per multiply-add."""
+    macs = [layer.macs(shape) for layer, shape in zip(net.layers, net._in_shapes)
+            if layer.has_params]
+    return 2 * n * (2 * sum(macs) + sum(macs[1:]))
+
+
 class FastmlpRunner:
-    def __init__(self, backend):
-        self.backend = backend
+    def __init__(self, backend, model="mlp"):
+        self.backend, self.model = backend, model
         self.name = f"fastmlp-{backend}"
 
     def available(self):
@@ -80,9 +97,13 @@ class FastmlpRunner:
         from .network import Network
         from .optimizers import SGD
         from .training import Trainer
-        self.net = Network([X.shape[1], hidden, 10], seed=0, backend=self.backend)
-        self.trainer = Trainer(self.net, X, y, batch, SGD(LR, MOMENTUM), shuffle=True,
-                               chunks_per_epoch=1)
+        if self.model == "cnn":
+            from .optimizers import Adam
+            self.net, opt = cnn_network(self.backend), Adam(CNN_LR)
+        else:
+            self.net = Network([X.shape[1], hidden, 10], seed=0, backend=self.backend)
+            opt = SGD(LR, MOMENTUM)
+        self.trainer = Trainer(self.net, X, y, batch, opt, shuffle=True, chunks_per_epoch=1)
 
     def epoch(self, e):
         t0 = time.perf_counter()
@@ -98,8 +119,20 @@ def _installed(module):
     return importlib.util.find_spec(module) is not None
 
 
+def torch_cnn(torch):
+    """The ``cnn`` recipe's network in PyTorch (NCHW)."""
+    nn = torch.nn
+    return nn.Sequential(nn.Conv2d(1, 20, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(20, 20, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Dropout(0.4), nn.Linear(980, 100), nn.ReLU(),
+                         nn.Linear(100, 10))
+
+
 class TorchRunner:
     name = "torch"
+
+    def __init__(self, model="mlp"):
+        self.model = model
 
     def available(self):
         return _installed("torch")
@@ -113,13 +146,19 @@ class TorchRunner:
         torch.manual_seed(0)
         self.torch = torch
         self.X, self.y = torch.from_numpy(X), torch.from_numpy(y)
-        self.model = torch.nn.Sequential(torch.nn.Linear(X.shape[1], hidden), torch.nn.ReLU(),
-                                         torch.nn.Linear(hidden, 10))
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
+        if self.model == "cnn":
+            self.X = self.X.reshape(-1, 1, 28, 28)
+            self.net = torch_cnn(torch)
+            self.opt = torch.optim.Adam(self.net.parameters(), lr=CNN_LR)
+        else:
+            self.net = torch.nn.Sequential(torch.nn.Linear(X.shape[1], hidden), torch.nn.ReLU(),
+                                           torch.nn.Linear(hidden, 10))
+            self.opt = torch.optim.SGD(self.net.parameters(), lr=LR, momentum=MOMENTUM)
         self.batch = batch
 
     def epoch(self, e):
-        torch, model, opt, B = self.torch, self.model, self.opt, self.batch
+        torch, model, opt, B = self.torch, self.net, self.opt, self.batch
+        model.train()
         t0 = time.perf_counter()
         perm = torch.randperm(self.X.shape[0])
         for s in range(0, self.X.shape[0], B):
@@ -131,9 +170,11 @@ class TorchRunner:
         return time.perf_counter() - t0
 
     def accuracy(self, X, y):
+        self.net.eval()
+        x = self.torch.from_numpy(X)
         with self.torch.no_grad():
-            pred = self.model(self.torch.from_numpy(X)).argmax(1).numpy()
-        return float(np.mean(pred == y))
+            pred = self.net(x.reshape(-1, 1, 28, 28) if self.model == "cnn" else x).argmax(1)
+        return float(np.mean(pred.numpy() == y))
 
 
 class JaxRunner:
@@ -213,7 +254,9 @@ class JaxRunner:
         return float(np.mean((h @ np.asarray(p["W2"]) + np.asarray(p["b2"])).argmax(1) == y))
 
 
-def all_runners():
+def all_runners(model="mlp"):
+    if model == "cnn":  # the JAX runners have the MLP only
+        return [FastmlpRunner("numba", "cnn"), FastmlpRunner("numpy", "cnn"), TorchRunner("cnn")]
     return [FastmlpRunner("numba"), FastmlpRunner("numpy"), TorchRunner(), JaxRunner("jit"),
             JaxRunner("scan")]
 
@@ -326,27 +369,58 @@ def machine():
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "system": platform.platform()}
+    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa(), "blas": blas_libraries(),
+            "python": platform.python_version(), "system": platform.platform()}
+
+
+def isa():
+    """The widest x86 vector extension the CPU reports (AVX-512, AVX2, ...), else the machine."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next(line for line in f if line.startswith("flags")).split(":")[1].split())
+    except (OSError, StopIteration):
+        return platform.machine()
+    for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"),
+                       ("sse4_2", "SSE4.2")):
+        if flag in flags:
+            return name
+    return platform.machine()
+
+
+def blas_libraries():
+    """The BLAS libraries loaded, with the kernel set each chose (OpenBLAS' "architecture")."""
+    import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls)
+    from threadpoolctl import threadpool_info
+    return [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture', '?')} kernels, "
+            f"{i.get('num_threads')} threads)" for i in threadpool_info()
+            if i.get("user_api") == "blas"]
 
 
 def run(batch_sizes=(10, 256), hidden=300, repeats=3, samples=60000, runner_names=None,
-        data_dir=None, tta=True, memory=True, log=print):
+        data_dir=None, tta=True, memory=True, log=print, model="mlp"):
     X, y, test, source = mnist_or_synthetic(data_dir, samples)
-    wanted = [r for r in all_runners() if not runner_names or r.name in runner_names]
+    wanted = [r for r in all_runners(model) if not runner_names or r.name in runner_names]
     runners = [r for r in wanted if r.available()]
     for r in wanted:
         if not r.available():
             log(f"skipped {r.name}: {r.name.split('-')[0]} is not installed "
                 f"(pip install {'torch==2.13.0' if r.name == 'torch' else 'jax'})")
+    if model == "cnn":
+        net = cnn_network()
+        recipe = f"recipe {CNN_RECIPE!r}: {net.layers}, Adam lr {CNN_LR}, float32"
+        flops, shape = network_flops(net, len(y)), f"CNN {CNN_RECIPE!r}"
+        tta = memory = False
+    else:
+        recipe = f"ReLU, softmax cross-entropy, SGD lr {LR} momentum {MOMENTUM}, float32"
+        flops, shape = epoch_flops((X.shape[1], hidden, 10), len(y)), f"784-{hidden}-10"
     result = {"machine": machine(), "data": source, "samples": len(y), "hidden": hidden,
-              "recipe": f"ReLU, softmax cross-entropy, SGD lr {LR} momentum {MOMENTUM}, float32",
+              "model": model, "recipe": recipe,
               "versions": {r.name: r.version() for r in runners}, "batches": {}}
     rate = sgemm_rate()
     result["sgemm_gflops"] = rate / 1e9
-    flops = epoch_flops((X.shape[1], hidden, 10), len(y))
     log(f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores; data: {source}, "
-        f"{len(y)} samples, 784-{hidden}-10")
+        f"{len(y)} samples, {shape}")
+    log(f"ISA: {result['machine']['isa']}; BLAS: {'; '.join(result['machine']['blas'])}")
     log(f"sgemm: {rate / 1e9:.1f} GFLOP/s; epoch: {flops / 1e9:.1f} GFLOP; floor "
         f"{flops / rate:.3f} s")
     for batch in batch_sizes:
@@ -388,6 +462,9 @@ def format_table(batch, medians, floor):
 
 def add_arguments(p):
     p.add_argument("--batch-sizes", default="10,256", help="comma-separated, e.g. 10,256")
+    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
+                   help="mlp: 784-H-10 with SGD; cnn: the 'cnn' recipe's network with Adam "
+                        "against PyTorch's eager loop (use --batch-sizes 128)")
     p.add_argument("--hidden", type=int, default=300, help="hidden layer width (784-H-10)")
     p.add_argument("--repeats", type=int, default=3, help="timed epochs per runner")
     p.add_argument("--samples", type=int, default=60000, help="training samples per epoch")
@@ -406,7 +483,7 @@ def main(args):
         args.samples, args.repeats = min(args.samples, 6000), 1
     result = run(batch_sizes, args.hidden, args.repeats, args.samples,
                  args.runners.split(",") if args.runners else None, args.data_dir,
-                 tta=not args.quick, memory=not args.quick)
+                 tta=not args.quick, memory=not args.quick, model=args.model)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2, default=float)

@@ -8,12 +8,39 @@ from .validation import check_choice, check_int
 ACTIVATIONS = sorted(set(K.ACTIVATION_CODES) - {"identity"})
 
 
+def _pair(value, name):
+    """An int or a pair of ints (height, width), each >= 1."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an integer or a pair (height, width), got {value!r}")
+        return tuple(check_int(v, name, 1) for v in value)
+    v = check_int(value, name, 1)
+    return (v, v)
+
+
+def _shape_text(shape):
+    return "(" + ", ".join(map(str, shape)) + ")"
+
+
 class Layer:
+    """One row of the layer table: ``output_shape`` says what it makes of an input shape (and
+    refuses shapes it cannot take, naming itself); layers with parameters also give the 2-D
+    shape of their weights (``param_shape``) and their multiply-adds per sample."""
     kind = ""
     has_params = False
+    activation = None
 
-    def output_width(self, width):
-        return width
+    def output_shape(self, shape):
+        return shape
+
+    def param_shape(self, shape):
+        return None
+
+    def geometry(self, shape):
+        return None
+
+    def macs(self, shape):
+        return 0
 
     def config(self):
         raise NotImplementedError
@@ -30,14 +57,122 @@ class Dense(Layer):
             check_choice(activation, "Dense activation", ACTIVATIONS)
         self.activation = activation
 
-    def output_width(self, width):
-        return self.units
+    def output_shape(self, shape):
+        if len(shape) != 1:
+            raise ValueError(f"{self!r} needs a flat input but gets {_shape_text(shape)}: put "
+                             f"Flatten() before it")
+        return (self.units,)
+
+    def param_shape(self, shape):
+        return (shape[0], self.units)
+
+    def macs(self, shape):
+        return shape[0] * self.units
 
     def config(self):
         return {"kind": "dense", "units": self.units, "activation": self.activation}
 
     def __repr__(self):
         return f"Dense({self.units}, activation={self.activation!r})"
+
+
+class Conv2D(Layer):
+    """A 2-D convolution over channels-last images (Keras' Conv2D): ``filters`` kernels of
+    ``kernel_size``, moved by ``strides``; padding "valid" (no padding) or "same" (zeros around,
+    output size ceil(input / stride)). Its weights are shown as (kh, kw, c_in, filters)."""
+    kind = "conv2d"
+    has_params = True
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None):
+        self.filters = check_int(filters, "Conv2D filters", 1)
+        self.kernel_size = _pair(kernel_size, "Conv2D kernel_size")
+        self.strides = _pair(strides, "Conv2D strides")
+        if self.strides[0] != self.strides[1]:
+            raise ValueError(f"Conv2D strides must be equal in height and width, got {strides!r}")
+        self.padding = check_choice(padding, "Conv2D padding", ("valid", "same"))
+        if activation is not None:
+            check_choice(activation, "Conv2D activation", ACTIVATIONS)
+        self.activation = activation
+
+    def geometry(self, shape):
+        if len(shape) != 3:
+            raise ValueError(f"{self!r} needs (height, width, channels) images but gets "
+                             f"{_shape_text(shape)}: give Network input_shape=(h, w, c)")
+        kh, kw = self.kernel_size
+        if self.padding == "valid" and (kh > shape[0] or kw > shape[1]):
+            raise ValueError(f"{self!r}: the kernel {kh}x{kw} is larger than its input "
+                             f"{_shape_text(shape)}")
+        return K.conv_geometry(shape, self.filters, self.kernel_size, self.strides[0],
+                               self.padding)
+
+    def output_shape(self, shape):
+        g = self.geometry(shape)
+        return (int(g[3]), int(g[4]), self.filters)
+
+    def param_shape(self, shape):
+        return (self.kernel_size[0] * self.kernel_size[1] * shape[2], self.filters)
+
+    def macs(self, shape):
+        oh, ow, f = self.output_shape(shape)
+        return oh * ow * f * self.param_shape(shape)[0]
+
+    def config(self):
+        return {"kind": "conv2d", "filters": self.filters, "kernel_size": list(self.kernel_size),
+                "strides": list(self.strides), "padding": self.padding,
+                "activation": self.activation}
+
+    def __repr__(self):
+        k = self.kernel_size
+        return (f"Conv2D({self.filters}, {k[0] if k[0] == k[1] else k}, "
+                f"strides={self.strides[0]}, padding={self.padding!r}, "
+                f"activation={self.activation!r})")
+
+
+class MaxPool2D(Layer):
+    """The maximum of each ``pool_size`` window, moved by ``strides`` (default: the pool
+    size); windows that do not fit are dropped ("valid")."""
+    kind = "maxpool2d"
+
+    def __init__(self, pool_size=2, strides=None):
+        self.pool_size = _pair(pool_size, "MaxPool2D pool_size")
+        self.strides = self.pool_size if strides is None else _pair(strides, "MaxPool2D strides")
+        if self.strides[0] != self.strides[1]:
+            raise ValueError(f"MaxPool2D strides must be equal in height and width, got "
+                             f"{strides!r}")
+
+    def geometry(self, shape):
+        if len(shape) != 3:
+            raise ValueError(f"{self!r} needs (height, width, channels) images but gets "
+                             f"{_shape_text(shape)}")
+        if self.pool_size[0] > shape[0] or self.pool_size[1] > shape[1]:
+            raise ValueError(f"{self!r}: the window {self.pool_size[0]}x{self.pool_size[1]} is "
+                             f"larger than its input {_shape_text(shape)}")
+        return K.conv_geometry(shape, None, self.pool_size, self.strides[0], "valid")
+
+    def output_shape(self, shape):
+        g = self.geometry(shape)
+        return (int(g[3]), int(g[4]), shape[2])
+
+    def config(self):
+        return {"kind": "maxpool2d", "pool_size": list(self.pool_size),
+                "strides": list(self.strides)}
+
+    def __repr__(self):
+        return f"MaxPool2D({self.pool_size[0]}, strides={self.strides[0]})"
+
+
+class Flatten(Layer):
+    """(h, w, c) images as flat rows of h·w·c values (row-major: free, no copy)."""
+    kind = "flatten"
+
+    def output_shape(self, shape):
+        return (math.prod(shape),)
+
+    def config(self):
+        return {"kind": "flatten"}
+
+    def __repr__(self):
+        return "Flatten()"
 
 
 class Dropout(Layer):
@@ -59,14 +194,18 @@ class Dropout(Layer):
         return f"Dropout({self.rate})"
 
 
-KINDS = {"dense": Dense, "dropout": Dropout}
+KINDS = {"dense": Dense, "dropout": Dropout, "conv2d": Conv2D, "maxpool2d": MaxPool2D,
+         "flatten": Flatten}
 
 
 def from_config(config):
     if not isinstance(config, dict) or config.get("kind") not in KINDS:
         raise ValueError(f"not a layer description: {config!r}")
     args = {k: v for k, v in config.items() if k != "kind"}
-    return KINDS[config["kind"]](**args)
+    try:
+        return KINDS[config["kind"]](**args)
+    except TypeError as exc:
+        raise ValueError(f"not a layer description: {config!r} ({exc})") from None
 
 
 def _rates(value, name, count):

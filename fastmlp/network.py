@@ -14,7 +14,8 @@ from .serialization import load_arrays, save_arrays
 from .kernels.optim import BETA1
 from .schedules import Schedule
 from .schedules import evaluate as evaluate_schedule
-from .training import Trainer, kernels_need_compiling, one_blas_thread, uses_sparse_input
+from .training import (Trainer, kernels_need_compiling, one_blas_thread, plan_uses_threads,
+                       uses_sparse_input)
 from .validation import check_choice, check_features, check_int, check_labels
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -22,29 +23,30 @@ BACKENDS = ("numba", "numpy")
 OUTPUTS = ("softmax", "sigmoid")
 LOSSES = ("cross_entropy", "quadratic")
 EVAL_BATCH = 4096
+EVAL_BUFFER_VALUES = 16 * 2 ** 20  # inference buffers: at most this many values per batch
 SPARSE_EVAL_BATCH = 512  # rows per call of the zero-skipping first layer (its scratch grows with it)
 FIT_DEFAULTS = {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0}
 FORMAT_REVISION = 2  # meta "revision": 1 = sizes + activation + momentum velocities; 2 = layers
 
 
-def _init_normal(rng, n_in, n_out):
-    return rng.standard_normal((n_in, n_out)) / math.sqrt(n_in)
+def _init_normal(rng, shape, fan_in, fan_out):
+    return rng.standard_normal(shape) / math.sqrt(fan_in)
 
 
-def _init_xavier(rng, n_in, n_out):
-    limit = math.sqrt(6.0 / (n_in + n_out))
-    return rng.uniform(-limit, limit, (n_in, n_out))
+def _init_xavier(rng, shape, fan_in, fan_out):
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    return rng.uniform(-limit, limit, shape)
 
 
-def _init_he(rng, n_in, n_out):
-    return rng.standard_normal((n_in, n_out)) * math.sqrt(2.0 / n_in)
+def _init_he(rng, shape, fan_in, fan_out):
+    return rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)
 
 
-def _init_large(rng, n_in, n_out):
-    return rng.standard_normal((n_in, n_out))
+def _init_large(rng, shape, fan_in, fan_out):
+    return rng.standard_normal(shape)
 
 
-# Weight initialisations; biases start at zero.
+# Weight initialisations (rng, 2-D shape, fan_in, fan_out) -> weights; biases start at zero.
 INITS = {"normal": _init_normal, "xavier": _init_xavier, "he": _init_he, "large": _init_large}
 
 
@@ -114,9 +116,14 @@ class Network:
                                        set(K.ACTIVATION_CODES) - {"identity"})
         if all(isinstance(s, Layer) for s in sizes):
             if input_shape is None:
-                raise ValueError("input_shape is required with a list of layers, e.g. (784,)")
+                raise ValueError("input_shape is required with a list of layers, e.g. (784,) or "
+                                 "(28, 28, 1)")
             shape = tuple(input_shape) if hasattr(input_shape, "__len__") else (input_shape,)
-            n_in = math.prod(check_int(s, "input_shape", 1) for s in shape)
+            if len(shape) not in (1, 3):
+                raise ValueError(f"input_shape must be (features,) or (height, width, channels), "
+                                 f"got {input_shape!r}")
+            shape = tuple(check_int(s, "input_shape", 1) for s in shape)
+            n_in = math.prod(shape)
             self.layers = list(sizes)
         else:
             if len(sizes) < 2:
@@ -124,6 +131,7 @@ class Network:
                                  f"classes), got {sizes!r}")
             sizes = tuple(check_int(s, f"sizes[{i}]", 1) for i, s in enumerate(sizes))
             n_in = sizes[0]
+            shape = (n_in,)
             self.layers = from_sizes(sizes, self.activation, dropout, input_dropout)
         if not self.layers or self.layers[-1].kind != "dense":
             raise ValueError(f"the last layer must be Dense (it feeds the output and loss), got "
@@ -131,6 +139,13 @@ class Network:
         if self.layers[-1].activation is not None:
             raise ValueError("the last Dense layer takes no activation: the output activation is "
                              "Network(output=...)")
+        self.input_shape = shape
+        # each layer's input and output shapes: a layer that cannot take its input says so
+        self._in_shapes, self._shapes = [], []
+        for layer in self.layers:
+            self._in_shapes.append(shape)
+            shape = layer.output_shape(shape)
+            self._shapes.append(shape)
         self.n_features = n_in
         self.init = check_choice(init, "init", INITS)
         self.dtype = np.dtype(DTYPES[check_choice(str(np.dtype(dtype)) if not isinstance(dtype, str)
@@ -150,30 +165,34 @@ class Network:
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
         self.seed = check_int(seed, "seed", 0)
-        widths, width = [], n_in
-        for layer in self.layers:
-            width = layer.output_width(width)
-            widths.append(width)
-        self._widths = widths
-        self.sizes = (n_in,) + tuple(w for l, w in zip(self.layers, widths) if l.has_params)
+        self._widths = [math.prod(shape) for shape in self._shapes]
+        self.sizes = (n_in,) + tuple(w for l, w in zip(self.layers, self._widths) if l.has_params)
         self._W = [np.zeros((0, 0), self.dtype)] * len(self.layers)
         self._b = [np.zeros(0, self.dtype)] * len(self.layers)
         if _initialise:
             rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0]))
-            for l, (a, b) in self._dense_shapes():
-                self._W[l] = INITS[init](rng, a, b).astype(self.dtype)
-                self._b[l] = np.zeros(b, self.dtype)
+            for l, shape in self._param_shapes():
+                fan_in, fan_out = self._fans(l)
+                self._W[l] = INITS[init](rng, shape, fan_in, fan_out).astype(self.dtype)
+                self._b[l] = np.zeros(shape[1], self.dtype)
         self.epochs_done = 0
         self.history = History()
         self.train_config = {}
 
     # ---- properties --------------------------------------------------------------------------
-    def _dense_shapes(self):
-        width = self.n_features
+    def _param_shapes(self):
+        """(layer index, 2-D weight shape) of each layer with parameters."""
         for l, layer in enumerate(self.layers):
             if layer.has_params:
-                yield l, (width, layer.units)
-            width = self._widths[l]
+                yield l, layer.param_shape(self._in_shapes[l])
+
+    def _fans(self, l):
+        """(fan_in, fan_out) of layer l's weights, as Keras counts them for a conv kernel."""
+        layer = self.layers[l]
+        fan_in, units = layer.param_shape(self._in_shapes[l])
+        if layer.kind == "conv2d":
+            return fan_in, units * layer.kernel_size[0] * layer.kernel_size[1]
+        return fan_in, units
 
     @property
     def _param_layers(self):
@@ -181,8 +200,17 @@ class Network:
 
     @property
     def weights(self):
-        """Each parameter layer's weights, in order (the arrays the kernels update in place)."""
-        return [self._W[l] for l in self._param_layers]
+        """Each parameter layer's weights, in order: views of the arrays the kernels update in
+        place; a conv kernel as (kh, kw, c_in, filters), Keras' layout."""
+        out = []
+        for l in self._param_layers:
+            layer = self.layers[l]
+            if layer.kind == "conv2d":
+                kh, kw = layer.kernel_size
+                out.append(self._W[l].reshape(kh, kw, self._in_shapes[l][2], layer.filters))
+            else:
+                out.append(self._W[l])
+        return out
 
     @property
     def biases(self):
@@ -206,8 +234,10 @@ class Network:
         rates = [getattr(layer, "rate", 0.0) for layer in self.layers]
         max_norms = [self.max_norm if self.max_norm and layer.has_params and
                      l != len(self.layers) - 1 else 0.0 for l, layer in enumerate(self.layers)]
+        geoms = [layer.geometry(shape) for layer, shape in zip(self.layers, self._in_shapes)]
         return K.make_plan(kinds, acts, rates, max_norms, self._loss_code, optimizer_code,
-                           sparse_input, self.seed, self.dtype, sample_weight)
+                           sparse_input, self.seed, self.dtype, sample_weight,
+                           widths=self._widths, geoms=geoms)
 
     def __repr__(self):
         return (f"Network({list(self.sizes)}, layers={self.layers!r}, init={self.init!r}, "
@@ -222,25 +252,21 @@ class Network:
         n = X.shape[0]
         if sparse is None:
             sparse = uses_sparse_input(self, X)
-        batch = min(n, SPARSE_EVAL_BATCH if sparse else EVAL_BATCH)
-        acts = tuple(np.empty((batch, m), self.dtype) for m in self._widths)
+        # the batch's activations stay within ~64 MB (a CNN's are large per sample)
+        per_sample = sum(self._widths) + self.n_features
+        batch = max(1, min(n, SPARSE_EVAL_BATCH if sparse else EVAL_BATCH,
+                           EVAL_BUFFER_VALUES // per_sample))
         params, plan = self._params(), self._plan(sparse_input=sparse)
-        if sparse:
-            offsets = np.arange(batch, dtype=np.int64)
-            rows = np.empty(batch, np.int64)  # the rows of one batch: no index the size of X
-            nz_idx = np.empty((batch, self.n_features), np.int32)
-            nz_val = np.empty((batch, self.n_features), self.dtype)
+        ws = K.make_workspace(params, plan, self.n_features, batch, self.dtype, training=False)
+        offsets = np.arange(batch, dtype=np.int64)
+        rows = np.empty(batch, np.int64)  # the rows of one batch: no index the size of X
         forward = K.forward if self.backend == "numba" else K.forward_ref
-        with one_blas_thread(sparse):
+        with one_blas_thread(self.backend == "numba" and plan_uses_threads(plan)):
             for start in range(0, n, batch):
                 stop = min(start + batch, n)
-                if sparse:
-                    np.add(offsets[:stop - start], start, out=rows[:stop - start])
-                    K.forward_sparse_input(X, rows[:stop - start], params, plan, acts, nz_idx,
-                                           nz_val)
-                else:
-                    forward(X[start:stop], params, plan, acts)
-                yield start, stop, acts[-1][:stop - start]
+                np.add(offsets[:stop - start], start, out=rows[:stop - start])
+                forward(X, rows[:stop - start], params, plan, ws)
+                yield start, stop, ws.acts[-1][:stop - start]
 
     def _kernel(self, name):
         pair = K.KERNELS[name]
@@ -249,7 +275,7 @@ class Network:
     def predict_proba(self, X):
         """The output layer's activations, shape (n, n_classes): softmax rows sum to 1;
         sigmoid outputs are one probability per class."""
-        X = check_features(X, self.n_features, self.dtype)
+        X = check_features(X, self.n_features, self.dtype, input_shape=self.input_shape)
         out = np.empty((X.shape[0], self.n_classes), self.dtype)
         activation = self._kernel("output_activation")
         for start, stop, logits in self._logits_batches(X):
@@ -258,7 +284,7 @@ class Network:
 
     def predict(self, X):
         """Predicted class labels, shape (n,), int64."""
-        X = check_features(X, self.n_features, self.dtype)
+        X = check_features(X, self.n_features, self.dtype, input_shape=self.input_shape)
         out = np.empty(X.shape[0], np.int64)
         for start, stop, logits in self._logits_batches(X):
             out[start:stop] = np.argmax(logits, axis=1)
@@ -266,7 +292,7 @@ class Network:
 
     def evaluate(self, X, y):
         """{"loss": the mean training loss, "accuracy": fraction classified right}."""
-        X = check_features(X, self.n_features, self.dtype)
+        X = check_features(X, self.n_features, self.dtype, input_shape=self.input_shape)
         y = check_labels(y, X.shape[0], self.n_classes)
         return self._evaluate(X, y)
 
@@ -310,7 +336,7 @@ class Network:
         weight >= 0 per sample) scales each sample's share of the gradient.
         """
         from . import optimizers
-        X = check_features(X, self.n_features, self.dtype)
+        X = check_features(X, self.n_features, self.dtype, input_shape=self.input_shape)
         y = check_labels(y, X.shape[0], self.n_classes)
         epochs = check_int(epochs, "epochs", 0)
         verbose = check_int(verbose, "verbose", 0, 2)
@@ -359,7 +385,8 @@ class Network:
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, y_val)")
-            Xv = check_features(validation_data[0], self.n_features, self.dtype, "X_val")
+            Xv = check_features(validation_data[0], self.n_features, self.dtype, "X_val",
+                                self.input_shape)
             yv = check_labels(validation_data[1], Xv.shape[0], self.n_classes, "y_val")
             val_sparse = uses_sparse_input(self, Xv)  # decided once, used every epoch
 
@@ -391,6 +418,12 @@ class Network:
             print("Compiling kernels (first run only: they are cached afterwards) ...",
                   file=sys.stderr, flush=True)
 
+        step_watchers = [c for c in callbacks if hasattr(c, "on_steps")]
+        if step_watchers:  # chunks of the (shortest) interval the step losses are wanted at
+            trainer.chunk = min(getattr(c, "loss_every", trainer.chunk) for c in step_watchers)
+        self._last_gradients = lambda: [
+            trainer.ws.gW[l] if l != trainer.plan.sparse_layer else None  # never stored there
+            for l in self._param_layers]
         for callback in callbacks:
             if hasattr(callback, "on_train_begin"):
                 callback.on_train_begin(self)
@@ -415,10 +448,13 @@ class Network:
                 totals = tuple(resume_state.pop("partial", (0.0, 0, 0, 0.0)))
                 bar = _progress_bar(trainer.steps, step, epoch, last) if progress else None
                 on_chunk = None
-                if bar is not None:
-                    def on_chunk(done, loss, bar=bar):
-                        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-                        bar.update(done - bar.n)
+                if bar is not None or step_watchers:
+                    def on_chunk(done, loss, chunk_loss, bar=bar, epoch=epoch):
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                            bar.update(done - bar.n)
+                        for watcher in step_watchers:
+                            watcher.on_steps(epoch * trainer.steps + done, chunk_loss)
                 try:
                     loss_sum, correct, seen, step, elapsed = trainer.run_epoch(
                         epoch, step, totals, lambda: sigint["hit"], on_chunk)
@@ -459,12 +495,13 @@ class Network:
         for callback in callbacks:
             if hasattr(callback, "on_train_end"):
                 callback.on_train_end(self)
+        del self._last_gradients  # it holds the trainer's buffers
         return history
 
     # ---- files -------------------------------------------------------------------------------
     def _meta(self):
         return {"library": "fastmlp", "version": __version__, "revision": FORMAT_REVISION,
-                "sizes": list(self.sizes), "input_shape": [self.n_features],
+                "sizes": list(self.sizes), "input_shape": list(self.input_shape),
                 "layers": [layer.config() for layer in self.layers],
                 "activation": self.activation, "init": self.init, "dtype": self.dtype.name,
                 "output": self.output, "loss": self.loss, "max_norm": self.max_norm,
@@ -472,7 +509,8 @@ class Network:
                 "train_config": self.train_config, "history": _finite_json(self.history.to_dict())}
 
     def _arrays(self):
-        arrays = {f"W{i}": w for i, w in enumerate(self.weights)}
+        # conv kernels as stored, (kh·kw·c_in, filters): every weight is 2-D in the file
+        arrays = {f"W{i}": self._W[l] for i, l in enumerate(self._param_layers)}
         arrays.update({f"b{i}": b for i, b in enumerate(self.biases)})
         return arrays
 
@@ -540,7 +578,7 @@ class Network:
 
     def _take_arrays(self, arrays, path):
         """Set the parameters from ``arrays``, every one checked against the architecture."""
-        for i, (l, shape) in enumerate(self._dense_shapes()):
+        for i, (l, shape) in enumerate(self._param_shapes()):
             for name, expected in ((f"W{i}", shape), (f"b{i}", shape[1:])):
                 arr = _checked(arrays, name, expected, self.dtype, path, self.sizes)
                 (self._W if name[0] == "W" else self._b)[l] = np.ascontiguousarray(arr)
@@ -591,8 +629,8 @@ class Network:
     def _describe(self):
         text = f"{list(self.sizes)} {self.activation}"
         rates = [layer.rate for layer in self.layers if layer.kind == "dropout"]
-        if rates or any(layer.kind == "dense" and layer.activation not in (None, self.activation)
-                        for layer in self.layers):
+        if rates or any(layer.kind not in ("dense", "dropout") or
+                        layer.activation not in (None, self.activation) for layer in self.layers):
             text += " (" + ", ".join(repr(layer) for layer in self.layers) + ")"
         if (self.output, self.loss) != ("softmax", "cross_entropy"):
             text += f" {self.output}/{self.loss}"
@@ -602,22 +640,25 @@ class Network:
     def summary(self, print_fn=print):
         """A Keras-style table of layers, output shapes, parameters and multiply-adds."""
         rows = []
-        width = self.n_features
         counts = {}
+        names = {"dense": "Dense", "conv2d": "Conv2D", "maxpool2d": "MaxPool2D",
+                 "flatten": "Flatten", "dropout": "Dropout"}
         for l, layer in enumerate(self.layers):
             counts[layer.kind] = counts.get(layer.kind, 0) + 1
             name = f"{layer.kind}_{counts[layer.kind]}"
-            out = self._widths[l]
+            kind = names[layer.kind]
             if layer.has_params:
                 act = layer.activation or (self.output if l == len(self.layers) - 1 else "linear")
-                rows.append((f"{name} (Dense, {act})", f"(None, {out})", width * out + out,
-                             width * out))
-            else:
-                rows.append((f"{name} (Dropout {layer.rate:g})", f"(None, {out})", 0, 0))
-            width = out
+                kind += f", {act}"
+            elif layer.kind == "dropout":
+                kind += f" {layer.rate:g}"
+            shape = "(None, " + ", ".join(map(str, self._shapes[l])) + ")"
+            p = layer.param_shape(self._in_shapes[l])
+            params = p[0] * p[1] + p[1] if p else 0
+            rows.append((f"{name} ({kind})", shape, params, layer.macs(self._in_shapes[l])))
         total = sum(r[2] for r in rows)
         macs = sum(r[3] for r in rows)
-        widths = (34, 14, 12, 16)
+        widths = (34, 22, 12, 16)
         header = ("Layer (type)", "Output Shape", "Param #", "MACs / sample")
         line = "=" * sum(widths)
         out = [f"Network: {list(self.sizes)}, {self.dtype.name}, backend {self.backend}, "

@@ -19,8 +19,17 @@ SPARSE_INPUT_DENSITY = 0.3
 
 
 def uses_sparse_input(net, X):
-    """Whether the Numba path runs the first dense layer on X's nonzeros (Numba's threads)."""
-    return bool(net.backend == "numba" and np.count_nonzero(X) < SPARSE_INPUT_DENSITY * X.size)
+    """Whether the Numba path runs the first layer, if it is dense, on X's nonzeros (Numba's
+    threads)."""
+    first = next(layer for layer in net.layers if layer.has_params)
+    return bool(net.backend == "numba" and first.kind == "dense"
+                and np.count_nonzero(X) < SPARSE_INPUT_DENSITY * X.size)
+
+
+def plan_uses_threads(plan):
+    """Whether the compiled step runs Numba's threads (prange loops): the zero-skipping layer,
+    dropout, convolution and pooling."""
+    return bool(plan.sparse_layer >= 0 or np.isin(plan.kind, (K.DROPOUT, K.CONV, K.POOL)).any())
 
 
 def one_blas_thread(active=True):
@@ -59,10 +68,9 @@ class Trainer:
         self.optimizer = optimizer
         self.sparse = uses_sparse_input(net, X)
         # Numba's threads run the zero-skipping layer and dropout: BLAS then gets one thread
-        self.limit_blas = net.backend == "numba" and (
-            self.sparse or any(layer.kind == "dropout" for layer in net.layers))
         self.params = net._params()
         self.plan = net._plan(optimizer.code, self.sparse, sample_weight)
+        self.limit_blas = net.backend == "numba" and plan_uses_threads(self.plan)
         self.state = K.make_state(self.params, optimizer.code, optimizer.hyper(), net.dtype)
         self.ws = K.make_workspace(self.params, self.plan, net.n_features, batch_size, net.dtype)
         self.train_steps = K.train_steps if net.backend == "numba" else K.train_steps_ref
@@ -85,7 +93,8 @@ class Trainer:
                   until=None):
         """Run steps [step, until or steps) of ``epoch``; returns (loss_sum, correct, seen, step,
         seconds) accumulated onto ``totals``. ``step < self.steps`` on return means the epoch is
-        not finished (stopped, or ``until`` reached)."""
+        not finished (stopped, or ``until`` reached). After each chunk of steps,
+        ``on_chunk(step, mean loss of the epoch so far, mean loss of the chunk)``."""
         end = self.steps if until is None else min(until, self.steps)
         live = self._live()
         if self._saved is None:
@@ -111,6 +120,6 @@ class Trainer:
                 loss_sum, correct, seen = loss_sum + ls, correct + c, seen + s
                 step = stop
                 if on_chunk is not None:
-                    on_chunk(step, loss_sum / seen)
+                    on_chunk(step, loss_sum / seen, ls / s)
             elapsed += time.perf_counter() - t0
         return loss_sum, correct, seen, step, elapsed

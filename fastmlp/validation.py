@@ -15,9 +15,18 @@ def _numeric_array(value, name, what):
     return value
 
 
-def check_features(X, n_features, dtype, name="X"):
-    """X as a C-contiguous float array of shape (n, n_features), finite, not empty."""
+def check_features(X, n_features, dtype, name="X", input_shape=None):
+    """X as a C-contiguous float array of shape (n, n_features), finite, not empty. With an
+    image ``input_shape`` (h, w, c), X may also be (n, h, w, c) images — or (n, h, w) when
+    c is 1 — read row-major (channels last)."""
     X = _numeric_array(X, name, "a 2-D numeric array (float or integer)")
+    if input_shape is not None and len(input_shape) > 1 and X.ndim > 2:
+        shape = tuple(input_shape)
+        if X.shape[1:] not in (shape, shape[:-1] if shape[-1] == 1 else shape):
+            raise ValueError(f"{name} holds samples of shape {X.shape[1:]} but the network's "
+                             f"input_shape is {shape}: expected shape (n_samples, "
+                             f"{', '.join(map(str, shape))}) or (n_samples, {n_features})")
+        X = X.reshape(X.shape[0], n_features)
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, {n_features}), got shape {X.shape}")
     if X.shape[1] != n_features:

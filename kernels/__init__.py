@@ -10,14 +10,15 @@ invalidate_stale_cache()  # before any kernel module is imported and its cache c
 from . import catalog  # noqa: F401  (fills the registry)
 from .activations import ACTIVATION_CODES, IDENTITY, RELU, SIGMOID, TANH
 from .loss import OUTPUT_LOSS_CODES
-from .network import (DENSE, DROPOUT, LAYER_KINDS, OptState, Params, Plan, Workspace, forward,
-                      forward_ref, forward_sparse_input, forward_sparse_input_ref, make_plan,
-                      make_state, make_workspace, train_steps, train_steps_ref)
+from .network import (CONV, DENSE, DROPOUT, FLATTEN, LAYER_KINDS, POOL, OptState, Params, Plan,
+                      Workspace, forward, forward_ref, layer_widths, make_plan, make_state,
+                      make_workspace, train_steps, train_steps_ref)
+from .conv import conv_geometry
 from .optim import OPTIMIZER_CODES
 from .registry import KERNELS, Case, KernelPair, copy_args
 
 __all__ = ["KERNELS", "Case", "KernelPair", "copy_args", "ACTIVATION_CODES", "IDENTITY", "RELU",
-           "SIGMOID", "TANH", "OUTPUT_LOSS_CODES", "OPTIMIZER_CODES", "LAYER_KINDS", "DENSE",
-           "DROPOUT", "Plan", "Params", "OptState", "Workspace", "make_plan", "make_state",
-           "make_workspace", "forward", "forward_ref", "forward_sparse_input",
-           "forward_sparse_input_ref", "train_steps", "train_steps_ref"]
+           "conv_geometry", "SIGMOID", "TANH", "OUTPUT_LOSS_CODES", "OPTIMIZER_CODES", "LAYER_KINDS", "DENSE",
+           "DROPOUT", "CONV", "POOL", "FLATTEN", "Plan", "Params", "OptState", "Workspace",
+           "make_plan", "make_state", "make_workspace", "layer_widths", "forward", "forward_ref",
+           "train_steps", "train_steps_ref"]

@@ -2,14 +2,16 @@
 import numpy as np
 
 from . import activations as A
+from .conv import (IN_C, IN_H, IN_W, K_H, K_W, OUT_C, OUT_H, OUT_W, conv_backward,
+                   conv_backward_ref, conv_forward, conv_forward_ref, conv_geometry, cols_size,
+                   maxpool_backward, maxpool_backward_ref, maxpool_forward, maxpool_forward_ref)
 from .data import gather_rows, gather_rows_ref
 from .dense import dense_backward, dense_backward_ref, dense_forward, dense_forward_ref
 from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward, dropout_forward_ref,
                       keep_threshold, stream_key)
 from .loss import output_activation, output_activation_ref, output_loss, output_loss_ref
-from .network import (DENSE, DROPOUT, Params, forward, forward_ref, forward_sparse_input,
-                      forward_sparse_input_ref, make_plan, make_state, make_workspace, train_steps,
-                      train_steps_ref)
+from .network import (CONV, DENSE, DROPOUT, FLATTEN, POOL, Params, forward, forward_ref, make_plan,
+                      make_state, make_workspace, train_steps, train_steps_ref)
 from .optim import (ADAM, N_HYPER, ONE, OPTIMIZER_CODES, max_norm_columns, max_norm_columns_ref,
                     optimizer_update, optimizer_update_ref)
 from .registry import register
@@ -168,19 +170,13 @@ def network_case(rng, c, batch_size=None, input_dropout=True):
 
 
 def _forward_case(rng, c):
-    params, plan, ws = network_case(rng, c)
-    return (_normal(rng, (c.batch, c.n_in), c.dtype), params, plan, ws.acts)
-
-
-def _forward_sparse_input_case(rng, c):
-    params, plan, ws = network_case(rng, c._replace(sparse_input=True) if hasattr(c, "_replace")
-                                    else c, input_dropout=False)
-    plan = plan._replace(sparse_layer=plan.first_param)
+    params, plan, _ = network_case(rng, c, input_dropout=not c.sparse_input)
+    if c.sparse_input:
+        plan = plan._replace(sparse_layer=plan.first_param)
+    ws = make_workspace(params, plan, c.n_in, c.batch, c.dtype, training=False)
     X = _sparse_images(rng, 2 * c.batch + 3, c.n_in, c.dtype)
     rows = rng.permutation(X.shape[0])[:c.batch].astype(np.int64)
-    nz_idx = np.zeros((c.batch, c.n_in), np.int32)
-    nz_val = np.zeros((c.batch, c.n_in), c.dtype)
-    return (X, rows, params, plan, ws.acts, nz_idx, nz_val)
+    return (X, rows, params, plan, ws)
 
 
 def _train_steps_case(rng, c):
@@ -197,6 +193,136 @@ def _train_steps_case(rng, c):
     if c.batch % 2 == 0:  # weighted samples
         plan = plan._replace(sample_weight=(2 * rng.random(n)).astype(c.dtype))
     return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, 4, params, state, ws, plan)
+
+
+# ---- convolution and pooling: odd shapes from the case's numbers -----------------------------
+def conv_case_geometry(c):
+    """MNIST's first conv layer at n_in = 784; else a small image whose channels, kernel, stride
+    and padding vary with the case (rectangular and even kernels, stride 2, same and valid)."""
+    if c.n_in == 784:
+        return conv_geometry((28, 28, 1), min(c.n_out, 32), (5, 5), 1, "same")
+    side = 5 + c.n_in % 9
+    kernel = ((2, 3), (3, 3), (5, 4), (3, 1))[c.act % 4]
+    return conv_geometry((side, side + 1, 1 + c.batch % 3), 1 + c.n_out % 7, kernel,
+                         1 + c.batch % 2, "same" if c.sparse_input else "valid")
+
+
+def pool_case_geometry(c):
+    if c.n_in == 784:
+        return conv_geometry((28, 28, min(c.n_out, 32)), None, (2, 2), 2, "valid")
+    size = 2 + c.act % 2
+    return conv_geometry((5 + c.n_in % 9, 6 + c.n_out % 5, 1 + c.batch % 3), None, (size, size),
+                         size if c.sparse_input else 1, "valid")
+
+
+def _image_size(g):
+    return int(g[IN_H] * g[IN_W] * g[IN_C]), int(g[OUT_H] * g[OUT_W] * g[OUT_C])
+
+
+def _conv_forward_case(rng, c):
+    g = conv_case_geometry(c)
+    n_in, n_out = _image_size(g)
+    fan_in = int(g[K_H] * g[K_W] * g[IN_C])
+    x = _sparse_images(rng, c.batch, n_in, c.dtype, density=0.5)
+    return (x, _normal(rng, (fan_in, g[OUT_C]), c.dtype, 1 / np.sqrt(fan_in)),
+            _normal(rng, g[OUT_C], c.dtype, 0.1), c.act, g, np.zeros((c.batch, n_out), c.dtype),
+            _cols(g, c))
+
+
+def _cols(g, c):
+    import numba
+    return np.zeros((numba.get_num_threads(), cols_size(g)), c.dtype)
+
+
+def _conv_backward_case(rng, c):
+    import numba
+    g = conv_case_geometry(c)
+    n_in, n_out = _image_size(g)
+    fan_in = int(g[K_H] * g[K_W] * g[IN_C])
+    d = _normal(rng, (c.batch, n_out), c.dtype)
+    d[rng.random(d.shape) < 0.5] = 0  # as after ReLU and pooling
+    # identity: the first layer's case, whose input needs no gradient
+    dx_rows = 0 if c.act == A.IDENTITY else c.batch
+    return (_activated(rng, (c.batch, n_in), c.dtype, c.act),
+            _normal(rng, (fan_in, g[OUT_C]), c.dtype, 1 / np.sqrt(fan_in)), d, c.act, g,
+            np.zeros((fan_in, g[OUT_C]), c.dtype), np.zeros(g[OUT_C], c.dtype),
+            np.zeros((dx_rows, n_in), c.dtype),
+            np.zeros((numba.get_num_threads(), fan_in * g[OUT_C] + g[OUT_C]), c.dtype),
+            _cols(g, c))
+
+
+def _maxpool_forward_case(rng, c):
+    g = pool_case_geometry(c)
+    n_in, n_out = _image_size(g)
+    # after ReLU, many windows hold ties (zeros): both sides must pick the same winner
+    return (_activated(rng, (c.batch, n_in), c.dtype, c.act), g,
+            np.zeros((c.batch, n_out), c.dtype), np.zeros((c.batch, n_out), np.int32))
+
+
+def _maxpool_backward_case(rng, c):
+    x, g, out, arg = _maxpool_forward_case(rng, c)
+    maxpool_forward_ref(x, g, out, arg)
+    return (_normal(rng, out.shape, c.dtype), arg, np.zeros_like(x))
+
+
+def cnn_case(rng, c, batch_size=None):
+    """(Params, Plan, Workspace, input size) of conv -> pool -> dropout -> conv -> flatten ->
+    dense(10) on the case's image (conv_case_geometry)."""
+    g1 = conv_case_geometry(c).copy()
+    g1[OUT_C] = 12  # the second conv then sees enough inputs per tap to run as sgemm
+    shape1 = (int(g1[OUT_H]), int(g1[OUT_W]), int(g1[OUT_C]))
+    size = 2 if min(shape1[:2]) >= 2 else 1
+    gp = conv_geometry(shape1, None, (size, size), size, "valid")
+    kernel = (min(3, int(gp[OUT_H])), min(2, int(gp[OUT_W])))
+    g2 = conv_geometry((int(gp[OUT_H]), int(gp[OUT_W]), int(gp[OUT_C])), 4, kernel, 1,
+                       "same" if c.sparse_input else "valid")
+    kinds = [CONV, POOL, DROPOUT, CONV, FLATTEN, DENSE]
+    geoms = [g1, gp, None, g2, None, None]
+    widths = [_image_size(g)[1] for g in (g1, gp, gp, g2, g2)] + [10]
+    W, b = [], []
+    empty2, empty1 = np.zeros((0, 0), c.dtype), np.zeros(0, c.dtype)
+    for kind, g in zip(kinds, geoms):
+        if kind == CONV:
+            fan_in = int(g[K_H] * g[K_W] * g[IN_C])
+            W.append(_normal(rng, (fan_in, g[OUT_C]), c.dtype, 1 / np.sqrt(fan_in)))
+            b.append(_normal(rng, g[OUT_C], c.dtype, 0.1))
+        elif kind == DENSE:
+            W.append(_normal(rng, (widths[4], 10), c.dtype, 1 / np.sqrt(widths[4])))
+            b.append(_normal(rng, 10, c.dtype, 0.1))
+        else:
+            W.append(empty2), b.append(empty1)
+    act = c.act if c.act != A.IDENTITY else A.TANH
+    plan = make_plan(kinds, [act, 0, 0, act, 0, 0], [0, 0, 0.25, 0, 0, 0], [0, 0, 0, 2.0, 0, 0],
+                     c.loss, c.optimizer, False, 5, c.dtype, widths=widths, geoms=geoms)
+    params = Params(W=tuple(W), b=tuple(b))
+    n_in = _image_size(g1)[0]
+    return params, plan, make_workspace(params, plan, n_in, batch_size or c.batch, c.dtype), n_in
+
+
+def _cnn_train_steps_case(rng, c):
+    """Three steps, the last one ragged, from a state that has already taken steps."""
+    params, plan, ws, n_in = cnn_case(rng, c)
+    h = _hyper(c, nesterov=c.batch % 2, decoupled=c.batch % 2)
+    state = make_state(params, c.optimizer, h[:7], c.dtype)
+    for s in state.s1W + state.s1b + state.s2W + state.s2b:
+        s[...] = np.abs(_normal(rng, s.shape, c.dtype, 0.01))
+    state.t[0] = 2
+    n = 2 * c.batch + max(c.batch // 2, 1)
+    X = _sparse_images(rng, n, n_in, c.dtype, density=0.5)
+    y = rng.integers(0, 10, n).astype(np.int64)
+    return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, 1, params, state, ws, plan)
+
+
+def _cnn_forward_case(rng, c):
+    params, plan, _, n_in = cnn_case(rng, c)
+    ws = make_workspace(params, plan, n_in, c.batch, c.dtype, training=False)
+    X = _sparse_images(rng, 2 * c.batch + 3, n_in, c.dtype, density=0.5)
+    return (X, rng.permutation(X.shape[0])[:c.batch].astype(np.int64), params, plan, ws)
+
+
+def _conv_flops(c):
+    g = conv_case_geometry(c)
+    return int(2 * c.batch * g[OUT_H] * g[OUT_W] * g[OUT_C] * g[K_H] * g[K_W] * g[IN_C])
 
 
 def _mlp_flops(c):
@@ -232,9 +358,22 @@ register("dropout_backward", fast=dropout_backward, reference=dropout_backward_r
          make_case=_dropout_backward_case, outputs=(4,))
 register("gather_rows", fast=gather_rows, reference=gather_rows_ref, make_case=_gather_case,
          outputs=(2,))
-register("forward", fast=forward, reference=forward_ref, make_case=_forward_case, outputs=(3,))
-register("forward_sparse_input", fast=forward_sparse_input, reference=forward_sparse_input_ref,
-         make_case=_forward_sparse_input_case, outputs=(4,), parallel=True)
+register("forward", fast=forward, reference=forward_ref, make_case=_forward_case,
+         outputs=((4, "acts"),), parallel=True)
+register("conv_forward", fast=conv_forward, reference=conv_forward_ref,
+         make_case=_conv_forward_case, outputs=(5,), flops=_conv_flops, parallel=True)
+register("conv_backward", fast=conv_backward, reference=conv_backward_ref,
+         make_case=_conv_backward_case, outputs=(5, 6, 7), flops=lambda c: 2 * _conv_flops(c),
+         parallel=True)
+register("maxpool_forward", fast=maxpool_forward, reference=maxpool_forward_ref,
+         make_case=_maxpool_forward_case, outputs=(2, 3), parallel=True)
+register("maxpool_backward", fast=maxpool_backward, reference=maxpool_backward_ref,
+         make_case=_maxpool_backward_case, outputs=(2,), parallel=True)
+register("forward_cnn", fast=forward, reference=forward_ref, make_case=_cnn_forward_case,
+         outputs=((4, "acts"), (4, "argmax")), parallel=True)
+register("train_steps_cnn", fast=train_steps, reference=train_steps_ref,
+         make_case=_cnn_train_steps_case, outputs=(7, 8), compares_return=True,
+         variants=OPTIMIZERS + LOSSES, parallel=True)
 register("train_steps", fast=train_steps, reference=train_steps_ref, make_case=_train_steps_case,
          outputs=(7, 8), compares_return=True, variants=OPTIMIZERS + LOSSES, parallel=True)
 

@@ -12,3 +12,12 @@ def gather_rows(X, rows, out):
 
 def gather_rows_ref(X, rows, out):
     np.take(X, rows, axis=0, out=out[: rows.shape[0]])
+
+
+@njit(cache=True)
+def copy_rows(src, out):
+    """out[:n] <- src, n = len(src) (a plain loop: in a parallel function Numba's parfor pass
+    mishandled the slice assignment ``out[:n] = src``)."""
+    for i in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            out[i, j] = src[i, j]

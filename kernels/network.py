@@ -20,7 +20,10 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .data import gather_rows, gather_rows_ref
+from .conv import (N_GEOM, cols_size, conv_backward_block, conv_backward_ref, conv_forward_block,
+                   conv_forward_ref, maxpool_backward_ref, maxpool_backward_row,
+                   maxpool_forward_ref, maxpool_forward_sample, sum_partials)
+from .data import copy_rows, gather_rows, gather_rows_ref
 from .dense import dense_backward, dense_backward_ref, dense_forward, dense_forward_ref
 from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward_ref, dropout_row,
                       stream_key)
@@ -30,41 +33,62 @@ from .optim import (ADAM, BETA1, BETA2, max_norm_columns, max_norm_columns_ref, 
 from .sparse_input import (build_columns, column_cursors, column_sums, count_columns,
                            fill_columns, forward_row, fused_update_row)
 
-DENSE, DROPOUT = 0, 1
-LAYER_KINDS = {"dense": DENSE, "dropout": DROPOUT}
+DENSE, DROPOUT, CONV, POOL, FLATTEN = 0, 1, 2, 3, 4
+LAYER_KINDS = {"dense": DENSE, "dropout": DROPOUT, "conv2d": CONV, "maxpool2d": POOL,
+               "flatten": FLATTEN}
+PARAM_KINDS = (DENSE, CONV)
 
 # From this many rows on, a minibatch's column lists are built on all threads (same result as
 # the serial build; below it, the two extra parallel regions cost more than they save).
 PARALLEL_COLUMNS_MIN_ROWS = 64
 
 Plan = namedtuple("Plan", "kind act in_act threshold scale max_norm loss optimizer sparse_layer "
-                          "first_param seed sample_weight")
+                          "first_param seed sample_weight width geom")
 Params = namedtuple("Params", "W b")
 OptState = namedtuple("OptState", "s1W s1b s2W s2b hyper t corr")
-Workspace = namedtuple("Workspace", "acts deltas gW gb masks xb yb nz_idx nz_val nz_cnt col_ptr "
-                                    "col_row col_val col_counts scratch")
+Workspace = namedtuple("Workspace", "acts deltas gW gb masks argmax xb yb nz_idx nz_val nz_cnt "
+                                    "col_ptr col_row col_val col_counts scratch partial cols")
 
 
 def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed, dtype,
-              sample_weight=None):
+              sample_weight=None, widths=None, geoms=None):
     """The layer table. ``kinds``/``acts``/``rates``/``max_norms`` hold one entry per layer
     (activation codes of layers without one are ignored; a max-norm of 0 is off).
-    ``sample_weight``: one weight per training sample that scales its loss gradient, or None."""
+    ``sample_weight``: one weight per training sample that scales its loss gradient, or None.
+    ``widths``: each layer's output size per sample (h·w·c for images); without it, the sizes
+    follow from the parameters (dense and dropout layers only). ``geoms``: the geometry row
+    (``conv.conv_geometry``) of each conv and pooling layer, None elsewhere."""
     from .dropout import keep_threshold
     dtype = np.dtype(dtype)
+    L = len(kinds)
     kinds = np.asarray(kinds, np.int64)
     acts = np.asarray(acts, np.int64)
-    in_act = np.zeros_like(acts)  # the activation that produced each layer's input
-    for l in range(1, len(kinds)):
-        in_act[l] = acts[l - 1] if kinds[l - 1] == DENSE else 0
-    first_param = int(np.flatnonzero(kinds == DENSE)[0])
+    # The activation whose derivative a layer's backward applies to the δ of its input. Pooling
+    # and flattening pass their input's on (a pooled value is the winning input's own value);
+    # dropout applies it itself, so the layer above it gets none.
+    in_act = np.zeros_like(acts)
+    for l in range(1, L):
+        below = kinds[l - 1]
+        if below == DENSE or below == CONV:
+            in_act[l] = acts[l - 1]
+        elif below == POOL or below == FLATTEN:
+            in_act[l] = in_act[l - 1]
+    geom = np.zeros((L, N_GEOM), np.int64)
+    for l, g in enumerate(geoms or ()):
+        if g is not None:
+            geom[l] = g
+    first_param = int(np.flatnonzero(np.isin(kinds, PARAM_KINDS))[0])
+    if sparse_input and kinds[first_param] != DENSE:
+        raise ValueError("the zero-skipping first layer must be a dense layer")
     return Plan(kind=kinds, act=acts, in_act=in_act,
                 threshold=np.array([keep_threshold(r) for r in rates], np.uint64),
                 scale=np.array([1 / (1 - r) for r in rates], dtype),
                 max_norm=np.asarray(max_norms, dtype), loss=int(loss), optimizer=int(optimizer),
                 sparse_layer=first_param if sparse_input else -1, first_param=first_param,
                 seed=int(seed), sample_weight=np.zeros(0, dtype) if sample_weight is None
-                else np.ascontiguousarray(sample_weight, dtype))
+                else np.ascontiguousarray(sample_weight, dtype),
+                width=np.zeros(L, np.int64) if widths is None else np.asarray(widths, np.int64),
+                geom=geom)
 
 
 def make_state(params, optimizer, hyper, dtype):
@@ -80,76 +104,119 @@ def make_state(params, optimizer, hyper, dtype):
                     hyper=h, t=np.zeros(1, np.int64), corr=np.ones(2, dtype))
 
 
-def make_workspace(params, plan, n_in, batch_size, dtype):
-    """Every buffer one fit needs, made once: nothing is allocated per step."""
+def layer_widths(params, plan, n_in):
+    """Each layer's output size per sample: from the table, or else from the parameters."""
+    widths = []
+    for l in range(len(plan.kind)):
+        if plan.width[l] > 0:
+            widths.append(int(plan.width[l]))
+        elif params.W[l].size:
+            widths.append(params.W[l].shape[1])
+        else:  # a layer without parameters keeps its input's size
+            widths.append(widths[l - 1] if l else n_in)
+    return widths
+
+
+def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
+    """Every buffer one fit needs, made once: nothing is allocated per step. Without
+    ``training``, just what inference needs (activations, pooling's argmax, zero-skipping)."""
     dtype = np.dtype(dtype)
-    widths = [w.shape[1] if w.size else None for w in params.W]
-    for l in range(len(widths)):  # a layer without parameters keeps its input's width
-        widths[l] = widths[l] if widths[l] is not None else (widths[l - 1] if l else n_in)
+    widths = layer_widths(params, plan, n_in)
     empty2 = np.zeros((0, 0), dtype)
     sparse_in = n_in if plan.sparse_layer >= 0 else 0
     threads = numba.get_num_threads()
+    rows = batch_size if training else 0
+
+    def per_layer(rows):
+        # a Flatten's output is its input (the same memory): each buffer is shared with the layer
+        # below; a Flatten on the network's input gets a copy of it
+        out = []
+        for l, (kind, m) in enumerate(zip(plan.kind, widths)):
+            out.append(out[l - 1] if kind == FLATTEN and l > 0 else np.zeros((rows, m), dtype))
+        return tuple(out)
+
+    conv_sizes = [w.size + w.shape[1] for k, w in zip(plan.kind, params.W) if k == CONV]
     return Workspace(
-        acts=tuple(np.zeros((batch_size, m), dtype) for m in widths),
-        deltas=tuple(np.zeros((batch_size, m), dtype) for m in widths),
-        gW=tuple(np.zeros_like(w) for w in params.W),
-        gb=tuple(np.zeros_like(b) for b in params.b),
-        masks=tuple(np.zeros((batch_size, m), dtype) if k == DROPOUT else empty2
+        acts=per_layer(batch_size),
+        deltas=per_layer(rows),
+        gW=tuple(np.zeros_like(w) if training else empty2 for w in params.W),
+        gb=tuple(np.zeros_like(b) if training else b[:0] for b in params.b),
+        masks=tuple(np.zeros((rows, m), dtype) if k == DROPOUT else empty2
                     for k, m in zip(plan.kind, widths)),
+        argmax=tuple(np.zeros((batch_size, m), np.int32) if k == POOL
+                     else np.zeros((0, 0), np.int32) for k, m in zip(plan.kind, widths)),
         xb=np.zeros((batch_size, n_in), dtype),
-        yb=np.zeros(batch_size, np.int64),
+        yb=np.zeros(rows, np.int64),
         nz_idx=np.zeros((batch_size, sparse_in), np.int32),
         nz_val=np.zeros((batch_size, sparse_in), dtype),
         nz_cnt=np.zeros(batch_size, np.int32),
-        col_ptr=np.zeros(sparse_in + 1, np.int64),
-        col_row=np.zeros(batch_size * sparse_in, np.int32),
-        col_val=np.zeros(batch_size * sparse_in, dtype),
+        col_ptr=np.zeros(sparse_in + 1 if training else 0, np.int64),
+        col_row=np.zeros(rows * sparse_in, np.int32),
+        col_val=np.zeros(rows * sparse_in, dtype),
         # one block of rows per thread when the minibatch's columns are built in parallel
-        col_counts=np.zeros((threads, sparse_in), np.int64),
+        col_counts=np.zeros((threads if training else 0, sparse_in), np.int64),
         # per thread: one gradient row of the zero-skipping layer, or column norms
         scratch=np.zeros((threads, max(widths + [1])), dtype),
+        # per thread: a conv layer's (dW, db) sums over its block of samples
+        partial=np.zeros((threads if training else 0, max(conv_sizes + [0])), dtype),
+        # per thread: a conv layer's im2col buffers (conv.cols_size)
+        cols=np.zeros((threads, max([cols_size(g) if k == CONV else 0 for k, g in
+                                     zip(plan.kind, plan.geom)] + [0])), dtype),
     )
 
 
 # ---- inference ---------------------------------------------------------------------------
-@njit(cache=True)
-def forward_from(first, x, params, plan, acts):
-    """Layers first.. at inference (dropout is the identity) on the rows of x, the input of
-    layer ``first``; acts[-1][:n] ends up holding the logits."""
-    n = x.shape[0]
-    current = x
-    for l in range(first, plan.kind.shape[0]):
-        if plan.kind[l] == DENSE:
-            dense_forward(current, params.W[l], params.b[l], plan.act[l], acts[l][:n])
-            current = acts[l][:n]
+@njit(cache=True, parallel=True)  # its own prange loops: see the note in sparse_input.py
+def forward(X, rows, params, plan, ws):
+    """Inference on the rows X[rows] (dropout is the identity): ws.acts[-1][:len(rows)] ends up
+    holding the logits. The zero-skipping first layer, if the plan has one, reads X itself."""
+    n = rows.shape[0]
+    if plan.sparse_layer != 0:
+        gather_rows(X, rows, ws.xb)
+    x = ws.xb[:n]
+    for l in range(plan.kind.shape[0]):
+        inp = x if l == 0 else ws.acts[l - 1][:n]
+        kind = plan.kind[l]
+        W, b, a, act, g = params.W[l], params.b[l], ws.acts[l], plan.act[l], plan.geom[l]
+        if l == plan.sparse_layer:
+            below, nz_idx, nz_val = ws.acts[l - 1] if l > 0 else ws.xb, ws.nz_idx, ws.nz_val
+            for i in prange(n):
+                forward_row(X[rows[i]] if l == 0 else below[i], W, b, act, a[i], nz_idx[i],
+                            nz_val[i])
+        elif kind == DENSE:
+            dense_forward(inp, W, b, act, a[:n])
+        elif kind == CONV:
+            cols, need = ws.cols, cols_size(g)
+            T = cols.shape[0]
+            span = (n + T - 1) // T
+            for t in prange(T):  # thread t: a block of samples, its own im2col buffer
+                conv_forward_block(inp, W, b, act, g, min(n, t * span), min(n, t * span + span),
+                                   cols[t][:need], a)
+        elif kind == POOL:
+            arg = ws.argmax[l]
+            for i in prange(n):
+                maxpool_forward_sample(inp[i], g, a[i], arg[i])
+        elif kind == DROPOUT or (kind == FLATTEN and l == 0):
+            copy_rows(inp, a)
 
 
-@njit(cache=True)
-def forward(x, params, plan, acts):
-    forward_from(0, x, params, plan, acts)
-
-
-def forward_ref(x, params, plan, acts):
-    n = x.shape[0]
-    current = x
+def forward_ref(X, rows, params, plan, ws):
+    n = rows.shape[0]
+    if plan.sparse_layer != 0:  # as forward(): xb holds the gathered rows, unless X is read
+        gather_rows_ref(X, rows, ws.xb)
+    x = ws.xb[:n] if plan.sparse_layer != 0 else X[rows]
     for l in range(len(plan.kind)):
-        if plan.kind[l] == DENSE:
-            dense_forward_ref(current, params.W[l], params.b[l], plan.act[l], acts[l][:n])
-            current = acts[l][:n]
-
-
-@njit(cache=True, parallel=True)  # its own prange loop: see the note in sparse_input.py
-def forward_sparse_input(X, rows, params, plan, acts, nz_idx, nz_val):
-    """forward() of the rows X[rows], the first dense layer skipping zero inputs."""
-    s = plan.sparse_layer
-    W, b, a = params.W[s], params.b[s], acts[s]
-    for i in prange(rows.shape[0]):
-        forward_row(X[rows[i]], W, b, plan.act[s], a[i], nz_idx[i], nz_val[i])
-    forward_from(s + 1, a[:rows.shape[0]], params, plan, acts)
-
-
-def forward_sparse_input_ref(X, rows, params, plan, acts, nz_idx, nz_val):
-    forward_ref(X[rows], params, plan, acts)
+        inp = x if l == 0 else ws.acts[l - 1][:n]
+        kind = plan.kind[l]
+        W, b, a, act, g = params.W[l], params.b[l], ws.acts[l][:n], plan.act[l], plan.geom[l]
+        if kind == DENSE:
+            dense_forward_ref(inp, W, b, act, a)
+        elif kind == CONV:
+            conv_forward_ref(inp, W, b, act, g, a)
+        elif kind == POOL:
+            maxpool_forward_ref(inp, g, a, ws.argmax[l][:n])
+        elif kind == DROPOUT or (kind == FLATTEN and l == 0):
+            a[...] = inp
 
 
 # ---- training ----------------------------------------------------------------------------
@@ -210,12 +277,26 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                     nz_cnt[i] = forward_row(row, W, b, act, a[i], nz_idx[i], nz_val[i])
             elif plan.kind[l] == DENSE:
                 dense_forward(inp, params.W[l], params.b[l], plan.act[l], ws.acts[l][:nb])
+            elif plan.kind[l] == CONV:
+                W, b, a, act, g = params.W[l], params.b[l], ws.acts[l], plan.act[l], plan.geom[l]
+                cols, need = ws.cols, cols_size(g)
+                T = cols.shape[0]
+                span = (nb + T - 1) // T
+                for t in prange(T):  # thread t: a block of samples, its own im2col buffer
+                    conv_forward_block(inp, W, b, act, g, min(nb, t * span),
+                                       min(nb, t * span + span), cols[t][:need], a)
+            elif plan.kind[l] == POOL:
+                a, arg, g = ws.acts[l], ws.argmax[l], plan.geom[l]
+                for i in prange(nb):
+                    maxpool_forward_sample(inp[i], g, a[i], arg[i])
             elif plan.kind[l] == DROPOUT:
                 key = stream_key(plan.seed, epoch, step, l)
                 mask, out = ws.masks[l], ws.acts[l]
                 threshold, scale = plan.threshold[l], plan.scale[l]
                 for i in prange(nb):
                     dropout_row(inp[i], key, i, threshold, scale, mask[i], out[i])
+            elif plan.kind[l] == FLATTEN and l == 0:  # elsewhere it shares its input's buffer
+                copy_rows(x, ws.acts[0])
 
         # ---- output activation and loss: d loss / d logits into deltas[last]
         loss, c = output_loss(plan.loss, ws.acts[last][:nb], ws.yb[:nb], ws.deltas[last][:nb])
@@ -270,6 +351,24 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                                  state.s2W[l], h, c1, c2, True)
                 optimizer_update(plan.optimizer, params.b[l], ws.gb[l], state.s1b[l],
                                  state.s2b[l], h, c1, c2, False)
+            elif plan.kind[l] == CONV:
+                W, g, x_act, partial = params.W[l], plan.geom[l], plan.in_act[l], ws.partial
+                cols, need = ws.cols, cols_size(g)
+                T = partial.shape[0]
+                span = (nb + T - 1) // T
+                for t in prange(T):  # thread t: a block of samples, its own (dW, db) sums
+                    conv_backward_block(inp, W, d, x_act, g, min(nb, t * span),
+                                        min(nb, t * span + span), partial[t], cols[t][:need],
+                                        d_below)
+                sum_partials(partial, ws.gW[l], ws.gb[l])
+                optimizer_update(plan.optimizer, params.W[l], ws.gW[l], state.s1W[l],
+                                 state.s2W[l], h, c1, c2, True)
+                optimizer_update(plan.optimizer, params.b[l], ws.gb[l], state.s1b[l],
+                                 state.s2b[l], h, c1, c2, False)
+            elif plan.kind[l] == POOL and l > plan.first_param:
+                arg = ws.argmax[l]
+                for i in prange(nb):
+                    maxpool_backward_row(d[i], arg[i], d_below[i])
             elif plan.kind[l] == DROPOUT and l > plan.first_param:
                 dropout_backward(d, ws.masks[l][:nb], ws.acts[l - 1][:nb], plan.in_act[l],
                                  d_below)
@@ -297,10 +396,17 @@ def train_steps_ref(X, y, order, batch_size, step_begin, step_end, epoch, params
             inp = x if l == 0 else ws.acts[l - 1][:nb]
             if plan.kind[l] == DENSE:
                 dense_forward_ref(inp, params.W[l], params.b[l], plan.act[l], ws.acts[l][:nb])
+            elif plan.kind[l] == CONV:
+                conv_forward_ref(inp, params.W[l], params.b[l], plan.act[l], plan.geom[l],
+                                 ws.acts[l][:nb])
+            elif plan.kind[l] == POOL:
+                maxpool_forward_ref(inp, plan.geom[l], ws.acts[l][:nb], ws.argmax[l][:nb])
             elif plan.kind[l] == DROPOUT:
                 key = np.uint64(stream_key(plan.seed, epoch, step, l))
                 dropout_forward_ref(inp, key, plan.threshold[l], plan.scale[l],
                                     ws.masks[l][:nb], ws.acts[l][:nb])
+            elif plan.kind[l] == FLATTEN and l == 0:
+                ws.acts[0][:nb] = x
 
         loss, c = output_loss_ref(plan.loss, ws.acts[last][:nb], labels, ws.deltas[last][:nb])
         if len(plan.sample_weight):
@@ -323,6 +429,15 @@ def train_steps_ref(X, y, order, batch_size, step_begin, step_end, epoch, params
                                      state.s2W[l], h, c1, c2, True)
                 optimizer_update_ref(plan.optimizer, params.b[l], ws.gb[l], state.s1b[l],
                                      state.s2b[l], h, c1, c2, False)
+            elif plan.kind[l] == CONV:
+                conv_backward_ref(inp, params.W[l], d, plan.in_act[l], plan.geom[l], ws.gW[l],
+                                  ws.gb[l], d_below, None, None)
+                optimizer_update_ref(plan.optimizer, params.W[l], ws.gW[l], state.s1W[l],
+                                     state.s2W[l], h, c1, c2, True)
+                optimizer_update_ref(plan.optimizer, params.b[l], ws.gb[l], state.s1b[l],
+                                     state.s2b[l], h, c1, c2, False)
+            elif plan.kind[l] == POOL and l > plan.first_param:
+                maxpool_backward_ref(d, ws.argmax[l][:nb], d_below)
             elif plan.kind[l] == DROPOUT and l > plan.first_param:
                 dropout_backward_ref(d, ws.masks[l][:nb], ws.acts[l - 1][:nb], plan.in_act[l],
                                      d_below)

@@ -28,7 +28,9 @@ class KernelPair:
     fast: Callable
     reference: Callable
     make_case: Callable  # (rng, Case) -> tuple of arguments
-    outputs: tuple  # indices of the arguments the kernel writes (compared by tests)
+    # what the kernel writes (compared by tests): argument indices, or (index, field) for one
+    # field of a bundle, e.g. (4, "acts") of a Workspace
+    outputs: tuple
     flops: Callable = None  # (Case) -> floating-point operations of one call, for benches
     compares_return: bool = False
     variants: tuple = ()  # Case fields the tests sweep over all codes: "optimizer", "loss"
@@ -46,6 +48,17 @@ def register(name, *, fast, reference, make_case, outputs, flops=None, compares_
     KERNELS[name] = KernelPair(name, fast, reference, make_case, tuple(outputs), flops,
                                compares_return, tuple(variants), parallel, output_layer)
     return KERNELS[name]
+
+
+def written(pair, args):
+    """[(label, value)] of what ``pair`` writes among ``args``."""
+    out = []
+    for spec in pair.outputs:
+        if isinstance(spec, tuple):
+            out.append((f"argument {spec[0]}.{spec[1]}", getattr(args[spec[0]], spec[1])))
+        else:
+            out.append((f"argument {spec}", args[spec]))
+    return out
 
 
 def copy_value(a):

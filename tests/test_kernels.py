@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from fastmlp.kernels import KERNELS, OPTIMIZER_CODES, OUTPUT_LOSS_CODES, Case, copy_args
+from fastmlp.kernels.registry import written
 from fastmlp.kernels.activations import ACTIVATION_CODES
 
 SHAPES = [(1, 5, 3), (7, 20, 13), (64, 100, 32), (33, 784, 300)]
@@ -48,20 +49,20 @@ def test_kernel_matches_twin(name, shape, dtype):
     losses = sorted(OUTPUT_LOSS_CODES.values()) if "loss" in pair.variants else [0]
     for act, sparse_input, optimizer, loss in itertools.product(ACTS, (True, False), optimizers,
                                                                 losses):
-        if name == "train_steps" and loss and optimizer:  # each loss once, each optimizer once
-            continue
+        if name.startswith("train_steps") and loss and optimizer:  # each loss once, each
+            continue                                                # optimizer once
         if True:
             case = Case(*shape, dtype=dtype, act=act, sparse_input=sparse_input,
                         optimizer=optimizer, loss=loss)
             args, fast_args, ref_args, fast_ret, ref_ret = run_pair(pair, case)
-            for i in pair.outputs:
-                what = f"{name} {case}: argument {i}"
-                assert_same(fast_args[i], ref_args[i], dtype, what)
+            for (label, fast), (_, ref) in zip(written(pair, fast_args), written(pair, ref_args)):
+                assert_same(fast, ref, dtype, f"{name} {case}: {label}")
             if pair.compares_return:
                 assert_same(fast_ret, ref_ret, dtype, f"{name} {case}: return value")
             if act == ACTIVATION_CODES["identity"] and name in ("activate", "derivative_mul"):
                 continue  # a no-op by definition
-            assert any(_changed(args[i], fast_args[i]) for i in pair.outputs), \
+            assert any(_changed(before, after) for (_, before), (_, after)
+                       in zip(written(pair, args), written(pair, fast_args))), \
                 f"{name} wrote none of its outputs"
 
 
