@@ -11,12 +11,13 @@ if _importlib_util.find_spec("fastmlp.kernels") is None:  # imported from a sour
 
 from . import kernels  # noqa: E402
 from ._version import __version__
-from .datasets import load_fashion_mnist, load_mnist, read_idx
+from .datasets import load_cifar10, load_fashion_mnist, load_mnist, read_idx
 from .errors import (DataFormatError, DataNotFoundError, FastMLPError, ModelFormatError,
                      TrainingDivergedError)
 from .network import History, Network
 from .optimizers import SGD
 
-__all__ = ["Network", "History", "SGD", "kernels", "load_mnist", "load_fashion_mnist", "read_idx",
+__all__ = ["Network", "History", "SGD", "kernels", "load_mnist", "load_fashion_mnist",
+           "load_cifar10", "read_idx",
            "FastMLPError", "DataFormatError", "DataNotFoundError", "ModelFormatError",
            "TrainingDivergedError", "__version__"]

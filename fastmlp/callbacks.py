@@ -56,3 +56,83 @@ class EarlyStopping(Callback):
         if self.restore_best and self.best_weights is not None:
             for dst, src in zip(net.weights + net.biases, self.best_weights):
                 dst[...] = src
+
+
+class TensorBoard(Callback):
+    """TensorBoard event files of a fit, written as training goes (``tensorboard --logdir
+    LOG_DIR`` shows the run live): per epoch ``epoch/loss``, ``epoch/accuracy``,
+    ``epoch/val_loss``, ``epoch/val_accuracy``, ``epoch/lr``, ``epoch/time`` (step = epoch
+    number); the training loss of every ``loss_every`` steps as ``step/loss`` (step = steps
+    done); with ``histograms``, each layer's weights and last gradient per epoch; the run's
+    settings as text. Each fit writes one new run folder below ``log_dir`` (``run_name``, or
+    the time it started), never into another run's.
+
+    Needs the ``tensorboard`` extra: ``pip install fastmlp[tensorboard]``.
+    """
+
+    TAGS = {"loss": "epoch/loss", "accuracy": "epoch/accuracy", "val_loss": "epoch/val_loss",
+            "val_accuracy": "epoch/val_accuracy", "lr": "epoch/lr", "epoch_time": "epoch/time"}
+
+    def __init__(self, log_dir, run_name=None, loss_every=100, histograms=False):
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            raise ImportError("the TensorBoard callback needs the tensorboard extra: pip install "
+                              "'fastmlp[tensorboard]'") from None
+        from pathlib import Path
+        if isinstance(loss_every, bool) or not isinstance(loss_every, int) or loss_every < 1:
+            raise ValueError(f"loss_every must be an integer >= 1, got {loss_every!r}")
+        self._writer_class = SummaryWriter
+        self.log_dir = Path(log_dir)
+        self.run_name, self.loss_every, self.histograms = run_name, loss_every, bool(histograms)
+        self.writer, self.run_dir = None, None
+
+    def _new_run_dir(self):
+        import time
+        base = self.run_name or time.strftime("run-%Y%m%d-%H%M%S")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for k in range(1000):
+            candidate = self.log_dir / (base if k == 0 else f"{base}-{k}")
+            try:
+                candidate.mkdir()  # atomic: two runs never share a folder
+                return candidate
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"{self.log_dir}: no free run folder named {base}-N")
+
+    def on_train_begin(self, net):
+        import json
+        self.net = net
+        self.run_dir = self._new_run_dir()
+        self.writer = self._writer_class(logdir=str(self.run_dir), flush_secs=5)
+        settings = {"layers": [layer.config() for layer in net.layers],
+                    "input_shape": list(net.input_shape), "output": net.output,
+                    "loss": net.loss, "dtype": net.dtype.name, "backend": net.backend,
+                    "seed": net.seed, "fit": net.train_config}
+        self.writer.add_text("settings", "```\n" + json.dumps(settings, indent=2, default=str)
+                             + "\n```", 0)
+        self.writer.flush()
+
+    def on_steps(self, step, loss):
+        """The mean training loss of the steps just run, at ``step`` steps done in all."""
+        self.writer.add_scalar("step/loss", loss, step)
+
+    def __call__(self, epoch, metrics):
+        for key, tag in self.TAGS.items():
+            value = metrics.get(key)
+            if value is not None and value == value:
+                self.writer.add_scalar(tag, value, epoch)
+        if self.histograms:
+            for i, (w, b) in enumerate(zip(self.net.weights, self.net.biases)):
+                self.writer.add_histogram(f"weights/layer{i}", w, epoch)
+                self.writer.add_histogram(f"biases/layer{i}", b, epoch)
+            gradients = getattr(self.net, "_last_gradients", None)  # set by fit while it runs
+            for i, g in enumerate(gradients() if gradients else []):
+                if g is not None:
+                    self.writer.add_histogram(f"gradients/layer{i}", g, epoch)
+        self.writer.flush()
+
+    def on_train_end(self, net):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

@@ -87,6 +87,9 @@ def build_parser():
     t.add_argument("--resume", default=None, help="continue from a checkpoint")
     t.add_argument("--plot", default=None, help="learning curves image, e.g. curves.png")
     t.add_argument("--log", default=None, help="per-epoch metrics, .csv or .jsonl")
+    t.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="TensorBoard event files of this run, in a new folder below DIR "
+                        "(watch with: tensorboard --logdir DIR); needs fastmlp[tensorboard]")
     t.add_argument("--quiet", action="store_true", help="no summary, no per-epoch lines")
 
     e = sub.add_parser("evaluate", help="loss, accuracy, per-class report, confusion matrix")
@@ -191,11 +194,19 @@ def cmd_train(args):
         val_note = "val_ columns measured on the test set"
     n_classes = int(max(y.max(), yt.max())) + 1
     sizes = [X.shape[1], *args.hidden, n_classes]
+    layered = args.recipe and "layers" in args.recipe_network
+    if layered:
+        from .recipes import build
+        recipe_net, _ = build(args.recipe, X.shape[1], n_classes, seed=args.seed,
+                              init=args.init, dtype=args.dtype, backend=args.backend)
+        sizes = list(recipe_net.sizes)
     if args.resume:
         net = Network.load(args.resume, backend=args.backend)
         if net.sizes != tuple(sizes):
             raise CLIError(f"--resume {args.resume}: the checkpoint is a {list(net.sizes)} "
                            f"network; --hidden asks for {sizes}")
+    elif layered:
+        net = recipe_net
     else:
         net = Network(sizes, activation=args.activation, init=args.init, dtype=args.dtype,
                       backend=args.backend, seed=args.seed, dropout=args.dropout,
@@ -219,12 +230,18 @@ def cmd_train(args):
     if not args.quiet:
         print(f"Data: {name}: train {len(y)}, test {len(yt)}, {val_note}")
         net.summary()
+    callbacks = []
+    if args.tensorboard:
+        from .callbacks import TensorBoard
+        callbacks.append(TensorBoard(args.tensorboard))  # before training: a missing extra
     log = _EpochLog(args.log) if args.log else None
+    if log:
+        callbacks.append(log)
     try:
         history = net.fit(X, y, epochs=args.epochs, batch_size=args.batch_size, **fit_args,
                           validation_data=val, verbose=0 if args.quiet else 1,
                           checkpoint=args.checkpoint, resume=args.resume,
-                          callbacks=[log] if log else ())
+                          callbacks=callbacks)
     except TrainingDivergedError as exc:
         raise CLIError(f"training diverged: {exc}") from None
     finally:
@@ -242,6 +259,9 @@ def cmd_train(args):
         from .plotting import plot_history
         plot_history(history, args.plot, title=f"{name} {sizes}")
         print(f"Saved learning curves to {args.plot}")
+    if args.tensorboard:
+        print(f"TensorBoard run: {callbacks[0].run_dir} (tensorboard --logdir "
+              f"{args.tensorboard})")
     if history.stopped == "interrupted":
         return EXIT_INTERRUPTED
     return 0
@@ -370,12 +390,12 @@ def _apply_recipe(parser, argv):
     from .recipes import get
     recipe = get(args.recipe)
     net, fit = recipe["network"], recipe["fit"]
-    defaults = {"hidden": net["hidden"], "epochs": fit["epochs"], "batch_size": fit["batch_size"]}
-    defaults.update({k: v for k, v in net.items() if k != "hidden"})
+    defaults = {"epochs": fit["epochs"], "batch_size": fit["batch_size"]}
+    defaults.update({k: v for k, v in net.items() if k not in ("layers", "input_shape")})
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     sub.choices["train"].set_defaults(**defaults)
     args = parser.parse_args(argv)
-    args.recipe_fit = fit
+    args.recipe_fit, args.recipe_network = fit, net
     return args
 
 

@@ -320,7 +320,142 @@ def load_digits_8x8(*, validation_size=0, dtype="float32", test_size=360, seed=0
     return (X[:cut], y[:cut]), (X[cut:train_end], y[cut:train_end]), test
 
 
-LOADERS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
+# ---- CIFAR-10 (the official binary version) ------------------------------------------------
+CIFAR10 = {
+    "archive": "cifar-10-binary.tar.gz",
+    "md5": "c32a1d4ab5d03f1284b67883e8d87530",
+    "mirrors": ["https://www.cs.toronto.edu/~kriz/"],
+    "folder": "cifar-10-batches-bin",
+    "train": [f"data_batch_{i}.bin" for i in range(1, 6)],
+    "test": ["test_batch.bin"],
+}
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+CIFAR10_RECORD = 1 + 3 * 32 * 32  # a label byte, then 1,024 red, 1,024 green, 1,024 blue bytes
+
+
+def parse_cifar10_batch(data, name):
+    """(images (n, 32, 32, 3) uint8 channels-last, labels uint8) of one binary batch."""
+    if len(data) == 0 or len(data) % CIFAR10_RECORD:
+        raise DataFormatError(f"{name}: {len(data)} bytes is not a whole number of CIFAR-10 "
+                              f"records ({CIFAR10_RECORD} bytes each)")
+    records = np.frombuffer(data, np.uint8).reshape(-1, CIFAR10_RECORD)
+    labels = records[:, 0].copy()
+    if labels.max() > 9:
+        row = int(np.argmax(labels > 9))
+        raise DataFormatError(f"{name}: record {row} has label {labels[row]}, outside 0..9")
+    images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels
+
+
+def _cifar10_source(data_dir, download):
+    """A function name -> bytes over the batches, from an extracted folder or the archive
+    (in data_dir, $FASTMLP_DATA, the cache; downloaded into the cache if allowed)."""
+    searched = candidate_dirs("cifar10", data_dir)
+    for d in searched:
+        for folder in (d / CIFAR10["folder"], d):
+            if (folder / CIFAR10["train"][0]).is_file() or (folder / "test_batch.bin").is_file():
+                return _folder_reader(folder), str(folder)
+        if (d / CIFAR10["archive"]).is_file():
+            return _archive_reader(d / CIFAR10["archive"]), str(d / CIFAR10["archive"])
+    reason = None
+    if download:
+        archive, reason = _download_cifar10()
+        if archive is not None:
+            return _archive_reader(archive), str(archive)
+    lines = ["The CIFAR-10 binary files were not found. Looked in:"]
+    lines += [f"  {d}" for d in searched]
+    if reason:
+        lines.append(f"and the download failed: {reason}")
+    lines.append(f"Put {CIFAR10['archive']} or its extracted {CIFAR10['folder']}/ in one of those "
+                 f"folders, or point ${ENV_VAR} or data_dir (--data-dir) at it.")
+    raise DataNotFoundError("\n".join(lines))
+
+
+def _folder_reader(folder):
+    def read(name):
+        path = folder / name
+        if not path.is_file():
+            raise DataFormatError(f"{path}: missing (CIFAR-10 has {', '.join(CIFAR10['train'])} "
+                                  f"and test_batch.bin)")
+        return path.read_bytes(), str(path)
+    return read
+
+
+def _archive_reader(archive):
+    import tarfile
+
+    def read(name):
+        member = f"{CIFAR10['folder']}/{name}"
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                try:
+                    f = tar.extractfile(member)
+                except KeyError:
+                    f = None
+                if f is None:
+                    raise DataFormatError(f"{archive}: {member} is missing from the archive")
+                return f.read(), f"{archive}:{member}"
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            raise DataFormatError(f"{archive}: unreadable or corrupt archive ({exc})") from None
+    return read
+
+
+def _download_cifar10():
+    import pooch
+    target = default_cache_dir() / "cifar10"
+    errors = []
+    override = os.environ.get("FASTMLP_MIRRORS")
+    for mirror in override.split() if override else CIFAR10["mirrors"]:
+        try:
+            return Path(pooch.retrieve(mirror + CIFAR10["archive"],
+                                       known_hash=f"md5:{CIFAR10['md5']}",
+                                       fname=CIFAR10["archive"], path=target,
+                                       progressbar=sys.stderr.isatty())), None
+        except Exception as exc:  # network errors, HTTP errors, checksum mismatch
+            errors.append(f"{mirror}: {_short_reason(exc)}")
+    return None, f"{CIFAR10['archive']} could not be downloaded ({'; '.join(errors)})"
+
+
+def load_cifar10(data_dir=None, *, validation_size=0, dtype="float32", flatten=False,
+                 download=True, test_only=False):
+    """CIFAR-10 from its official binary distribution (``cifar-10-binary.tar.gz`` or the
+    extracted ``cifar-10-batches-bin/``), as ``(X_train, y_train), (X_test, y_test)``: images
+    channels-last (n, 32, 32, 3) in [0, 1] (``flatten``: rows of 3,072 values in that order),
+    int64 labels; class names in :data:`CIFAR10_CLASSES`. Same options and lookup order as
+    :func:`load_mnist`; never reads the pickled "python version"."""
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype}")
+    if isinstance(validation_size, bool) or not isinstance(validation_size, (int, np.integer)) \
+            or validation_size < 0:
+        raise ValueError(f"validation_size must be an integer >= 0, got {validation_size!r}")
+    read, _ = _cifar10_source(data_dir, download)
+
+    def part(names):
+        images, labels = [], []
+        for name in names:
+            data, where = read(name)
+            x, y = parse_cifar10_batch(data, where)
+            images.append(x)
+            labels.append(y)
+        x = np.concatenate(images) if len(images) > 1 else images[0]
+        return _scale(x, dtype, flatten), np.concatenate(labels).astype(np.int64)
+
+    test = part(CIFAR10["test"])
+    if test_only:
+        return test
+    X_train, y_train = part(CIFAR10["train"])
+    if validation_size >= X_train.shape[0]:
+        raise ValueError(f"validation_size must be in [0, {X_train.shape[0]}), "
+                         f"got {validation_size!r}")
+    if validation_size == 0:
+        return (X_train, y_train), test
+    cut = X_train.shape[0] - validation_size
+    return (X_train[:cut], y_train[:cut]), (X_train[cut:], y_train[cut:]), test
+
+
+LOADERS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10}
 FALLBACK = "digits"
 
 
@@ -337,6 +472,9 @@ def load_dataset(name=None, data_dir=None, *, validation_size=0, dtype="float32"
     if name == FALLBACK:
         splits = load_digits_8x8(validation_size=validation_size, dtype=dtype)
         return FALLBACK, splits[-1] if test_only else splits
+    if name == "cifar10":  # flat rows (h, w, c order) like the other datasets' splits
+        return name, load_cifar10(data_dir, validation_size=validation_size, dtype=dtype,
+                                  flatten=True, test_only=test_only)
     try:
         return name or "mnist", load_idx_dataset(name or "mnist", data_dir,
                                                  validation_size=validation_size, dtype=dtype,
