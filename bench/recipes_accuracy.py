@@ -17,8 +17,13 @@ def main():
     p.add_argument("--recipes", default=",".join(recipes.names()))
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--json", default=None)
+    p.add_argument("--validation-size", type=int, default=0,
+                   help="hold out the last N training images and report their accuracy too "
+                        "(what settings are chosen on; the test set only reports)")
     args = p.parse_args()
-    (X, y), (Xt, yt) = load_mnist(download=False)
+    splits = load_mnist(download=False, validation_size=args.validation_size)
+    (X, y), (Xt, yt) = splits[0], splits[-1]
+    val = splits[1] if args.validation_size else None
     results = {}
     for name in args.recipes.split(","):
         runs = []
@@ -29,7 +34,10 @@ def main():
             seconds = time.perf_counter() - t0
             acc = net.evaluate(Xt, yt)["accuracy"]
             runs.append({"seed": seed, "test_accuracy": acc, "seconds": seconds})
-            print(f"{name} seed {seed}: test accuracy {acc:.4f} in {seconds:.0f} s", flush=True)
+            if val is not None:
+                runs[-1]["val_accuracy"] = net.evaluate(*val)["accuracy"]
+            print(f"{name} seed {seed}: test accuracy {acc:.4f} in {seconds:.0f} s"
+                  + (f", validation {runs[-1]['val_accuracy']:.4f}" if val else ""), flush=True)
         mean = statistics.mean(r["test_accuracy"] for r in runs)
         results[name] = {"runs": runs, "mean_test_accuracy": mean}
         print(f"{name}: mean {mean:.4f}", flush=True)

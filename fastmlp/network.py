@@ -225,7 +225,7 @@ class Network:
         return K.OUTPUT_LOSS_CODES[self.output, self.loss]
 
     def _params(self):
-        return K.Params(W=tuple(self._W), b=tuple(self._b))
+        return K.make_params(self._W, self._b, self.dtype)
 
     def _plan(self, optimizer_code=0, sparse_input=False, sample_weight=None):
         kinds = [K.LAYER_KINDS[layer.kind] for layer in self.layers]
@@ -266,7 +266,7 @@ class Network:
                 stop = min(start + batch, n)
                 np.add(offsets[:stop - start], start, out=rows[:stop - start])
                 forward(X, rows[:stop - start], params, plan, ws)
-                yield start, stop, ws.acts[-1][:stop - start]
+                yield start, stop, ws.acts[len(self.layers) - 1][:stop - start]
 
     def _kernel(self, name):
         pair = K.KERNELS[name]

@@ -10,8 +10,8 @@ from .dense import dense_backward, dense_backward_ref, dense_forward, dense_forw
 from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward, dropout_forward_ref,
                       keep_threshold, stream_key)
 from .loss import output_activation, output_activation_ref, output_loss, output_loss_ref
-from .network import (CONV, DENSE, DROPOUT, FLATTEN, POOL, Params, forward, forward_ref, make_plan,
-                      make_state, make_workspace, train_steps, train_steps_ref)
+from .network import (CONV, DENSE, DROPOUT, FLATTEN, POOL, forward, forward_ref, make_params,
+                      make_plan, make_state, make_workspace, train_steps, train_steps_ref)
 from .optim import (ADAM, N_HYPER, ONE, OPTIMIZER_CODES, max_norm_columns, max_norm_columns_ref,
                     optimizer_update, optimizer_update_ref)
 from .registry import register
@@ -164,7 +164,7 @@ def network_case(rng, c, batch_size=None, input_dropout=True):
         W.append(_normal(rng, (a, m), c.dtype, 1 / np.sqrt(a))), b.append(_normal(rng, m, c.dtype, 0.1))
     max_norms = [3.0 if k == DENSE and i == len(kinds) - 3 else 0.0 for i, k in enumerate(kinds)]
     plan = make_plan(kinds, acts, rates, max_norms, c.loss, c.optimizer, c.sparse_input, 11, c.dtype)
-    params = Params(W=tuple(W), b=tuple(b))
+    params = make_params(W, b, c.dtype)
     ws = make_workspace(params, plan, c.n_in, batch_size or c.batch, c.dtype)
     return params, plan, ws
 
@@ -294,7 +294,7 @@ def cnn_case(rng, c, batch_size=None):
     act = c.act if c.act != A.IDENTITY else A.TANH
     plan = make_plan(kinds, [act, 0, 0, act, 0, 0], [0, 0, 0.25, 0, 0, 0], [0, 0, 0, 2.0, 0, 0],
                      c.loss, c.optimizer, False, 5, c.dtype, widths=widths, geoms=geoms)
-    params = Params(W=tuple(W), b=tuple(b))
+    params = make_params(W, b, c.dtype)
     n_in = _image_size(g1)[0]
     return params, plan, make_workspace(params, plan, n_in, batch_size or c.batch, c.dtype), n_in
 

@@ -91,6 +91,25 @@ def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed
                 geom=geom)
 
 
+# Every per-layer tuple has a multiple of this many entries (zero-size arrays after the last
+# layer): the tuples' Numba type, hence the compiled step, is then the same for every network
+# of up to 16 layers, and one cached compilation per dtype serves them all.
+TABLE_SLOTS = 16
+
+
+def padded(arrays, empty):
+    """``arrays`` as a tuple of a multiple of TABLE_SLOTS entries, filled up with ``empty``."""
+    arrays = tuple(arrays)
+    slots = max(1, -(-len(arrays) // TABLE_SLOTS)) * TABLE_SLOTS
+    return arrays + (empty,) * (slots - len(arrays))
+
+
+def make_params(W, b, dtype):
+    """Params of per-layer weights W and biases b (zero-size for layers without parameters)."""
+    dtype = np.dtype(dtype)
+    return Params(W=padded(W, np.zeros((0, 0), dtype)), b=padded(b, np.zeros(0, dtype)))
+
+
 def make_state(params, optimizer, hyper, dtype):
     """Zeroed optimizer state for ``params``: two slots per parameter, step 0."""
     from .optim import N_HYPER, ONE
@@ -133,7 +152,7 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
         out = []
         for l, (kind, m) in enumerate(zip(plan.kind, widths)):
             out.append(out[l - 1] if kind == FLATTEN and l > 0 else np.zeros((rows, m), dtype))
-        return tuple(out)
+        return padded(out, empty2)
 
     conv_sizes = [w.size + w.shape[1] for k, w in zip(plan.kind, params.W) if k == CONV]
     return Workspace(
@@ -141,10 +160,11 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
         deltas=per_layer(rows),
         gW=tuple(np.zeros_like(w) if training else empty2 for w in params.W),
         gb=tuple(np.zeros_like(b) if training else b[:0] for b in params.b),
-        masks=tuple(np.zeros((rows, m), dtype) if k == DROPOUT else empty2
-                    for k, m in zip(plan.kind, widths)),
-        argmax=tuple(np.zeros((batch_size, m), np.int32) if k == POOL
-                     else np.zeros((0, 0), np.int32) for k, m in zip(plan.kind, widths)),
+        masks=padded((np.zeros((rows, m), dtype) if k == DROPOUT else empty2
+                      for k, m in zip(plan.kind, widths)), empty2),
+        argmax=padded((np.zeros((batch_size, m), np.int32) if k == POOL
+                       else np.zeros((0, 0), np.int32) for k, m in zip(plan.kind, widths)),
+                      np.zeros((0, 0), np.int32)),
         xb=np.zeros((batch_size, n_in), dtype),
         yb=np.zeros(rows, np.int64),
         nz_idx=np.zeros((batch_size, sparse_in), np.int32),
@@ -168,8 +188,8 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
 # ---- inference ---------------------------------------------------------------------------
 @njit(cache=True, parallel=True)  # its own prange loops: see the note in sparse_input.py
 def forward(X, rows, params, plan, ws):
-    """Inference on the rows X[rows] (dropout is the identity): ws.acts[-1][:len(rows)] ends up
-    holding the logits. The zero-skipping first layer, if the plan has one, reads X itself."""
+    """Inference on the rows X[rows] (dropout is the identity): the last layer's activations
+    ws.acts[len(plan.kind) - 1][:len(rows)] end up holding the logits. The zero-skipping first layer, if the plan has one, reads X itself."""
     n = rows.shape[0]
     if plan.sparse_layer != 0:
         gather_rows(X, rows, ws.xb)

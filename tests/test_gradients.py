@@ -17,13 +17,14 @@ def make_net(rng, act, loss, sparse):
     b = tuple(rng.standard_normal(m) * 0.1 for m in SIZES[1:])
     plan = K.make_plan([K.DENSE] * 3, [act, act, 0], [0.0] * 3, [0.0] * 3, loss, 0, sparse, 0,
                        np.float64)
-    return K.Params(W, b), plan
+    return K.make_params(W, b, np.float64), plan
 
 
 def loss_of(params, plan, X, y):
     ws = K.make_workspace(params, plan, SIZES[0], X.shape[0], np.float64)
-    K.forward_ref(X, params, plan, ws.acts)
-    loss, _ = K.KERNELS["output_loss"].reference(plan.loss, ws.acts[-1], y, ws.deltas[-1])
+    K.forward_ref(X, np.arange(X.shape[0]), params, plan, ws)
+    last = len(plan.kind) - 1
+    loss, _ = K.KERNELS["output_loss"].reference(plan.loss, ws.acts[last], y, ws.deltas[last])
     return loss
 
 
