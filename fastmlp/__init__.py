@@ -4,6 +4,10 @@ Every kernel has a NumPy twin (``backend="numpy"``) that the fast path is checke
 """
 import importlib.util as _importlib_util
 
+from ._cpu import choose_blas_kernels as _choose_blas_kernels
+
+_choose_blas_kernels()  # before NumPy (and its OpenBLAS) loads: see _cpu.py
+
 if _importlib_util.find_spec("fastmlp.kernels") is None:  # imported from a source tree, not installed
     raise ImportError("fastmlp is not installed: its kernels (the repository's kernels/ folder) are "
                       "installed as fastmlp.kernels. Run `pip install -e .` in the repository root, "

@@ -225,6 +225,9 @@ class Network:
         return K.OUTPUT_LOSS_CODES[self.output, self.loss]
 
     def _params(self):
+        for l in self._param_layers:  # e.g. read-only after unpickling from a memory map
+            if not (self._W[l].flags.writeable and self._b[l].flags.writeable):
+                self._W[l], self._b[l] = self._W[l].copy(), self._b[l].copy()
         return K.make_params(self._W, self._b, self.dtype)
 
     def _plan(self, optimizer_code=0, sparse_input=False, sample_weight=None):

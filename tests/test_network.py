@@ -159,6 +159,12 @@ for batch in (8, 240):
             before = rtsys.get_allocation_stats().alloc
             trainer.run_epoch(1)
             out[f"{batch}-{sparse}-{name}"] = rtsys.get_allocation_stats().alloc - before
+
+def leaves(a):
+    return sum(map(leaves, a)) if isinstance(a, tuple) else int(isinstance(a, np.ndarray))
+
+# the arrays one train_steps call receives: Numba counts one allocation per array it unboxes
+out["arrays"] = leaves((X, y, trainer.params, trainer.state, trainer.ws, trainer.plan)) + 1
 print(json.dumps(out))
 """
 
@@ -178,7 +184,7 @@ def test_no_allocation_per_training_step():
             many, few = counts[f"8-{sparse}-{name}"], counts[f"240-{sparse}-{name}"]
             assert many == few, f"sparse={sparse} {name}: {many} allocations in 300 steps, " \
                                 f"{few} in 10"
-            assert many < 100
+            assert many <= counts["arrays"], f"{many} allocations for {counts['arrays']} arrays"
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
