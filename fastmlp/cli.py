@@ -110,6 +110,19 @@ def build_parser():
                    help="numba: the fast kernels; numpy: their reference twins")
 
     sub.add_parser("recipes", help="list the named recipes and what each trains")
+    a = sub.add_parser("augment-preview",
+                       help="a picture of training images beside their random distortions")
+    a.add_argument("--out", required=True, help="the picture (.png)")
+    a.add_argument("--dataset", choices=sorted(datasets.LOADERS) + [datasets.FALLBACK],
+                   default=None, help="default: mnist")
+    a.add_argument("--data-dir", default=None)
+    a.add_argument("--count", type=int, default=8, help="images shown (default 8)")
+    a.add_argument("--shift", type=float, default=2.0, help="pixels (default 2)")
+    a.add_argument("--rotate", type=float, default=10.0, help="degrees (default 10)")
+    a.add_argument("--scale", type=float, default=0.1, help="fraction (default 0.1)")
+    a.add_argument("--elastic-alpha", type=float, default=34.0, help="default 34 (Simard)")
+    a.add_argument("--elastic-sigma", type=float, default=4.0, help="default 4 (Simard)")
+    a.add_argument("--seed", type=int, default=0)
 
     w = sub.add_parser("sweep", help="a study: many trainings over widths, seeds, training-set "
                                      "sizes or optimizers, averaged and plotted")
@@ -374,6 +387,24 @@ def cmd_sweep(args):
     return 0
 
 
+def cmd_augment_preview(args):
+    from .augment import Augment, preview
+    from .plotting import require_matplotlib
+    if not 1 <= args.count <= 64:
+        raise CLIError(f"--count must be in [1, 64], got {args.count}")
+    augment = Augment(args.shift, args.rotate, args.scale, args.elastic_alpha,
+                      args.elastic_sigma)
+    require_matplotlib()
+    name, (Xt, _) = _load_data(args, 0, test_only=True)
+    shape = (32, 32, 3) if name == "cifar10" else None
+    if shape is None:
+        side = int(round(np.sqrt(Xt.shape[1])))
+        shape = (side, side, 1)
+    preview(Xt, augment, shape, count=args.count, seed=args.seed, out=args.out)
+    print(f"Saved {args.count} {name} test images and three distortions of each to {args.out}")
+    return 0
+
+
 def cmd_recipes(args):
     from .recipes import get
     for name in recipe_names():
@@ -405,7 +436,8 @@ def cmd_bench(args):
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "recipes": cmd_recipes, "sweep": cmd_sweep, "bench": cmd_bench}
+            "recipes": cmd_recipes, "sweep": cmd_sweep, "bench": cmd_bench,
+            "augment-preview": cmd_augment_preview}
 
 
 def main(argv=None):

@@ -230,7 +230,7 @@ class Network:
                 self._W[l], self._b[l] = self._W[l].copy(), self._b[l].copy()
         return K.make_params(self._W, self._b, self.dtype)
 
-    def _plan(self, optimizer_code=0, sparse_input=False, sample_weight=None):
+    def _plan(self, optimizer_code=0, sparse_input=False, sample_weight=None, augment=None):
         kinds = [K.LAYER_KINDS[layer.kind] for layer in self.layers]
         acts = [K.ACTIVATION_CODES[getattr(layer, "activation", None) or "identity"]
                 for layer in self.layers]
@@ -240,7 +240,7 @@ class Network:
         geoms = [layer.geometry(shape) for layer, shape in zip(self.layers, self._in_shapes)]
         return K.make_plan(kinds, acts, rates, max_norms, self._loss_code, optimizer_code,
                            sparse_input, self.seed, self.dtype, sample_weight,
-                           widths=self._widths, geoms=geoms)
+                           widths=self._widths, geoms=geoms, augment=augment)
 
     def __repr__(self):
         return (f"Network({list(self.sizes)}, layers={self.layers!r}, init={self.init!r}, "
@@ -321,7 +321,7 @@ class Network:
     def fit(self, X, y, epochs=10, batch_size=256, lr=0.1, momentum=0.9, weight_decay=0.0,
             validation_data=None, shuffle=True, verbose=1, checkpoint=None, resume=None,
             callbacks=(), optimizer=None, initial_epoch=None, validation_split=0.0,
-            lr_schedule=None, momentum_schedule=None, sample_weight=None):
+            lr_schedule=None, momentum_schedule=None, sample_weight=None, augment=None):
         """Train ``epochs`` more epochs (Keras' meaning); returns this call's :class:`History`
         (``net.history`` keeps every epoch).
 
@@ -336,7 +336,9 @@ class Network:
         ``EarlyStopping``). ``lr_schedule`` / ``momentum_schedule`` (see
         :mod:`fastmlp.schedules`, or any ``callable(epoch) -> value``) set the learning rate and
         the momentum (Adam's beta1) in force in each epoch. ``sample_weight`` (one finite
-        weight >= 0 per sample) scales each sample's share of the gradient.
+        weight >= 0 per sample) scales each sample's share of the gradient. ``augment`` (an
+        :class:`fastmlp.augment.Augment`) distorts every training image anew each epoch, on the
+        fly (the network's input_shape, or square images, says how to read X).
         """
         from . import optimizers
         X = check_features(X, self.n_features, self.dtype, input_shape=self.input_shape)
@@ -345,6 +347,13 @@ class Network:
         verbose = check_int(verbose, "verbose", 0, 2)
         if not isinstance(shuffle, bool):
             raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
+        augment_tables = None
+        if augment is not None:
+            from .augment import Augment, image_shape_of
+            if not isinstance(augment, Augment):
+                raise TypeError(f"augment must be a fastmlp.augment.Augment, got {augment!r}")
+            if augment.active:
+                augment_tables = augment.tables(image_shape_of(self))
         if optimizer is None:
             opt = optimizers.SGD(lr, momentum, weight_decay=weight_decay)
         else:
@@ -395,7 +404,7 @@ class Network:
 
         trainer = Trainer(self, X, y, batch_size, opt, shuffle,
                           chunks_per_epoch=50 if verbose == 1 and sys.stderr.isatty() else 8,
-                          sample_weight=sample_weight)
+                          sample_weight=sample_weight, augment=augment_tables)
         resume_state = {}
         if resume is not None:
             resume_state = self._restore_checkpoint(resume, trainer, batch_size, shuffle)
@@ -410,6 +419,8 @@ class Network:
             history = History()
         config = {"epochs": last, "batch_size": batch_size, "optimizer": opt.name,
                   "optimizer_config": opt.config(), "shuffle": shuffle, "backend": self.backend}
+        if augment_tables is not None:
+            config["augment"] = augment.config()
         if optimizer is None:
             config.update(lr=lr, momentum=momentum, weight_decay=weight_decay)
         self.train_config = config

@@ -28,8 +28,9 @@ def uses_sparse_input(net, X):
 
 def plan_uses_threads(plan):
     """Whether the compiled step runs Numba's threads (prange loops): the zero-skipping layer,
-    dropout, convolution and pooling."""
-    return bool(plan.sparse_layer >= 0 or np.isin(plan.kind, (K.DROPOUT, K.CONV, K.POOL)).any())
+    augmentation, dropout, convolution and pooling."""
+    return bool(plan.sparse_layer >= 0 or len(plan.aug_shape) > 0
+                or np.isin(plan.kind, (K.DROPOUT, K.CONV, K.POOL)).any())
 
 
 def one_blas_thread(active=True):
@@ -59,7 +60,7 @@ class Trainer:
     """
 
     def __init__(self, net, X, y, batch_size, optimizer, shuffle=True, chunks_per_epoch=8,
-                 sample_weight=None):
+                 sample_weight=None, augment=None):
         self.net, self.X, self.y = net, X, y
         self.batch_size, self.shuffle = batch_size, shuffle
         self.n = X.shape[0]
@@ -69,7 +70,7 @@ class Trainer:
         self.sparse = uses_sparse_input(net, X)
         # Numba's threads run the zero-skipping layer and dropout: BLAS then gets one thread
         self.params = net._params()
-        self.plan = net._plan(optimizer.code, self.sparse, sample_weight)
+        self.plan = net._plan(optimizer.code, self.sparse, sample_weight, augment)
         self.limit_blas = net.backend == "numba" and plan_uses_threads(self.plan)
         self.state = K.make_state(self.params, optimizer.code, optimizer.hyper(), net.dtype)
         self.ws = K.make_workspace(self.params, self.plan, net.n_features, batch_size, net.dtype)

@@ -2,6 +2,7 @@
 import numpy as np
 
 from . import activations as A
+from .augment import STREAM, augment_batch, augment_batch_ref, gaussian_kernel, scratch_size
 from .conv import (IN_C, IN_H, IN_W, K_H, K_W, OUT_C, OUT_H, OUT_W, conv_backward,
                    conv_backward_ref, conv_forward, conv_forward_ref, conv_geometry, cols_size,
                    maxpool_backward, maxpool_backward_ref, maxpool_forward, maxpool_forward_ref)
@@ -192,6 +193,11 @@ def _train_steps_case(rng, c):
     y = rng.integers(0, 10, n).astype(np.int64)
     if c.batch % 2 == 0:  # weighted samples
         plan = plan._replace(sample_weight=(2 * rng.random(n)).astype(c.dtype))
+    if c.act == A.TANH:  # distorted images (the inputs as one row of pixels: any shape works)
+        params_aug = np.array([1.5, np.radians(10), 0.1, 4.0])
+        plan = plan._replace(aug=params_aug, aug_kernel=gaussian_kernel(1.5),
+                             aug_shape=np.array([1, c.n_in, 1], np.int64))
+        ws = make_workspace(params, plan, c.n_in, c.batch, c.dtype)
     return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, 4, params, state, ws, plan)
 
 
@@ -325,6 +331,19 @@ def _conv_flops(c):
     return int(2 * c.batch * g[OUT_H] * g[OUT_W] * g[OUT_C] * g[K_H] * g[K_W] * g[IN_C])
 
 
+def _augment_case(rng, c):
+    """Images of the case's shape (28x28 at n_in = 784), every distortion on, elastic with σ
+    from the activation code (0: none)."""
+    import numba
+    shape = (28, 28, 1) if c.n_in == 784 else (4 + c.n_in % 5, 3 + c.n_out % 6, 1 + c.batch % 3)
+    x = _sparse_images(rng, c.batch, int(np.prod(shape)), c.dtype, density=0.5)
+    sigma = (0.0, 4.0, 1.0, 2.5)[c.act]
+    params = np.array([2.0, np.radians(12), 0.15, 6.0 if sigma else 0.0])
+    return (x, np.uint64(stream_key(3, c.batch, 7, STREAM)), params, gaussian_kernel(sigma),
+            np.array(shape, np.int64), np.zeros((numba.get_num_threads(),
+                                                 scratch_size(*shape)), c.dtype))
+
+
 def _mlp_flops(c):
     return 2 * c.batch * c.n_in * c.n_out
 
@@ -356,6 +375,8 @@ register("dropout_forward", fast=dropout_forward, reference=dropout_forward_ref,
          make_case=_dropout_forward_case, outputs=(4, 5))
 register("dropout_backward", fast=dropout_backward, reference=dropout_backward_ref,
          make_case=_dropout_backward_case, outputs=(4,))
+register("augment_batch", fast=augment_batch, reference=augment_batch_ref,
+         make_case=_augment_case, outputs=(0,), parallel=True)
 register("gather_rows", fast=gather_rows, reference=gather_rows_ref, make_case=_gather_case,
          outputs=(2,))
 register("forward", fast=forward, reference=forward_ref, make_case=_forward_case,

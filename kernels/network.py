@@ -20,6 +20,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .augment import (N_PARAMS, STREAM, augment_batch_ref, augment_row,
+                      scratch_size as augment_scratch_size)
 from .conv import (N_GEOM, cols_size, conv_backward_block, conv_backward_ref, conv_forward_block,
                    conv_forward_ref, maxpool_backward_ref, maxpool_backward_row,
                    maxpool_forward_ref, maxpool_forward_sample, sum_partials)
@@ -43,21 +45,24 @@ PARAM_KINDS = (DENSE, CONV)
 PARALLEL_COLUMNS_MIN_ROWS = 64
 
 Plan = namedtuple("Plan", "kind act in_act threshold scale max_norm loss optimizer sparse_layer "
-                          "first_param seed sample_weight width geom")
+                          "first_param seed sample_weight width geom aug aug_kernel aug_shape")
 Params = namedtuple("Params", "W b")
 OptState = namedtuple("OptState", "s1W s1b s2W s2b hyper t corr")
 Workspace = namedtuple("Workspace", "acts deltas gW gb masks argmax xb yb nz_idx nz_val nz_cnt "
-                                    "col_ptr col_row col_val col_counts scratch partial cols")
+                                    "col_ptr col_row col_val col_counts scratch partial cols "
+                                    "aug_scratch")
 
 
 def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed, dtype,
-              sample_weight=None, widths=None, geoms=None):
+              sample_weight=None, widths=None, geoms=None, augment=None):
     """The layer table. ``kinds``/``acts``/``rates``/``max_norms`` hold one entry per layer
     (activation codes of layers without one are ignored; a max-norm of 0 is off).
     ``sample_weight``: one weight per training sample that scales its loss gradient, or None.
     ``widths``: each layer's output size per sample (h·w·c for images); without it, the sizes
     follow from the parameters (dense and dropout layers only). ``geoms``: the geometry row
-    (``conv.conv_geometry``) of each conv and pooling layer, None elsewhere."""
+    (``conv.conv_geometry``) of each conv and pooling layer, None elsewhere. ``augment``:
+    (params, Gaussian kernel, (h, w, c)) of the distortions applied to each minibatch
+    (``augment.py``), or None."""
     from .dropout import keep_threshold
     dtype = np.dtype(dtype)
     L = len(kinds)
@@ -88,7 +93,11 @@ def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed
                 seed=int(seed), sample_weight=np.zeros(0, dtype) if sample_weight is None
                 else np.ascontiguousarray(sample_weight, dtype),
                 width=np.zeros(L, np.int64) if widths is None else np.asarray(widths, np.int64),
-                geom=geom)
+                geom=geom,
+                aug=np.zeros(N_PARAMS) if augment is None else np.asarray(augment[0], np.float64),
+                aug_kernel=np.ones(1) if augment is None else np.asarray(augment[1], np.float64),
+                aug_shape=np.zeros(0, np.int64) if augment is None
+                else np.asarray(augment[2], np.int64))
 
 
 # Every per-layer tuple has a multiple of this many entries (zero-size arrays after the last
@@ -182,6 +191,9 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
         # per thread: a conv layer's im2col buffers (conv.cols_size)
         cols=np.zeros((threads, max([cols_size(g) if k == CONV else 0 for k, g in
                                      zip(plan.kind, plan.geom)] + [0])), dtype),
+        # per thread: the distortions' source image and displacement fields
+        aug_scratch=np.zeros((threads, augment_scratch_size(*plan.aug_shape)
+                              if len(plan.aug_shape) and training else 0), dtype),
     )
 
 
@@ -280,8 +292,18 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
         rows = order[start:stop]
         for i in range(nb):
             ws.yb[i] = y[rows[i]]
-        if plan.sparse_layer != 0:  # the zero-skipping first layer reads X[rows] itself
+        augmenting = plan.aug_shape.shape[0] > 0
+        if plan.sparse_layer != 0 or augmenting:  # else the zero-skipping layer reads X itself
             gather_rows(X, rows, ws.xb)
+        if augmenting:  # each image distorted where it was gathered
+            key = stream_key(plan.seed, epoch, step, STREAM)
+            xb, aug_scratch = ws.xb, ws.aug_scratch
+            aug, aug_kernel, aug_shape = plan.aug, plan.aug_kernel, plan.aug_shape
+            T = aug_scratch.shape[0]
+            span = (nb + T - 1) // T
+            for t in prange(T):
+                for i in range(t * span, min(nb, t * span + span)):
+                    augment_row(xb[i], key, i, aug, aug_kernel, aug_shape, aug_scratch[t])
         x = ws.xb[:nb]
 
         # ---- forward, layer by layer
@@ -293,7 +315,7 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                 below = ws.acts[l - 1] if l > 0 else ws.xb
                 nz_idx, nz_val, nz_cnt = ws.nz_idx, ws.nz_val, ws.nz_cnt
                 for i in prange(nb):
-                    row = X[rows[i]] if l == 0 else below[i]
+                    row = X[rows[i]] if l == 0 and not augmenting else below[i]
                     nz_cnt[i] = forward_row(row, W, b, act, a[i], nz_idx[i], nz_val[i])
             elif plan.kind[l] == DENSE:
                 dense_forward(inp, params.W[l], params.b[l], plan.act[l], ws.acts[l][:nb])
@@ -409,6 +431,9 @@ def train_steps_ref(X, y, order, batch_size, step_begin, step_end, epoch, params
         rows = order[step * batch_size:(step + 1) * batch_size]
         nb = rows.shape[0]
         gather_rows_ref(X, rows, ws.xb)
+        if len(plan.aug_shape):
+            augment_batch_ref(ws.xb[:nb], np.uint64(stream_key(plan.seed, epoch, step, STREAM)),
+                              plan.aug, plan.aug_kernel, plan.aug_shape)
         x = ws.xb[:nb]
         labels = y[rows]
 

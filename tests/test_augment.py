@@ -1,0 +1,165 @@
+"""Augmentation: the distortions against scipy's bilinear resampling at the same coordinates,
+determinism, both backends in a fit, bitwise resume, Nielsen's expansion, the preview, and
+bad settings."""
+import math
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from fastmlp import Network
+from fastmlp import kernels as K
+from fastmlp.augment import Augment, expand_mnist
+from fastmlp.optimizers import Adam
+
+
+def digit_like(n=6, side=12, seed=0):
+    rng = np.random.default_rng(seed)
+    X = np.zeros((n, side, side), np.float64)
+    for i in range(n):
+        r, c = rng.integers(2, side - 6, 2)
+        X[i, r:r + 4, c:c + 3] = rng.random((4, 3)) * 0.5 + 0.5
+    return X.reshape(n, -1)
+
+
+@pytest.mark.parametrize("elastic", [False, True])
+def test_distortions_equal_scipy_bilinear_sampling_at_the_drawn_coordinates(elastic):
+    X = digit_like()
+    side = 12
+    aug = Augment(shift=2, rotate=15, scale=0.1, elastic_alpha=8 if elastic else 0,
+                  elastic_sigma=2)
+    params, kernel, shape = aug.tables((side, side, 1))
+    key = np.uint64(K.stream_key(5, 1, 2, K.augment.STREAM))
+    out = X.copy()
+    K.augment.augment_batch_ref(out, key, params, kernel, shape)
+    fast = X.copy()
+    scratch = np.zeros((2, K.augment.scratch_size(side, side, 1)))
+    K.augment.augment_batch(fast, key, params, kernel, shape, scratch)
+    np.testing.assert_array_equal(fast, out)
+    ys, xs = np.mgrid[0:side, 0:side].astype(np.float64)
+    c = (side - 1) / 2
+    for i in range(len(X)):
+        u = K.augment._units(key, i, np.arange(4 + 2 * side * side))
+        tx, ty = (2 * u[:2] - 1) * 2
+        theta, s = (2 * u[2] - 1) * math.radians(15), 1 + (2 * u[3] - 1) * 0.1
+        assert abs(tx) <= 2 and abs(theta) <= math.radians(15) and 0.9 <= s <= 1.1
+        dx, dy = xs - c - tx, ys - c - ty  # inverse map: rotate by -theta, scale by 1/s
+        sx = c + (math.cos(theta) * dx + math.sin(theta) * dy) / s
+        sy = c + (-math.sin(theta) * dx + math.cos(theta) * dy) / s
+        if elastic:
+            fields = (2 * u[4:] - 1).reshape(2, side, side)
+            smooth = [ndimage.correlate(f, np.outer(kernel, kernel), mode="constant")
+                      for f in fields]
+            sx, sy = sx + 8 * smooth[0], sy + 8 * smooth[1]
+        expected = ndimage.map_coordinates(X[i].reshape(side, side), [sy, sx], order=1,
+                                           mode="grid-constant", cval=0.0)
+        np.testing.assert_allclose(out[i].reshape(side, side), expected, atol=1e-12)
+
+
+def test_draws_depend_on_seed_epoch_step_and_row_only():
+    X = digit_like(4)
+    aug = Augment(shift=1.5, rotate=10, elastic_alpha=6, elastic_sigma=2)
+    a = aug.apply(X, (12, 12, 1), seed=1, epoch=3, step=2)
+    np.testing.assert_array_equal(a, aug.apply(X, (12, 12, 1), seed=1, epoch=3, step=2))
+    for other in (dict(seed=2, epoch=3, step=2), dict(seed=1, epoch=4, step=2),
+                  dict(seed=1, epoch=3, step=1)):
+        assert not np.allclose(a, aug.apply(X, (12, 12, 1), **other))
+    assert not np.allclose(a[0], aug.apply(X[[1, 0]], (12, 12, 1), seed=1, epoch=3, step=2)[1])
+    np.testing.assert_array_equal(Augment().apply(X, (12, 12, 1)), X)  # all off: identity
+
+
+def quadrant_data(n=256, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    X = np.zeros((n, 12, 12), np.float32)
+    for i, k in enumerate(y):
+        r, c = divmod(int(k), 2)
+        X[i, r * 6 + 1:r * 6 + 5, c * 6 + 1:c * 6 + 5] = 0.9
+    return X.reshape(n, -1), y
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_fit_with_augmentation_agrees_across_backends_and_learns(sparse):
+    X, y = quadrant_data()
+    if not sparse:
+        X = X + 0.05  # dense inputs: the gathered-rows path
+    aug = Augment(shift=1, rotate=10, scale=0.05, elastic_alpha=4, elastic_sigma=2)
+    nets = {}
+    for backend in ("numba", "numpy"):
+        nets[backend] = Network([144, 32, 4], seed=3, backend=backend)
+        nets[backend].fit(X, y, epochs=4, batch_size=32, optimizer=Adam(3e-3), augment=aug,
+                          verbose=0)
+    for a, b in zip(nets["numba"].weights, nets["numpy"].weights):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+    plain = Network([144, 32, 4], seed=3)
+    plain.fit(X, y, epochs=4, batch_size=32, optimizer=Adam(3e-3), verbose=0)
+    assert not np.allclose(plain.weights[0], nets["numba"].weights[0])
+    assert nets["numba"].evaluate(X, y)["accuracy"] > 0.9
+    assert nets["numba"].train_config["augment"]["rotate"] == 10
+
+
+def test_interrupted_augmented_fit_resumes_bitwise(tmp_path, monkeypatch):
+    X, y = quadrant_data(160)
+    aug = Augment(shift=1, rotate=8, elastic_alpha=4, elastic_sigma=2)
+    kw = dict(epochs=3, batch_size=16, optimizer=Adam(3e-3), augment=aug, verbose=0)
+    full = Network([144, 24, 4], seed=5, dropout=0.2)
+    full.fit(X, y, **kw)
+    original, calls = K.train_steps, []
+
+    def interrupt_in_epoch_two(*args):
+        calls.append(args[4])
+        result = original(*args)
+        if len(calls) == 8 + 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(K, "train_steps", interrupt_in_epoch_two)
+    net = Network([144, 24, 4], seed=5, dropout=0.2)
+    ck = tmp_path / "ck.npz"
+    assert net.fit(X, y, checkpoint=ck, **kw).stopped == "interrupted"
+    monkeypatch.undo()
+    resumed = Network([144, 24, 4], seed=0, dropout=0.2)
+    resumed.fit(X, y, resume=ck, **kw)
+    for a, b in zip(full.weights + full.biases, resumed.weights + resumed.biases):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_expand_mnist_adds_the_four_one_pixel_shifts():
+    X = np.arange(2 * 9, dtype=np.float32).reshape(2, 9) + 1
+    Xe, ye = expand_mnist(X, np.array([3, 7]), image_shape=(3, 3))
+    assert Xe.shape == (10, 9) and list(ye) == [3, 7] * 5
+    img = X[0].reshape(3, 3)
+    up, down, left, right = (Xe[k].reshape(3, 3) for k in (2, 4, 6, 8))
+    np.testing.assert_array_equal(up, [img[1], img[2], [0, 0, 0]])
+    np.testing.assert_array_equal(down, [[0, 0, 0], img[0], img[1]])
+    np.testing.assert_array_equal(left[:, :2], img[:, 1:])
+    np.testing.assert_array_equal(right[:, 1:], img[:, :2])
+    with pytest.raises(ValueError, match="X must be"):
+        expand_mnist(X[:, :8], [0, 1], image_shape=(3, 3))
+
+
+def test_bad_settings_name_the_argument():
+    with pytest.raises(ValueError, match="rotate"):
+        Augment(rotate=-5)
+    with pytest.raises(ValueError, match="scale"):
+        Augment(scale=1.5)
+    with pytest.raises(ValueError, match="elastic_sigma"):
+        Augment(elastic_alpha=10, elastic_sigma=0)
+    X, y = quadrant_data(32)
+    with pytest.raises(TypeError, match="augment must be"):
+        Network([144, 4]).fit(X, y, augment="elastic", verbose=0)
+    with pytest.raises(ValueError, match="not a square image"):
+        Network([143, 4]).fit(X[:, :143], y, augment=Augment(shift=1), verbose=0)
+
+
+def test_preview_cli_writes_a_picture(tmp_path):
+    out = tmp_path / "grid.png"
+    run = subprocess.run([sys.executable, "-m", "fastmlp", "augment-preview", "--dataset",
+                          "digits", "--out", str(out), "--count", "4"], capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 2000
