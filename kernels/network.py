@@ -102,8 +102,10 @@ def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed
 
 # Every per-layer tuple has a multiple of this many entries (zero-size arrays after the last
 # layer): the tuples' Numba type, hence the compiled step, is then the same for every network
-# of up to 16 layers, and one cached compilation per dtype serves them all.
-TABLE_SLOTS = 16
+# of up to 8 layers (every recipe), and one cached compilation per dtype serves them all
+# (deeper networks: one more per multiple of 8). More slots cost compile time: every tuple
+# access by layer index is a switch over the slots (16 slots: 65 s for a cold first fit, 8: 54).
+TABLE_SLOTS = 8
 
 
 def padded(arrays, empty):
@@ -308,37 +310,40 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
 
         # ---- forward, layer by layer
         for l in range(last + 1):
-            inp = x if l == 0 else ws.acts[l - 1][:nb]
-            if l == plan.sparse_layer:  # dense, on the nonzeros of each input row
-                # (prange bodies see only arrays and scalars: Numba cannot pass tuples into them)
-                W, b, a, act = params.W[l], params.b[l], ws.acts[l], plan.act[l]
-                below = ws.acts[l - 1] if l > 0 else ws.xb
+            # (prange bodies see only arrays and scalars: Numba cannot pass tuples into them)
+            kind, act, g = plan.kind[l], plan.act[l], plan.geom[l]
+            W, b, a = params.W[l], params.b[l], ws.acts[l]
+            below = ws.acts[l - 1] if l > 0 else ws.xb
+            inp = below[:nb]
+            if kind == DENSE and l != plan.sparse_layer:
+                dense_forward(inp, W, b, act, a[:nb])
+            elif kind == FLATTEN:
+                if l == 0:  # elsewhere it shares its input's buffer
+                    copy_rows(x, a)
+            else:  # the kinds that run per sample on Numba's threads, a block of samples each
+                sparse = l == plan.sparse_layer  # dense, on the nonzeros of each input row
+                from_X = sparse and l == 0 and not augmenting
+                mask, arg, cols = ws.masks[l], ws.argmax[l], ws.cols
                 nz_idx, nz_val, nz_cnt = ws.nz_idx, ws.nz_val, ws.nz_cnt
-                for i in prange(nb):
-                    row = X[rows[i]] if l == 0 and not augmenting else below[i]
-                    nz_cnt[i] = forward_row(row, W, b, act, a[i], nz_idx[i], nz_val[i])
-            elif plan.kind[l] == DENSE:
-                dense_forward(inp, params.W[l], params.b[l], plan.act[l], ws.acts[l][:nb])
-            elif plan.kind[l] == CONV:
-                W, b, a, act, g = params.W[l], params.b[l], ws.acts[l], plan.act[l], plan.geom[l]
-                cols, need = ws.cols, cols_size(g)
+                key = stream_key(plan.seed, epoch, step, l)
+                threshold, scale = plan.threshold[l], plan.scale[l]
+                need = cols_size(g) if kind == CONV else 0
                 T = cols.shape[0]
                 span = (nb + T - 1) // T
-                for t in prange(T):  # thread t: a block of samples, its own im2col buffer
-                    conv_forward_block(inp, W, b, act, g, min(nb, t * span),
-                                       min(nb, t * span + span), cols[t][:need], a)
-            elif plan.kind[l] == POOL:
-                a, arg, g = ws.acts[l], ws.argmax[l], plan.geom[l]
-                for i in prange(nb):
-                    maxpool_forward_sample(inp[i], g, a[i], arg[i])
-            elif plan.kind[l] == DROPOUT:
-                key = stream_key(plan.seed, epoch, step, l)
-                mask, out = ws.masks[l], ws.acts[l]
-                threshold, scale = plan.threshold[l], plan.scale[l]
-                for i in prange(nb):
-                    dropout_row(inp[i], key, i, threshold, scale, mask[i], out[i])
-            elif plan.kind[l] == FLATTEN and l == 0:  # elsewhere it shares its input's buffer
-                copy_rows(x, ws.acts[0])
+                for t in prange(T):
+                    lo, hi = min(nb, t * span), min(nb, t * span + span)
+                    if kind == CONV:  # its own im2col buffer
+                        conv_forward_block(inp, W, b, act, g, lo, hi, cols[t][:need], a)
+                    else:
+                        for i in range(lo, hi):
+                            if sparse:
+                                row = X[rows[i]] if from_X else below[i]
+                                nz_cnt[i] = forward_row(row, W, b, act, a[i], nz_idx[i],
+                                                        nz_val[i])
+                            elif kind == POOL:
+                                maxpool_forward_sample(inp[i], g, a[i], arg[i])
+                            else:
+                                dropout_row(inp[i], key, i, threshold, scale, mask[i], a[i])
 
         # ---- output activation and loss: d loss / d logits into deltas[last]
         loss, c = output_loss(plan.loss, ws.acts[last][:nb], ws.yb[:nb], ws.deltas[last][:nb])
@@ -352,11 +357,15 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
         state.t[0] += 1
         store_bias_corrections(plan.optimizer, h, state.t[0], state.corr)
         c1, c2 = state.corr[0], state.corr[1]
+        code = plan.optimizer
         for l in range(last, plan.first_param - 1, -1):
-            inp = x if l == 0 else ws.acts[l - 1][:nb]
+            kind, g, x_act = plan.kind[l], plan.geom[l], plan.in_act[l]
+            W, b, gW, gb = params.W[l], params.b[l], ws.gW[l], ws.gb[l]
+            S1, S2, s1b, s2b = state.s1W[l], state.s2W[l], state.s1b[l], state.s2b[l]
+            inp = (ws.acts[l - 1] if l > 0 else ws.xb)[:nb]
             d = ws.deltas[l][:nb]
             # δ of the layer below, where some layer below has parameters to learn
-            d_below = ws.deltas[l - 1][:nb] if l > plan.first_param else ws.deltas[0][:0]
+            d_below = ws.deltas[l - 1][:nb] if l > plan.first_param else d[:0]
             if l == plan.sparse_layer:
                 # the minibatch's nonzeros per input column (the transpose the update reads)
                 nz_idx, nz_val, nz_cnt = ws.nz_idx, ws.nz_val, ws.nz_cnt
@@ -375,8 +384,8 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                 else:
                     build_columns(nz_idx, nz_val, nz_cnt, nb, col_counts, col_ptr, col_row,
                                   col_val)
-                W, S1, S2, scratch = params.W[l], state.s1W[l], state.s2W[l], ws.scratch
-                code, T, n_out = plan.optimizer, scratch.shape[0], params.W[l].shape[1]
+                scratch = ws.scratch
+                T, n_out = scratch.shape[0], W.shape[1]
                 span = (W.shape[0] + T - 1) // T
                 # thread t: one contiguous block of rows and its own scratch row (interleaved
                 # rows would share cache lines between the threads)
@@ -384,39 +393,35 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                     for j in range(t * span, min(W.shape[0], t * span + span)):
                         fused_update_row(j, W, S1, S2, d, col_ptr, col_row, col_val, code, h,
                                          c1, c2, scratch[t][:n_out])
-                column_sums(d, ws.gb[l])
-                optimizer_update(plan.optimizer, params.b[l], ws.gb[l], state.s1b[l],
-                                 state.s2b[l], h, c1, c2, False)
-            elif plan.kind[l] == DENSE:
-                dense_backward(inp, params.W[l], d, plan.in_act[l], ws.gW[l], ws.gb[l], d_below)
-                optimizer_update(plan.optimizer, params.W[l], ws.gW[l], state.s1W[l],
-                                 state.s2W[l], h, c1, c2, True)
-                optimizer_update(plan.optimizer, params.b[l], ws.gb[l], state.s1b[l],
-                                 state.s2b[l], h, c1, c2, False)
-            elif plan.kind[l] == CONV:
-                W, g, x_act, partial = params.W[l], plan.geom[l], plan.in_act[l], ws.partial
-                cols, need = ws.cols, cols_size(g)
-                T = partial.shape[0]
+                column_sums(d, gb)
+                optimizer_update(code, b, gb, s1b, s2b, h, c1, c2, False)
+            elif kind == DENSE:
+                dense_backward(inp, W, d, x_act, gW, gb, d_below)
+                optimizer_update(code, W, gW, S1, S2, h, c1, c2, True)
+                optimizer_update(code, b, gb, s1b, s2b, h, c1, c2, False)
+            elif kind == CONV or (kind == POOL and l > plan.first_param):
+                # per sample on Numba's threads: a block of samples each, and for a conv layer
+                # its own (dW, db) sums and im2col buffer
+                partial, cols, arg = ws.partial, ws.cols, ws.argmax[l]
+                need = cols_size(g) if kind == CONV else 0
+                T = cols.shape[0]
                 span = (nb + T - 1) // T
-                for t in prange(T):  # thread t: a block of samples, its own (dW, db) sums
-                    conv_backward_block(inp, W, d, x_act, g, min(nb, t * span),
-                                        min(nb, t * span + span), partial[t], cols[t][:need],
-                                        d_below)
-                sum_partials(partial, ws.gW[l], ws.gb[l])
-                optimizer_update(plan.optimizer, params.W[l], ws.gW[l], state.s1W[l],
-                                 state.s2W[l], h, c1, c2, True)
-                optimizer_update(plan.optimizer, params.b[l], ws.gb[l], state.s1b[l],
-                                 state.s2b[l], h, c1, c2, False)
-            elif plan.kind[l] == POOL and l > plan.first_param:
-                arg = ws.argmax[l]
-                for i in prange(nb):
-                    maxpool_backward_row(d[i], arg[i], d_below[i])
-            elif plan.kind[l] == DROPOUT and l > plan.first_param:
-                dropout_backward(d, ws.masks[l][:nb], ws.acts[l - 1][:nb], plan.in_act[l],
-                                 d_below)
+                for t in prange(T):
+                    lo, hi = min(nb, t * span), min(nb, t * span + span)
+                    if kind == CONV:
+                        conv_backward_block(inp, W, d, x_act, g, lo, hi, partial[t],
+                                            cols[t][:need], d_below)
+                    else:
+                        for i in range(lo, hi):
+                            maxpool_backward_row(d[i], arg[i], d_below[i])
+                if kind == CONV:
+                    sum_partials(partial, gW, gb)
+                    optimizer_update(code, W, gW, S1, S2, h, c1, c2, True)
+                    optimizer_update(code, b, gb, s1b, s2b, h, c1, c2, False)
+            elif kind == DROPOUT and l > plan.first_param:
+                dropout_backward(d, ws.masks[l][:nb], inp, x_act, d_below)
             if plan.max_norm[l] > 0:
-                max_norm_columns(params.W[l], plan.max_norm[l],
-                                 ws.scratch[0][:params.W[l].shape[1]])
+                max_norm_columns(W, plan.max_norm[l], ws.scratch[0][:W.shape[1]])
     return loss_sum, correct, seen
 
 
