@@ -203,7 +203,8 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
 @njit(cache=True, parallel=True)  # its own prange loops: see the note in sparse_input.py
 def forward(X, rows, params, plan, ws):
     """Inference on the rows X[rows] (dropout is the identity): the last layer's activations
-    ws.acts[len(plan.kind) - 1][:len(rows)] end up holding the logits. The zero-skipping first layer, if the plan has one, reads X itself."""
+    ws.acts[len(plan.kind) - 1][:len(rows)] end up holding the logits. The zero-skipping first
+    layer, if the plan has one, reads X itself."""
     n = rows.shape[0]
     if plan.sparse_layer != 0:
         gather_rows(X, rows, ws.xb)
