@@ -5,6 +5,8 @@ import math
 from . import kernels as K
 from .validation import check_choice, check_int
 
+MAX_SIZE = 2 ** 31 - 1  # any size or count of a layer (kernels index with 32 bits)
+
 ACTIVATIONS = sorted(set(K.ACTIVATION_CODES) - {"identity"})
 
 
@@ -13,8 +15,8 @@ def _pair(value, name):
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an integer or a pair (height, width), got {value!r}")
-        return tuple(check_int(v, name, 1) for v in value)
-    v = check_int(value, name, 1)
+        return tuple(check_int(v, name, 1, MAX_SIZE) for v in value)
+    v = check_int(value, name, 1, MAX_SIZE)
     return (v, v)
 
 
@@ -52,7 +54,7 @@ class Dense(Layer):
     has_params = True
 
     def __init__(self, units, activation=None):
-        self.units = check_int(units, "Dense units", 1)
+        self.units = check_int(units, "Dense units", 1, MAX_SIZE)
         if activation is not None:
             check_choice(activation, "Dense activation", ACTIVATIONS)
         self.activation = activation
@@ -84,7 +86,7 @@ class Conv2D(Layer):
     has_params = True
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None):
-        self.filters = check_int(filters, "Conv2D filters", 1)
+        self.filters = check_int(filters, "Conv2D filters", 1, MAX_SIZE)
         self.kernel_size = _pair(kernel_size, "Conv2D kernel_size")
         self.strides = _pair(strides, "Conv2D strides")
         if self.strides[0] != self.strides[1]:

@@ -122,7 +122,7 @@ class Network:
             if len(shape) not in (1, 3):
                 raise ValueError(f"input_shape must be (features,) or (height, width, channels), "
                                  f"got {input_shape!r}")
-            shape = tuple(check_int(s, "input_shape", 1) for s in shape)
+            shape = tuple(check_int(s, "input_shape", 1, 2 ** 31 - 1) for s in shape)
             n_in = math.prod(shape)
             self.layers = list(sizes)
         else:
@@ -586,7 +586,7 @@ class Network:
             net.train_config = dict(meta.get("train_config") or {})
         except ModelFormatError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise ModelFormatError(f"{path}: inconsistent model metadata ({exc})") from None
         return net
 

@@ -78,3 +78,32 @@ def plot_errors(images, y_true, y_pred, path, max_images=36):
     if not len(wrong):
         axes[0, 0].set_title("no errors")
     return _save(fig, path)
+
+
+def plot_compare(histories, path, title=None):
+    """Several runs' learning curves on one figure: loss and accuracy per epoch, each run in its
+    own colour, training dashed and validation solid. For the course's optimizer comparison
+    (one run per optimizer) and for overfitting (a run with and one without dropout or L2).
+    ``histories`` maps a label to a History (or its ``history`` dict)."""
+    if not histories:
+        raise ValueError("plot_compare needs at least one history")
+    plt = _pyplot()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for k, (label, history) in enumerate(histories.items()):
+        h = history.history if hasattr(history, "history") else history
+        color = f"C{k % 10}"
+        for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+            train = np.asarray(h[key], dtype=float)
+            epochs = np.arange(1, len(train) + 1)
+            ax.plot(epochs, train, "--", color=color, label=f"{label} (train)")
+            val = np.array([np.nan if v is None else v for v in h.get(f"val_{key}", [])], float)
+            if len(val) and not np.all(np.isnan(val)):
+                ax.plot(epochs[:len(val)], val, "-", color=color, label=f"{label} (validation)")
+    for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    ax_loss.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

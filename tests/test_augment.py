@@ -163,3 +163,4 @@ def test_preview_cli_writes_a_picture(tmp_path):
                          text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 2000
+

@@ -115,22 +115,28 @@ def mutate(rng, blob):
     return _zip(members)
 
 
-def _model_file(tmp_path, checkpoint):
+def _model_file(tmp_path, checkpoint, cnn=False):
+    from fastmlp.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D
     rng = np.random.default_rng(0)
     X, y = rng.random((40, 6)), rng.integers(0, 3, 40)
     net = Network([6, 4, 3], seed=0)
+    if cnn:  # a layer stack, Adam's state, dropout
+        X = rng.random((40, 36))
+        net = Network([Conv2D(2, 3, padding="same", activation="relu"), MaxPool2D(2),
+                       Dropout(0.2), Flatten(), Dense(3)], input_shape=(6, 6, 1), seed=0)
     path = tmp_path / "base.npz"
     if checkpoint:
-        net.fit(X, y, epochs=1, batch_size=20, verbose=0, checkpoint=path)
+        net.fit(X, y, epochs=1, batch_size=20, verbose=0, checkpoint=path,
+                **({"optimizer": "adam"} if cnn else {}))
     else:
         net.fit(X, y, epochs=1, batch_size=20, verbose=0)
         net.save(path)
     return path
 
 
-@pytest.mark.parametrize("kind", ["model", "checkpoint"])
+@pytest.mark.parametrize("kind", ["model", "checkpoint", "cnn-checkpoint"])
 def test_structure_aware_fuzz_raises_only_model_format_errors(tmp_path, kind):
-    base = _model_file(tmp_path, kind == "checkpoint").read_bytes()
+    base = _model_file(tmp_path, kind != "model", cnn=kind.startswith("cnn")).read_bytes()
     target = tmp_path / "fuzzed.npz"
     rng = np.random.default_rng(2026)
     rejected = loaded = 0
