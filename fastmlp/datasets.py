@@ -257,12 +257,7 @@ def _scale(images, dtype, flatten):
 
 def load_idx_dataset(name, data_dir=None, *, validation_size=0, dtype="float32", flatten=True,
                      download=True, test_only=False):
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype}")
-    if isinstance(validation_size, bool) or not isinstance(validation_size, (int, np.integer)) \
-            or validation_size < 0:
-        raise ValueError(f"validation_size must be an integer >= 0, got {validation_size!r}")
+    dtype = _check_options(dtype, validation_size)
     parts = ("t10k",) if test_only else ("train", "t10k")
     paths = locate(name, data_dir, download, parts)
     splits = []
@@ -275,13 +270,29 @@ def load_idx_dataset(name, data_dir=None, *, validation_size=0, dtype="float32",
         del images
     if test_only:
         return splits[0]
-    (X_train, y_train), test = splits
+    return _with_validation(*splits, validation_size)
+
+
+def _check_options(dtype, validation_size):
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype}")
+    if isinstance(validation_size, bool) or not isinstance(validation_size, (int, np.integer)) \
+            or validation_size < 0:
+        raise ValueError(f"validation_size must be an integer >= 0, got {validation_size!r}")
+    return dtype
+
+
+def _with_validation(train, test, validation_size):
+    """(train, test), or with validation_size > 0 (train, validation, test): the classic split,
+    the last training samples validate."""
+    X_train, y_train = train
     if validation_size >= X_train.shape[0]:
         raise ValueError(f"validation_size must be in [0, {X_train.shape[0]}), "
                          f"got {validation_size!r}")
     if validation_size == 0:
         return (X_train, y_train), test
-    cut = X_train.shape[0] - validation_size  # the classic split: the last samples validate
+    cut = X_train.shape[0] - validation_size
     return (X_train[:cut], y_train[:cut]), (X_train[cut:], y_train[cut:]), test
 
 
@@ -424,12 +435,7 @@ def load_cifar10(data_dir=None, *, validation_size=0, dtype="float32", flatten=F
     channels-last (n, 32, 32, 3) in [0, 1] (``flatten``: rows of 3,072 values in that order),
     int64 labels; class names in :data:`CIFAR10_CLASSES`. Same options and lookup order as
     :func:`load_mnist`; never reads the pickled "python version"."""
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype}")
-    if isinstance(validation_size, bool) or not isinstance(validation_size, (int, np.integer)) \
-            or validation_size < 0:
-        raise ValueError(f"validation_size must be an integer >= 0, got {validation_size!r}")
+    dtype = _check_options(dtype, validation_size)
     read, _ = _cifar10_source(data_dir, download)
 
     def part(names):
@@ -445,14 +451,7 @@ def load_cifar10(data_dir=None, *, validation_size=0, dtype="float32", flatten=F
     test = part(CIFAR10["test"])
     if test_only:
         return test
-    X_train, y_train = part(CIFAR10["train"])
-    if validation_size >= X_train.shape[0]:
-        raise ValueError(f"validation_size must be in [0, {X_train.shape[0]}), "
-                         f"got {validation_size!r}")
-    if validation_size == 0:
-        return (X_train, y_train), test
-    cut = X_train.shape[0] - validation_size
-    return (X_train[:cut], y_train[:cut]), (X_train[cut:], y_train[cut:]), test
+    return _with_validation(part(CIFAR10["train"]), test, validation_size)
 
 
 LOADERS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10}

@@ -1,8 +1,13 @@
+import functools
+import http.server
 import os
+import signal
+import threading
 
 import numpy as np
 import pytest
 
+from fastmlp import datasets
 from fastmlp.datasets import ENV_VAR, load_mnist
 
 # The README's command passes a relative path (FASTMLP_DATA=../shared/data/mnist); the CLI tests
@@ -35,3 +40,48 @@ def toy_data():
     for c in range(10):
         X[y == c, c * 6:(c + 1) * 6] += 0.8
     return np.clip(X, 0, 1), y
+
+
+@pytest.fixture
+def no_cache(tmp_path, monkeypatch):
+    """An empty user cache, no $FASTMLP_DATA and no reachable mirror."""
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(datasets, "default_cache_dir", lambda: cache)
+    monkeypatch.delenv(datasets.ENV_VAR, raising=False)
+    monkeypatch.setenv("FASTMLP_MIRRORS", "http://127.0.0.1:9/")  # discard port: refused at once
+    return cache
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """(folder, URL) of a real HTTP server on localhost serving that folder."""
+    root = tmp_path / "mirror"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+@pytest.fixture
+def interrupt_after(monkeypatch):
+    """interrupt_after(backend, calls): fit's compiled step (or, for "numpy", its twin) sends
+    this process a SIGINT — a Ctrl-C — right after its ``calls``-th call. Returns the undo."""
+    from fastmlp import kernels as K
+
+    def arm(backend, calls):
+        name = "train_steps" if backend == "numba" else "train_steps_ref"
+        original, done = getattr(K, name), []
+
+        def interrupting(*args):
+            result = original(*args)
+            done.append(1)
+            if len(done) == calls:
+                os.kill(os.getpid(), signal.SIGINT)
+            return result
+
+        monkeypatch.setattr(K, name, interrupting)
+        return monkeypatch.undo
+    return arm

@@ -2,8 +2,6 @@
 determinism, both backends in a fit, bitwise resume, Nielsen's expansion, the preview, and
 bad settings."""
 import math
-import os
-import signal
 import subprocess
 import sys
 
@@ -102,26 +100,17 @@ def test_fit_with_augmentation_agrees_across_backends_and_learns(sparse):
     assert nets["numba"].train_config["augment"]["rotate"] == 10
 
 
-def test_interrupted_augmented_fit_resumes_bitwise(tmp_path, monkeypatch):
+def test_interrupted_augmented_fit_resumes_bitwise(tmp_path, interrupt_after):
     X, y = quadrant_data(160)
     aug = Augment(shift=1, rotate=8, elastic_alpha=4, elastic_sigma=2)
     kw = dict(epochs=3, batch_size=16, optimizer=Adam(3e-3), augment=aug, verbose=0)
     full = Network([144, 24, 4], seed=5, dropout=0.2)
     full.fit(X, y, **kw)
-    original, calls = K.train_steps, []
-
-    def interrupt_in_epoch_two(*args):
-        calls.append(args[4])
-        result = original(*args)
-        if len(calls) == 8 + 3:
-            os.kill(os.getpid(), signal.SIGINT)
-        return result
-
-    monkeypatch.setattr(K, "train_steps", interrupt_in_epoch_two)
+    undo = interrupt_after("numba", 8 + 3)  # chunks of 2 steps: inside epoch two
     net = Network([144, 24, 4], seed=5, dropout=0.2)
     ck = tmp_path / "ck.npz"
     assert net.fit(X, y, checkpoint=ck, **kw).stopped == "interrupted"
-    monkeypatch.undo()
+    undo()
     resumed = Network([144, 24, 4], seed=0, dropout=0.2)
     resumed.fit(X, y, resume=ck, **kw)
     for a, b in zip(full.weights + full.biases, resumed.weights + resumed.biases):

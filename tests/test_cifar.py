@@ -1,14 +1,11 @@
 """CIFAR-10's binary format on small files the tests write themselves (known pixels and labels,
 checked channel by channel), every way a file can be wrong, the archive, the download against a
 local HTTP server, and the course notebook's CNN end to end from the CLI."""
-import functools
 import hashlib
-import http.server
 import io
 import subprocess
 import sys
 import tarfile
-import threading
 
 import numpy as np
 import pytest
@@ -50,15 +47,6 @@ def write_archive(path, folder):
     with tarfile.open(path, "w:gz") as tar:
         tar.add(folder, arcname=CIFAR10["folder"])
     return path
-
-
-@pytest.fixture
-def no_cache(tmp_path, monkeypatch):
-    cache = tmp_path / "cache"
-    monkeypatch.setattr(datasets, "default_cache_dir", lambda: cache)
-    monkeypatch.delenv(datasets.ENV_VAR, raising=False)
-    monkeypatch.setenv("FASTMLP_MIRRORS", "http://127.0.0.1:9/")  # discard port: refused at once
-    return cache
 
 
 def check_content(X, y, labels):
@@ -139,18 +127,6 @@ def test_offline_error_names_the_folders(tmp_path, no_cache):
     assert str(tmp_path / "nowhere") in str(info.value)
     with pytest.raises(DataNotFoundError):
         load_cifar10(tmp_path, download=False)
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    root = tmp_path / "mirror"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a, **k: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
 
 
 def test_download_is_verified_into_the_cache(tmp_path, no_cache, http_server, monkeypatch):

@@ -3,7 +3,6 @@ PyTorch's autograd, both backends, files, resume, shapes and the errors for stac
 fit. Every network here has the six layers of the kernel tests' CNN (conv, pool, dropout, conv,
 flatten, dense) in float64, so Numba compiles the step once for all of them."""
 import os
-import signal
 
 import numpy as np
 import pytest
@@ -134,27 +133,16 @@ def test_images_flat_or_shaped_and_weights_in_keras_layout():
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
-def test_save_load_and_mid_epoch_resume_bitwise(tmp_path, monkeypatch, backend):
-    from fastmlp import kernels as K
+def test_save_load_and_mid_epoch_resume_bitwise(tmp_path, interrupt_after, backend):
     X, y = quadrant_images(96)
     kw = dict(epochs=3, batch_size=8, optimizer=Adam(lr=0.003), verbose=0)
     full = small_cnn(seed=4, backend=backend, dropout=0.3)
     full.fit(X, y, **kw)
-    name = "train_steps" if backend == "numba" else "train_steps_ref"
-    original, calls = getattr(K, name), []
-
-    def interrupt_in_epoch_two(*args):
-        calls.append(args[4])
-        result = original(*args)
-        if len(calls) == 8 + 3:
-            os.kill(os.getpid(), signal.SIGINT)
-        return result
-
-    monkeypatch.setattr(K, name, interrupt_in_epoch_two)
+    undo = interrupt_after(backend, 8 + 3)  # chunks of 2 steps: inside epoch two
     net = small_cnn(seed=4, backend=backend, dropout=0.3)
     ck = tmp_path / "ck.npz"
     assert net.fit(X, y, checkpoint=ck, **kw).stopped == "interrupted"
-    monkeypatch.undo()
+    undo()
     resumed = small_cnn(seed=0, backend=backend, dropout=0.3)
     resumed.fit(X, y, resume=ck, **kw)
     for a, b in zip(full.weights + full.biases, resumed.weights + resumed.biases):

@@ -1,12 +1,9 @@
 """MNIST loading: the real files, every corruption case, the lookup order, download, fallback."""
-import functools
 import gzip
 import hashlib
-import http.server
 import os
 import shutil
 import struct
-import threading
 import tracemalloc
 import warnings
 from pathlib import Path
@@ -27,16 +24,6 @@ def mnist_dir():
     if not path:
         pytest.fail(f"${datasets.ENV_VAR} must point at the MNIST files")
     return Path(path)
-
-
-@pytest.fixture
-def no_cache(tmp_path, monkeypatch):
-    """An empty user cache, no $FASTMLP_DATA and no reachable mirror."""
-    cache = tmp_path / "cache"
-    monkeypatch.setattr(datasets, "default_cache_dir", lambda: cache)
-    monkeypatch.delenv(datasets.ENV_VAR, raising=False)
-    monkeypatch.setenv("FASTMLP_MIRRORS", "http://127.0.0.1:9/")  # discard port: refused at once
-    return cache
 
 
 def write_idx(path, array, code=0x08, compress=False):
@@ -224,19 +211,6 @@ def test_no_download_when_told_not_to(tmp_path, no_cache):
     with pytest.raises(DataNotFoundError, match="Looked in"):
         load_mnist(tmp_path, download=False)
     assert not no_cache.exists()
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    root = tmp_path / "mirror"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a, **k: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
 
 
 @pytest.mark.mnist

@@ -1,7 +1,5 @@
 """The training loop of issue 'Training recipes': Keras epochs, validation_split, schedules,
 early stopping, dropout, costs, named recipes."""
-import os
-import signal
 import subprocess
 import sys
 
@@ -181,27 +179,17 @@ def test_sigmoid_outputs_and_bad_combinations(toy_data):
 
 
 def test_mid_epoch_interrupt_resumes_bitwise_with_adam_and_dropout(toy_data, tmp_path,
-                                                                     monkeypatch):
-    from fastmlp import kernels as K
+                                                                     interrupt_after):
     X, y = toy_data
     X = X.astype(np.float32)
     kw = dict(epochs=3, batch_size=8, optimizer=Adam(lr=0.003), verbose=0)
     full = Network([64, 32, 10], seed=4, backend="numpy", dropout=0.3, input_dropout=0.1)
     full.fit(X, y, **kw)
-    original, calls = K.train_steps_ref, []
-
-    def interrupt_in_epoch_two(*args):
-        calls.append(args[4])
-        result = original(*args)
-        if len(calls) == 8 + 3:
-            os.kill(os.getpid(), signal.SIGINT)
-        return result
-
-    monkeypatch.setattr(K, "train_steps_ref", interrupt_in_epoch_two)
+    undo = interrupt_after("numpy", 8 + 3)  # chunks of 8 steps: inside epoch two
     net = Network([64, 32, 10], seed=4, backend="numpy", dropout=0.3, input_dropout=0.1)
     ck = tmp_path / "ck.npz"
     assert net.fit(X, y, checkpoint=ck, **kw).stopped == "interrupted"
-    monkeypatch.undo()
+    undo()
     resumed = Network([64, 32, 10], seed=0, backend="numpy", dropout=0.3, input_dropout=0.1)
     resumed.fit(X, y, resume=ck, **kw)
     for a, b in zip(full.weights + full.biases, resumed.weights + resumed.biases):
