@@ -62,14 +62,22 @@ def pad_image(x, g, xp):
     H, Wd, C, PT, PL = g[IN_H], g[IN_W], g[IN_C], g[PAD_T], g[PAD_L]
     hp, wp = padded_size(g)
     zero = x[0] * 0
-    for j in range(hp * wp * C):
-        xp[j] = zero
     n = min(Wd, wp - PL) * C
-    for iy in range(min(H, hp - PT)):
-        dst = xp[((iy + PT) * wp + PL) * C:((iy + PT) * wp + PL) * C + n]
-        src = x[iy * Wd * C:iy * Wd * C + n]
-        for j in range(n):
-            dst[j] = src[j]
+    rows = min(H, hp - PT)
+    for py in range(hp):  # only the padding is zeroed: the image's pixels are copied over
+        line = xp[py * wp * C:(py + 1) * wp * C]
+        if PT <= py < PT + rows:
+            src = x[(py - PT) * Wd * C:(py - PT) * Wd * C + n]
+            for j in range(PL * C):
+                line[j] = zero
+            dst = line[PL * C:PL * C + n]
+            for j in range(n):
+                dst[j] = src[j]
+            for j in range(PL * C + n, wp * C):
+                line[j] = zero
+        else:
+            for j in range(wp * C):
+                line[j] = zero
 
 
 @njit(cache=True, inline="always")
@@ -177,28 +185,27 @@ def conv_forward_ref(x, W, b, act, g, out, cols=None):
 # ---- Conv2D backward -----------------------------------------------------------------------
 @njit(cache=True)
 def conv_backward_block(x, W, d, x_act, g, lo, hi, p, cols, dx):
-    """Samples lo..hi-1 of conv_backward: their (dW, db) sums into p (zeroed first), by one
-    sgemm per sample (dWᵀ = dᵀ patches, the faster shape), and, when dx has rows, their input
-    gradients col2im(d Wᵀ) ⊙ f'(x)."""
+    """Samples lo..hi-1 of conv_backward: their (dWᵀ, db) sums into p (zeroed first; dWᵀ is
+    the faster sgemm shape, transposed once by sum_partials), one sgemm per sample, and, when dx
+    has rows, their input gradients col2im(d Wᵀ) ⊙ f'(x)."""
     K, F = W.shape[0], W.shape[1]
     size = K * F
     OHW = g[OUT_H] * g[OUT_W]
     for j in range(size + F):
         p[j] = 0
-    pW, pb = p[:size], p[size:size + F]
+    pWt, pb = p[:size], p[size:size + F]
     P = cols[:OHW * K].reshape(OHW, K)
     dP = cols[OHW * K:2 * OHW * K].reshape(OHW, K)
-    gWt = cols[2 * OHW * K:2 * OHW * K + K * F].reshape(F, K)
-    xp = cols[2 * OHW * K + K * F:]
+    flat = cols[2 * OHW * K:2 * OHW * K + size]
+    gWt = flat.reshape(F, K)
+    xp = cols[2 * OHW * K + size:]
     for i in range(lo, hi):
         D = d[i].reshape(OHW, F)
         pad_image(x[i], g, xp)
         im2col(xp, g, P)
         np.dot(D.T, P, gWt)
-        for r in range(K):
-            pw = pW[r * F:r * F + F]
-            for f in range(F):
-                pw[f] += gWt[f, r]
+        for j in range(size):
+            pWt[j] += flat[j]
         for q in range(OHW):
             for f in range(F):
                 pb[f] += D[q, f]
@@ -213,14 +220,15 @@ def conv_backward_block(x, W, d, x_act, g, lo, hi, p, cols, dx):
 
 @njit(cache=True)
 def sum_partials(partial, dW, db):
-    """dW, db <- the sums of the threads' blocks, added in a fixed order."""
-    size = dW.shape[0] * dW.shape[1]
-    flat = dW.reshape(size)
-    for j in range(size):
-        s = partial[0, j]
-        for t in range(1, partial.shape[0]):
-            s += partial[t, j]
-        flat[j] = s
+    """dW, db <- the sums of the threads' blocks (dWᵀ, db each), added in a fixed order."""
+    K, F = dW.shape[0], dW.shape[1]
+    size = K * F
+    for f in range(F):
+        for r in range(K):
+            s = partial[0, f * K + r]
+            for t in range(1, partial.shape[0]):
+                s += partial[t, f * K + r]
+            dW[r, f] = s
     for f in range(db.shape[0]):
         s = partial[0, size + f]
         for t in range(1, partial.shape[0]):

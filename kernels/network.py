@@ -326,7 +326,7 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                 from_X = sparse and l == 0 and not augmenting
                 mask, arg, cols = ws.masks[l], ws.argmax[l], ws.cols
                 nz_idx, nz_val, nz_cnt = ws.nz_idx, ws.nz_val, ws.nz_cnt
-                key = stream_key(plan.seed, epoch, step, l)
+                key = stream_key(plan.seed, epoch, step, l) if kind == DROPOUT else np.uint64(0)
                 threshold, scale = plan.threshold[l], plan.scale[l]
                 need = cols_size(g) if kind == CONV else 0
                 T = cols.shape[0]
