@@ -2,6 +2,7 @@ import functools
 import http.server
 import os
 import signal
+import subprocess
 import threading
 
 import numpy as np
@@ -85,3 +86,16 @@ def interrupt_after(monkeypatch):
         monkeypatch.setattr(K, name, interrupting)
         return monkeypatch.undo
     return arm
+
+
+def ctrl_c_when(cmd, cwd, stream, prefix, timeout=300):
+    """Run ``cmd``, send it SIGINT (a Ctrl-C) when a line of its ``stream`` ("stdout" or
+    "stderr") starts with ``prefix``; returns (exit code, stdout, stderr)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    for line in getattr(proc, stream):
+        if line.startswith(prefix):
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err

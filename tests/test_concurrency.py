@@ -2,10 +2,11 @@
 4807, 10128), and Ctrl-C during a sweep."""
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
+
+from conftest import ctrl_c_when
 
 FIT = """
 import hashlib, json, numpy as np
@@ -43,14 +44,8 @@ def test_ctrl_c_during_a_sweep_keeps_finished_records_and_exits_130(tmp_path):
     cmd = [sys.executable, "-m", "fastmlp", "sweep", "--dataset", "digits", "--hidden",
            "8,16,32,64", "--seeds", "0-9", "--epochs", "30", "--batch-size", "16", "--jobs", "2",
            "--out", "s.csv"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    for line in proc.stderr:
-        if line.startswith("sweep: 2/40"):
-            proc.send_signal(signal.SIGINT)
-            break
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err
+    code, out, err = ctrl_c_when(cmd, tmp_path, "stderr", "sweep: 2/40")
+    assert code == 130, err
     assert "Traceback" not in err
     lines = (tmp_path / "s.jsonl").read_text().splitlines()
     assert 2 <= len(lines) < 40

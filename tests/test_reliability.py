@@ -6,12 +6,12 @@ import os
 import pickle
 import signal
 import struct
-import subprocess
 import sys
 import threading
 import zipfile
 
 import numpy as np
+from conftest import ctrl_c_when
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -442,16 +442,10 @@ def test_resume_refuses_a_model_file_and_a_different_network(model_file, tmp_pat
 
 @pytest.mark.mnist
 def test_cli_ctrl_c_saves_the_model_and_exits_130(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "fastmlp", "train", "--dataset", "mnist",
-                             "--epochs", "200", "--hidden", "64", "--out", "m.npz"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    for line in proc.stdout:
-        if line.startswith("Epoch 1/200"):
-            proc.send_signal(signal.SIGINT)
-            break
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err
+    code, out, err = ctrl_c_when([sys.executable, "-m", "fastmlp", "train", "--dataset",
+                                  "mnist", "--epochs", "200", "--hidden", "64", "--out", "m.npz"],
+                                 tmp_path, "stdout", "Epoch 1/200")
+    assert code == 130, err
     assert "Interrupted in epoch" in out and "Traceback" not in err
     net = Network.load(tmp_path / "m.npz")
     assert 1 <= net.epochs_done < 200
