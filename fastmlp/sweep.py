@@ -191,21 +191,53 @@ def _finite(v):
 
 
 # ---- results file --------------------------------------------------------------------------------
-def read_records(path):
-    """The records of a results file (JSONL). A last line cut by a crash is ignored."""
+def read_records(path, damaged=None):
+    """The records of a results file (JSONL). A line that is not a whole, valid record (the last
+    line cut by a crash, a damaged byte) is left out: its trial runs again. ``damaged``: a list
+    that gets the number of each line left out."""
     records = []
     path = Path(path)
     if not path.exists():
         return records
-    with open(path) as f:
-        for line in f:
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # the partial last line of an interrupted write
-            if isinstance(record, dict) and "key" in record:
+                record = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                record = None
+            if _valid_record(record):
                 records.append(record)
+            elif line.strip() and damaged is not None:
+                damaged.append(number)
     return records
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _valid_record(record):
+    """A record as a trial writes it: a key naming the settings the record holds, and finite
+    results (or the error that ended the trial)."""
+    if not isinstance(record, dict) or not isinstance(record.get("key"), str):
+        return False
+    try:
+        settings = json.loads(record["key"])
+    except (ValueError, RecursionError):
+        return False
+    missing = object()
+    if not isinstance(settings, dict) or any(record.get(k, missing) != v
+                                             for k, v in settings.items()):
+        return False
+    if not _number(record.get("train_seconds")) or record["train_seconds"] < 0:
+        return False
+    if "error" in record:
+        return isinstance(record["error"], str)
+    accuracy, history = record.get("test_accuracy"), record.get("history")
+    return (_number(accuracy) and 0 <= accuracy <= 1 and _number(record.get("test_loss"))
+            and isinstance(history, dict)
+            and all(isinstance(values, list) and all(v is None or _number(v) for v in values)
+                    for values in history.values()))
 
 
 def _drop_partial_line(path):
@@ -373,7 +405,11 @@ def sweep(grid, data="mnist", base=None, backend="local", n_jobs=2, out=None, sc
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     if out:
         _drop_partial_line(out)
-    done = {r["key"]: r for r in read_records(out)} if out else {}
+    damaged = []
+    done = {r["key"]: r for r in read_records(out, damaged)} if out else {}
+    if damaged:
+        log(f"sweep: {out} lines {', '.join(map(str, damaged))} are not valid records; their "
+            f"trials run again")
     pending = [t for t in trials if trial_key(t) not in done]
     if done:
         log(f"sweep: {len(trials) - len(pending)} of {len(trials)} trials already in {out}")

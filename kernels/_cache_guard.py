@@ -4,6 +4,12 @@ Numba checks a cached function only against its own file's timestamp, while a ji
 inlines the kernels it calls from other files: after an edit to dense.py, the cache of
 mlp.train_steps would still hold the old dense code (wrong results, or a crash). So the cache
 files of this package are tied to a hash of all its sources and of the Numba version.
+
+Other processes may be loading or writing the same cache meanwhile. Numba writes each cache file
+to a temporary name and renames it; a file deleted here stays readable by a process that has it
+open, and an index whose data file is gone makes Numba compile again. What must hold on this
+side: a file another process deleted first is no error, and the stamp is never seen half written
+(it is renamed into place too).
 """
 import hashlib
 import os
@@ -11,17 +17,24 @@ from pathlib import Path
 
 
 def _cache_dirs(here):
+    """Where Numba may keep this folder's cache: beside the sources, below $NUMBA_CACHE_DIR and
+    in the user-wide cache (read-only installs), as Numba's own locators name them."""
+    from numba.core import caching
+    from numba.misc.appdirs import AppDirs
     dirs = [here / "__pycache__"]
+    source = os.path.join(os.path.abspath(here), "network.py")
     custom = os.environ.get("NUMBA_CACHE_DIR")
     if custom:
-        # Numba mirrors the source folder's absolute path below NUMBA_CACHE_DIR
-        dirs.append(Path(custom) / str(here.resolve()).lstrip(os.sep))
+        dirs.append(Path(custom) / caching.UserProvidedCacheLocator.get_suitable_cache_subpath(
+            source))
+    user_wide = AppDirs(appname="numba", appauthor=False).user_cache_dir
+    dirs.append(Path(user_wide) / caching.UserWideCacheLocator.get_suitable_cache_subpath(source))
     return dirs
 
 
 def invalidate_stale_cache(here=None):
     import numba
-    here = Path(here or Path(__file__).parent).resolve()
+    here = Path(os.path.abspath(here or Path(__file__).parent))  # as Numba names the sources
     digest = hashlib.sha256(numba.__version__.encode())
     for source in sorted(here.glob("*.py")):
         digest.update(source.name.encode())
@@ -39,7 +52,9 @@ def invalidate_stale_cache(here=None):
         try:
             for pattern in ("*.nbi", "*.nbc"):
                 for f in cache.glob(pattern):
-                    f.unlink()
-            stamp.write_text(stamp_text)
+                    f.unlink(missing_ok=True)
+            partial = cache / f".fastmlp-kernels.stamp.{os.getpid()}"
+            partial.write_text(stamp_text)
+            os.replace(partial, stamp)
         except OSError:  # a read-only install: Numba falls back to its own cache folder
             pass

@@ -1,10 +1,13 @@
 """Many processes at once: a cold JIT cache compiled by four processes together (numba issues
-4807, 10128), and Ctrl-C during a sweep."""
+4807, 10128), the cache guard deleting files while other processes load them, and Ctrl-C
+during a sweep."""
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 from conftest import ctrl_c_when
 
@@ -38,6 +41,57 @@ def test_four_processes_compile_a_cold_cache_at_once(tmp_path):
     warm = subprocess.run([sys.executable, "-c", FIT], env=env, capture_output=True, text=True,
                           timeout=900, check=True)
     assert json.loads(warm.stdout.strip().splitlines()[-1]) in digests
+
+
+GATHER = """
+import numpy as np
+from fastmlp.kernels.data import gather_rows
+X = np.arange(12.0).reshape(4, 3)
+out = np.zeros((2, 3))
+gather_rows(X, np.array([3, 1]), out)
+assert (out == X[[3, 1]]).all(), out
+print("ok")
+"""
+
+
+def test_cache_guard_deletes_safely_while_other_processes_load(tmp_path, monkeypatch):
+    """One thread keeps making the cache stale and letting the guard drop it, while processes
+    start, run the guard themselves, load (or compile) a cached kernel and write the cache."""
+    from fastmlp.kernels._cache_guard import _cache_dirs, invalidate_stale_cache
+
+    from fastmlp import kernels
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    env = dict(os.environ)
+    subprocess.run([sys.executable, "-c", GATHER], env=env, check=True, timeout=300)
+    here = Path(os.path.abspath(Path(kernels.__file__).parent))
+    cache = _cache_dirs(here)[1]
+    assert list(cache.glob("*.nbi")), "the first process wrote the cache"
+    stop, deletions = threading.Event(), []
+
+    def keep_dropping():
+        while not stop.is_set():
+            (cache / "fastmlp-kernels.stamp").write_text("stale")
+            had = len(list(cache.glob("*.nb*")))
+            invalidate_stale_cache(here)
+            deletions.append(had)
+            time.sleep(0.005)
+
+    dropper = threading.Thread(target=keep_dropping)
+    dropper.start()
+    try:
+        for _ in range(4):
+            procs = [subprocess.Popen([sys.executable, "-c", GATHER], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for _ in range(3)]
+            for p in procs:
+                out, err = p.communicate(timeout=300)
+                assert p.returncode == 0 and out.strip() == "ok", err
+    finally:
+        stop.set()
+        dropper.join()
+    assert sum(1 for had in deletions if had) >= 4, "the guard dropped files while they loaded"
+    assert (cache / "fastmlp-kernels.stamp").read_text() != "stale"
 
 
 def test_ctrl_c_during_a_sweep_keeps_finished_records_and_exits_130(tmp_path):

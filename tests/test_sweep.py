@@ -79,6 +79,72 @@ def test_a_rerun_skips_finished_trials_and_survives_a_cut_line(digits, tmp_path,
     assert len(read_records(out)) == 4
 
 
+def _mutate_results(rng, lines):
+    """One structure-aware mutation of a results file's lines (bytes, newline-terminated)."""
+    from test_fuzz_formats import SPECIAL, _edit_value
+    lines = list(lines)
+    i = int(rng.integers(len(lines)))
+    kind = rng.integers(6)
+    if kind == 0:  # a value anywhere in one record
+        lines[i] = json.dumps(_edit_value(rng, json.loads(lines[i]))).encode() + b"\n"
+    elif kind == 1:  # one byte replaced by a special character or any byte
+        b = bytearray(lines[i])
+        b[rng.integers(len(b) - 1)] = (SPECIAL[rng.integers(len(SPECIAL))] if rng.random() < 0.5
+                                       else int(rng.integers(256)))
+        lines[i] = bytes(b)
+    elif kind == 2:  # a line cut, with or without its newline
+        cut = lines[i][:rng.integers(len(lines[i]))]
+        lines[i] = cut + (b"\n" if rng.random() < 0.5 else b"")
+    elif kind == 3:  # a line lost or doubled
+        lines[i:i + 1] = [] if rng.random() < 0.5 else [lines[i], lines[i]]
+    elif kind == 4:  # the key's settings edited inside its string
+        record = json.loads(lines[i])
+        record["key"] = json.dumps(_edit_value(rng, json.loads(record["key"])))
+        lines[i] = json.dumps(record).encode() + b"\n"
+    else:  # bytes that are not UTF-8, or an empty or blank line inserted
+        lines.insert(i, [b"\xff\xfe\x00\n", b"\n", b"  \n"][rng.integers(3)])
+    return lines
+
+
+def test_fuzzed_results_files_give_only_valid_records(digits, tmp_path):
+    """10,000 mutated results files: reading one never raises, and every record it yields is
+    whole and valid, so that a rerun either keeps a trial's record or runs the trial again."""
+    from fastmlp.sweep import expand, trial_key
+    out = tmp_path / "base.jsonl"
+    sweep(GRID, data=digits, base=dict(BASE, epochs=2), backend="sequential", out=out)
+    lines = out.read_bytes().splitlines(keepends=True)
+    keys = {trial_key(t) for t in expand(GRID, dict(BASE, epochs=2))}
+    rng = np.random.default_rng(0)
+    fuzzed = tmp_path / "fuzzed.jsonl"
+    for _ in range(10_000):
+        fuzzed.write_bytes(b"".join(_mutate_results(rng, lines)))
+        damaged = []
+        records = read_records(fuzzed, damaged)
+        done = {r["key"]: r for r in records}  # as a rerun indexes them
+        assert len(done) + len(damaged) <= len(fuzzed.read_bytes().splitlines())
+        for r in records:
+            settings = json.loads(r["key"])  # a key of no trial is never used by a rerun
+            assert all(r[k] == v for k, v in settings.items())
+            assert r["key"] not in keys or r["seed"] == settings["seed"]
+            assert type(r["test_accuracy"]) in (int, float) and 0 <= r["test_accuracy"] <= 1
+            assert all(isinstance(v, list) for v in r["history"].values())
+
+
+def test_a_rerun_runs_the_trials_of_damaged_lines_again(digits, tmp_path, sequential):
+    out = tmp_path / "log.jsonl"
+    sweep(GRID, data=digits, base=BASE, backend="sequential", out=out)
+    lines = out.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1][:40] + b"\xff" + lines[1][41:]          # not UTF-8
+    lines[2] = lines[2].replace(b'"test_accuracy": ', b'"test_accuracy": 1')  # out of range
+    out.write_bytes(b"".join(lines))
+    messages = []
+    records = sweep(GRID, data=digits, base=BASE, backend="sequential", out=out,
+                    log=messages.append)
+    assert "lines 2, 3 are not valid records" in messages[0]
+    assert "2 of 4 trials already in" in messages[1]
+    _same(records, sequential)
+
+
 def test_a_killed_worker_is_reported_and_its_trial_retried(digits, tmp_path):
     marker = tmp_path / "killed-once"
 
