@@ -1,9 +1,11 @@
 """``FastMLPClassifier``: fastmlp as a scikit-learn estimator, with MLPClassifier's parameter
 names where they mean the same, plus dropout, class weights, dtype and backend.
 
-It pickles (for joblib, GridSearchCV) like any estimator; fastmlp's own model files
-(``Network.save``) stay pickle-free.
+It pickles (for joblib, GridSearchCV) like any estimator; ``save``/``load`` write and read
+fastmlp's own pickle-free model file instead, with the estimator's parameters, classes and
+fitted attributes in its metadata.
 """
+import math
 import warnings
 
 import numpy as np
@@ -14,7 +16,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .callbacks import EarlyStopping
+from .errors import ModelFormatError
 from .network import Network
+from .serialization import load_arrays, save_arrays
 from .optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
 
 SOLVERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
@@ -216,6 +220,102 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
             return np.full(X.shape[0], self.classes_[0])
         return self.classes_[self.net_.predict(X)]
 
+    # ---- files --------------------------------------------------------------------------------
+    def save(self, path):
+        """Write the fitted estimator to ``path`` (.npz) atomically, without pickle: the
+        network's model file plus the parameters, ``classes_`` and fitted attributes."""
+        check_is_fitted(self, "net_")
+        params = self.get_params()
+        if params["random_state"] is not None and not isinstance(params["random_state"],
+                                                                  (int, np.integer)):
+            params["random_state"] = None  # a RandomState object is not part of the file
+        weights = params["class_weight"]
+        if isinstance(weights, dict):
+            params["class_weight"] = {"classes": [_label(k) for k in weights],
+                                      "weights": [float(v) for v in weights.values()]}
+        params["hidden_layer_sizes"] = np.atleast_1d(params["hidden_layer_sizes"]).tolist()
+        names = getattr(self, "feature_names_in_", None)
+        fitted = {"classes": [_label(c) for c in self.classes_],
+                  "n_features_in": int(self.n_features_in_),
+                  "feature_names_in": None if names is None else [str(n) for n in names],
+                  "loss_curve": [float(v) for v in self.loss_curve_],
+                  "validation_scores": None if self.validation_scores_ is None
+                  else [float(v) for v in self.validation_scores_],
+                  "best_loss": _json_number(self.best_loss_),
+                  "best_validation_score": _json_number(self.best_validation_score_),
+                  "n_iter": int(self.n_iter_)}
+        meta = dict(self.net_._meta(), kind="estimator",
+                    estimator={"class": type(self).__name__, "params": params, "fitted": fitted})
+        save_arrays(path, self.net_._arrays(), meta)
+
+    @classmethod
+    def load(cls, path, backend=None):
+        """Read an estimator written by :meth:`save` (never unpickles); every field is checked
+        and a bad one is a ``ModelFormatError`` naming it. ``backend`` overrides the saved
+        one."""
+        arrays, meta = load_arrays(path)
+        if meta.get("kind") != "estimator":
+            raise ModelFormatError(f"{path}: not a FastMLPClassifier file (kind "
+                                   f"{meta.get('kind')!r})")
+        try:
+            saved = meta["estimator"]
+            params, fitted = dict(saved["params"]), dict(saved["fitted"])
+            if saved["class"] != cls.__name__ or set(params) != set(cls().get_params()):
+                raise ValueError(f"estimator {saved['class']!r} with parameters "
+                                 f"{sorted(params)!r}")
+            weights = params["class_weight"]
+            if isinstance(weights, dict):
+                if len(weights["classes"]) != len(weights["weights"]):
+                    raise ValueError("class_weight: as many classes as weights")
+                params["class_weight"] = dict(zip(map(_checked_label, weights["classes"]),
+                                                  weights["weights"]))
+            params["hidden_layer_sizes"] = tuple(params["hidden_layer_sizes"])
+            clf = cls(**params)
+            if backend is not None:
+                clf.backend = backend
+            sizes, activation = clf._check_params()
+            net = Network._from_meta(meta, path, clf.backend)
+            classes = [_checked_label(c) for c in fitted["classes"]]
+            kinds = {type(c) for c in classes}
+            if not classes or len(kinds) > 1 or sorted(set(classes)) != classes:
+                raise ValueError("classes must be sorted, unique labels of one type")
+            n_features = fitted["n_features_in"]
+            expected = [n_features, *sizes, max(len(classes), 2)]
+            if (list(net.sizes) != expected or net.activation != activation
+                    or net.dtype != np.dtype(clf.dtype)):
+                raise ValueError(f"network {list(net.sizes)} {net.activation} {net.dtype}, the "
+                                 f"parameters and classes give {expected} {activation} "
+                                 f"{clf.dtype}")
+            names = fitted["feature_names_in"]
+            if names is not None and (not isinstance(names, list) or len(names) != n_features
+                                      or not all(isinstance(n, str) for n in names)):
+                raise ValueError(f"feature_names_in: {n_features} names expected")
+            curve, scores = fitted["loss_curve"], fitted["validation_scores"]
+            n_iter = fitted["n_iter"]
+            if (not isinstance(n_iter, int) or isinstance(n_iter, bool) or n_iter < 0
+                    or not _numbers(curve) or len(curve) != n_iter
+                    or scores is not None and (not _numbers(scores) or len(scores) != n_iter)):
+                raise ValueError("n_iter, loss_curve and validation_scores must agree")
+            best_loss, best_score = fitted["best_loss"], fitted["best_validation_score"]
+            if not all(v is None or _numbers([v]) for v in (best_loss, best_score)):
+                raise ValueError("best_loss and best_validation_score must be numbers or null")
+        except ModelFormatError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+            raise ModelFormatError(f"{path}: inconsistent estimator metadata ({exc})") from None
+        net._take_arrays(arrays, path)
+        clf.net_ = net
+        clf.classes_ = np.array(classes)
+        clf.n_features_in_ = n_features
+        if names is not None:
+            clf.feature_names_in_ = np.array(names, dtype=object)
+        clf.loss_curve_ = list(curve)
+        clf.validation_scores_ = None if scores is None else list(scores)
+        clf.best_loss_ = best_loss
+        clf.best_validation_score_ = best_score
+        clf.n_iter_ = n_iter
+        return clf
+
     # ---- scikit-learn's names for the parameters ---------------------------------------------
     @property
     def coefs_(self):
@@ -241,3 +341,25 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
         return tags
+
+
+def _label(value):
+    """A class label as JSON holds it (numpy scalars as Python ones)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _checked_label(value):
+    if not isinstance(value, (int, float, str)) or (
+            isinstance(value, float) and not math.isfinite(value)):
+        raise ValueError(f"class label {value!r}: a string, an integer or a finite number")
+    return value
+
+
+def _json_number(value):
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _numbers(values):
+    return isinstance(values, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        for v in values)

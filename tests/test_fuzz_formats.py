@@ -134,9 +134,30 @@ def _model_file(tmp_path, checkpoint, cnn=False):
     return path
 
 
-@pytest.mark.parametrize("kind", ["model", "checkpoint", "cnn-checkpoint"])
+def _estimator_file(tmp_path):
+    import warnings
+
+    from fastmlp.sklearn import FastMLPClassifier
+    rng = np.random.default_rng(0)
+    X, y = rng.random((60, 6)), np.array(["a", "b", "c"])[rng.integers(0, 3, 60)]
+    clf = FastMLPClassifier((5,), max_iter=3, early_stopping=True, class_weight={"a": 2.0},
+                            random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X, y)
+    path = tmp_path / "base.npz"
+    clf.save(path)
+    return path, FastMLPClassifier.load
+
+
+@pytest.mark.parametrize("kind", ["model", "checkpoint", "cnn-checkpoint", "estimator"])
 def test_structure_aware_fuzz_raises_only_model_format_errors(tmp_path, kind):
-    base = _model_file(tmp_path, kind != "model", cnn=kind.startswith("cnn")).read_bytes()
+    load = Network.load
+    if kind == "estimator":
+        path, load = _estimator_file(tmp_path)
+    else:
+        path = _model_file(tmp_path, kind != "model", cnn=kind.startswith("cnn"))
+    base = path.read_bytes()
     target = tmp_path / "fuzzed.npz"
     rng = np.random.default_rng(2026)
     rejected = loaded = 0
@@ -144,7 +165,7 @@ def test_structure_aware_fuzz_raises_only_model_format_errors(tmp_path, kind):
     for i in range(MUTATIONS_PER_FORMAT):
         target.write_bytes(mutate(rng, base))
         try:
-            net = Network.load(target)
+            loaded_object = load(target)
         except ModelFormatError:
             rejected += 1
             continue
@@ -152,6 +173,7 @@ def test_structure_aware_fuzz_raises_only_model_format_errors(tmp_path, kind):
             escapes.append((i, f"{type(exc).__name__}: {exc}"[:200]))
             continue
         loaded += 1
+        net = getattr(loaded_object, "net_", loaded_object)
         assert all(np.isfinite(w).all() for w in net.weights + net.biases)
     assert not escapes, f"{len(escapes)} escapes, first: {escapes[:3]}"
     assert rejected > MUTATIONS_PER_FORMAT // 2  # the mutations do reach the checks

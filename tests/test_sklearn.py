@@ -96,3 +96,57 @@ def test_partial_fit_class_weight_and_bad_settings(digits):
                          ({"alpha": -1.0}, "alpha must be")):
         with pytest.raises(ValueError, match=message):
             FastMLPClassifier(**bad).fit(X, y)
+
+
+def _fitted_attributes(clf):
+    return {k: getattr(clf, k) for k in ("n_features_in_", "loss_curve_", "validation_scores_",
+                                         "best_loss_", "best_validation_score_", "n_iter_")}
+
+
+@pytest.mark.parametrize("case", ["string-labels-and-names", "early-stopping-class-weight"])
+def test_save_and_load_without_pickle(digits, tmp_path, case):
+    import pandas as pd
+
+    from fastmlp import Network
+    from fastmlp.errors import ModelFormatError
+    X, Xt, y, yt = digits
+    columns = [f"pixel{i}" for i in range(64)]
+    if case == "string-labels-and-names":
+        labels = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven",
+                           "eight", "nine"])
+        X, Xt, y, yt = (pd.DataFrame(X, columns=columns), pd.DataFrame(Xt, columns=columns),
+                        labels[y], labels[yt])
+        clf = FastMLPClassifier((32,), max_iter=15, random_state=0)
+    else:
+        y, yt = y * 10 + 5, yt * 10 + 5
+        clf = FastMLPClassifier((16, 8), activation="tanh", solver="sgd", early_stopping=True,
+                                class_weight={5: 2.0, 95: 0.5}, dtype="float64", max_iter=15,
+                                random_state=np.random.RandomState(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(X, y)
+    path = tmp_path / "clf.npz"
+    clf.save(path)
+    with np.load(path, allow_pickle=False) as members:  # no member needs pickle to read
+        assert all(members[name] is not None for name in members.files)
+    back = FastMLPClassifier.load(path)
+    np.testing.assert_array_equal(back.predict(Xt), clf.predict(Xt))
+    np.testing.assert_array_equal(back.predict_proba(Xt), clf.predict_proba(Xt))
+    assert back.score(Xt, yt) == clf.score(Xt, yt)
+    assert list(back.classes_) == list(clf.classes_)
+    assert _fitted_attributes(back) == _fitted_attributes(clf)
+    params = clf.get_params()
+    if case != "string-labels-and-names":
+        params["random_state"] = None  # a RandomState object is not saved
+    assert back.get_params() == params
+    if case == "string-labels-and-names":
+        assert list(back.feature_names_in_) == columns
+        with pytest.raises(ValueError, match="feature names"):
+            back.predict(Xt.rename(columns={"pixel0": "x"}))
+    with warnings.catch_warnings():  # it goes on training from where it was
+        warnings.simplefilter("ignore")
+        back.set_params(warm_start=True, max_iter=2).fit(X, y)
+    assert back.n_iter_ == clf.n_iter_ + 2
+    Network([4, 3]).save(tmp_path / "net.npz")
+    with pytest.raises(ModelFormatError, match="not a FastMLPClassifier file"):
+        FastMLPClassifier.load(tmp_path / "net.npz")
