@@ -264,11 +264,12 @@ class Network:
         offsets = np.arange(batch, dtype=np.int64)
         rows = np.empty(batch, np.int64)  # the rows of one batch: no index the size of X
         forward = K.forward if self.backend == "numba" else K.forward_ref
+        images = K.image_code(plan)
         with one_blas_thread(self.backend == "numba" and plan_uses_threads(plan)):
             for start in range(0, n, batch):
                 stop = min(start + batch, n)
                 np.add(offsets[:stop - start], start, out=rows[:stop - start])
-                forward(X, rows[:stop - start], params, plan, ws)
+                forward(X, rows[:stop - start], params, plan, ws, images)
                 yield start, stop, ws.acts[len(self.layers) - 1][:stop - start]
 
     def _kernel(self, name):

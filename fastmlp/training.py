@@ -75,6 +75,7 @@ class Trainer:
         self.state = K.make_state(self.params, optimizer.code, optimizer.hyper(), net.dtype)
         self.ws = K.make_workspace(self.params, self.plan, net.n_features, batch_size, net.dtype)
         self.train_steps = K.train_steps if net.backend == "numba" else K.train_steps_ref
+        self.images = K.image_code(self.plan)
         self._saved = None
 
     def slot_arrays(self):
@@ -109,7 +110,8 @@ class Trainer:
                     np.copyto(dst, src)
                 stop = min(step + self.chunk, end)
                 ls, c, s = self.train_steps(self.X, self.y, order, self.batch_size, step, stop,
-                                            epoch, self.params, self.state, self.ws, self.plan)
+                                            epoch, self.params, self.state, self.ws, self.plan,
+                                            self.images)
                 if not math.isfinite(ls):
                     for src, dst in zip(self._saved, live):
                         np.copyto(dst, src)

@@ -17,16 +17,18 @@ from pathlib import Path
 
 
 def _cache_dirs(here):
-    """Where Numba may keep this folder's cache: beside the sources, below $NUMBA_CACHE_DIR and
-    in the user-wide cache (read-only installs), as Numba's own locators name them."""
+    """Where Numba may keep this folder's cache, as its own locators name them, the one it
+    writes to first: below $NUMBA_CACHE_DIR if set, beside the sources, in the user-wide cache
+    (read-only installs)."""
     from numba.core import caching
     from numba.misc.appdirs import AppDirs
-    dirs = [here / "__pycache__"]
+    dirs = []
     source = os.path.join(os.path.abspath(here), "network.py")
     custom = os.environ.get("NUMBA_CACHE_DIR")
     if custom:
         dirs.append(Path(custom) / caching.UserProvidedCacheLocator.get_suitable_cache_subpath(
             source))
+    dirs.append(here / "__pycache__")
     user_wide = AppDirs(appname="numba", appauthor=False).user_cache_dir
     dirs.append(Path(user_wide) / caching.UserWideCacheLocator.get_suitable_cache_subpath(source))
     return dirs
@@ -40,21 +42,27 @@ def invalidate_stale_cache(here=None):
         digest.update(source.name.encode())
         digest.update(source.read_bytes())
     stamp_text = digest.hexdigest()
+    placed = False  # the stamp is in the folder Numba writes to
     for cache in _cache_dirs(here):
         stamp = cache / "fastmlp-kernels.stamp"
         try:
             if stamp.read_text() == stamp_text:
+                placed = True
                 continue
         except OSError:
             pass
-        if not cache.is_dir():
-            continue
         try:
+            if not cache.is_dir():
+                if placed:
+                    continue
+                # stamped before Numba writes there: an unstamped cache is of unknown sources
+                cache.mkdir(parents=True, exist_ok=True)
             for pattern in ("*.nbi", "*.nbc"):
                 for f in cache.glob(pattern):
                     f.unlink(missing_ok=True)
             partial = cache / f".fastmlp-kernels.stamp.{os.getpid()}"
             partial.write_text(stamp_text)
             os.replace(partial, stamp)
-        except OSError:  # a read-only install: Numba falls back to its own cache folder
+            placed = True
+        except OSError:  # a read-only install: Numba falls back to the next folder
             pass

@@ -11,7 +11,8 @@ from .dense import dense_backward, dense_backward_ref, dense_forward, dense_forw
 from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward, dropout_forward_ref,
                       keep_threshold, stream_key)
 from .loss import output_activation, output_activation_ref, output_loss, output_loss_ref
-from .network import (CONV, DENSE, DROPOUT, FLATTEN, POOL, forward, forward_ref, make_params,
+from .network import (CONV, DENSE, DROPOUT, FLATTEN, POOL, forward, forward_ref, image_code,
+                      make_params,
                       make_plan, make_state, make_workspace, train_steps, train_steps_ref)
 from .optim import (ADAM, N_HYPER, ONE, OPTIMIZER_CODES, max_norm_columns, max_norm_columns_ref,
                     optimizer_update, optimizer_update_ref)
@@ -177,7 +178,7 @@ def _forward_case(rng, c):
     ws = make_workspace(params, plan, c.n_in, c.batch, c.dtype, training=False)
     X = _sparse_images(rng, 2 * c.batch + 3, c.n_in, c.dtype)
     rows = rng.permutation(X.shape[0])[:c.batch].astype(np.int64)
-    return (X, rows, params, plan, ws)
+    return (X, rows, params, plan, ws, image_code(plan))
 
 
 def _train_steps_case(rng, c):
@@ -198,7 +199,8 @@ def _train_steps_case(rng, c):
         plan = plan._replace(aug=params_aug, aug_kernel=gaussian_kernel(1.5),
                              aug_shape=np.array([1, c.n_in, 1], np.int64))
         ws = make_workspace(params, plan, c.n_in, c.batch, c.dtype)
-    return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, 4, params, state, ws, plan)
+    return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, 4, params, state, ws, plan,
+            image_code(plan))
 
 
 # ---- convolution and pooling: odd shapes from the case's numbers -----------------------------
@@ -316,14 +318,16 @@ def _cnn_train_steps_case(rng, c):
     n = 2 * c.batch + max(c.batch // 2, 1)
     X = _sparse_images(rng, n, n_in, c.dtype, density=0.5)
     y = rng.integers(0, 10, n).astype(np.int64)
-    return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, 1, params, state, ws, plan)
+    return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, 1, params, state, ws, plan,
+            image_code(plan))
 
 
 def _cnn_forward_case(rng, c):
     params, plan, _, n_in = cnn_case(rng, c)
     ws = make_workspace(params, plan, n_in, c.batch, c.dtype, training=False)
     X = _sparse_images(rng, 2 * c.batch + 3, n_in, c.dtype, density=0.5)
-    return (X, rng.permutation(X.shape[0])[:c.batch].astype(np.int64), params, plan, ws)
+    return (X, rng.permutation(X.shape[0])[:c.batch].astype(np.int64), params, plan, ws,
+            image_code(plan))
 
 
 def _conv_flops(c):

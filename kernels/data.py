@@ -5,9 +5,12 @@ from numba import njit
 
 @njit(cache=True)
 def gather_rows(X, rows, out):
-    """out[i] <- X[rows[i]] for i < len(rows)."""
+    """out[i] <- X[rows[i]] for i < len(rows). (A loop: the slice assignment ``out[i, :] = ...``
+    makes Numba compile its shape-mismatch error, string formatting and all: 4 s.)"""
     for i in range(rows.shape[0]):
-        out[i, :] = X[rows[i]]
+        src = X[rows[i]]
+        for j in range(out.shape[1]):
+            out[i, j] = src[j]
 
 
 def gather_rows_ref(X, rows, out):

@@ -199,12 +199,40 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
     )
 
 
+# ---- which code a network needs ------------------------------------------------------------
+def image_code(plan):
+    """The last argument of train_steps and forward: None for a network of dense and dropout
+    layers without augmentation, True otherwise. Numba drops the branches under
+    ``if images is not None`` where it is None, so the step an MLP compiles (its first fit with a
+    cold cache) has no conv, pooling or augmentation code in it."""
+    has_images = any(k == CONV or k == POOL for k in plan.kind) or len(plan.aug_shape) > 0
+    return True if has_images else None
+
+
+@njit(cache=True)
+def check_image_code(plan, images):
+    """A plan with conv/pooling layers or augmentation needs images=True."""
+    if images is None:
+        for l in range(plan.kind.shape[0]):
+            if plan.kind[l] == CONV or plan.kind[l] == POOL:
+                raise ValueError("images must be True: the plan has conv or pooling layers")
+        if plan.aug_shape.shape[0] > 0:
+            raise ValueError("images must be True: the plan has augmentation")
+
+
+# Only the explicit prange loops run in parallel: Numba's conversion of array expressions (and
+# its fusion pass over them) has nothing to do in these functions but costs compile time.
+PRANGE_ONLY = {"prange": True, "comprehension": False, "setitem": False, "reduction": False,
+               "numpy": False, "stencil": False, "fusion": False, "inplace_binop": False}
+
+
 # ---- inference ---------------------------------------------------------------------------
-@njit(cache=True, parallel=True)  # its own prange loops: see the note in sparse_input.py
-def forward(X, rows, params, plan, ws):
+@njit(cache=True, parallel=PRANGE_ONLY)  # its own prange loops: see sparse_input.py's note
+def forward(X, rows, params, plan, ws, images):
     """Inference on the rows X[rows] (dropout is the identity): the last layer's activations
     ws.acts[len(plan.kind) - 1][:len(rows)] end up holding the logits. The zero-skipping first
-    layer, if the plan has one, reads X itself."""
+    layer, if the plan has one, reads X itself. ``images``: see ``image_code``."""
+    check_image_code(plan, images)
     n = rows.shape[0]
     if plan.sparse_layer != 0:
         gather_rows(X, rows, ws.xb)
@@ -221,21 +249,24 @@ def forward(X, rows, params, plan, ws):
         elif kind == DENSE:
             dense_forward(inp, W, b, act, a[:n])
         elif kind == CONV:
-            cols, need = ws.cols, cols_size(g)
-            T = cols.shape[0]
-            span = (n + T - 1) // T
-            for t in prange(T):  # thread t: a block of samples, its own im2col buffer
-                conv_forward_block(inp, W, b, act, g, min(n, t * span), min(n, t * span + span),
-                                   cols[t][:need], a)
+            if images is not None:
+                cols, need = ws.cols, cols_size(g)
+                T = cols.shape[0]
+                span = (n + T - 1) // T
+                for t in prange(T):  # thread t: a block of samples, its own im2col buffer
+                    conv_forward_block(inp, W, b, act, g, min(n, t * span),
+                                       min(n, t * span + span), cols[t][:need], a)
         elif kind == POOL:
-            arg = ws.argmax[l]
-            for i in prange(n):
-                maxpool_forward_sample(inp[i], g, a[i], arg[i])
+            if images is not None:
+                arg = ws.argmax[l]
+                for i in prange(n):
+                    maxpool_forward_sample(inp[i], g, a[i], arg[i])
         elif kind == DROPOUT or (kind == FLATTEN and l == 0):
             copy_rows(inp, a)
 
 
-def forward_ref(X, rows, params, plan, ws):
+def forward_ref(X, rows, params, plan, ws, images):
+    check_image_code(plan, images)
     n = rows.shape[0]
     if plan.sparse_layer != 0:  # as forward(): xb holds the gathered rows, unless X is read
         gather_rows_ref(X, rows, ws.xb)
@@ -275,13 +306,16 @@ def scale_rows(d, weights, rows):
             d[i, j] *= w
 
 
-@njit(cache=True, parallel=True)  # its own prange loops: see the note in sparse_input.py
-def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, state, ws, plan):
+@njit(cache=True, parallel=PRANGE_ONLY)  # its own prange loops: see sparse_input.py's note
+def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, state, ws, plan,
+                images):
     """Minibatch steps [step_begin, step_end) of an epoch whose sample order is ``order``.
+    ``images``: see ``image_code``.
 
     Returns (sum over samples of the loss, number classified right, number of samples),
     measured on each minibatch before its update.
     """
+    check_image_code(plan, images)
     last = plan.kind.shape[0] - 1
     n = order.shape[0]
     h = state.hyper
@@ -298,15 +332,16 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
         augmenting = plan.aug_shape.shape[0] > 0
         if plan.sparse_layer != 0 or augmenting:  # else the zero-skipping layer reads X itself
             gather_rows(X, rows, ws.xb)
-        if augmenting:  # each image distorted where it was gathered
-            key = stream_key(plan.seed, epoch, step, STREAM)
-            xb, aug_scratch = ws.xb, ws.aug_scratch
-            aug, aug_kernel, aug_shape = plan.aug, plan.aug_kernel, plan.aug_shape
-            T = aug_scratch.shape[0]
-            span = (nb + T - 1) // T
-            for t in prange(T):
-                for i in range(t * span, min(nb, t * span + span)):
-                    augment_row(xb[i], key, i, aug, aug_kernel, aug_shape, aug_scratch[t])
+        if images is not None:
+            if augmenting:  # each image distorted where it was gathered
+                key = stream_key(plan.seed, epoch, step, STREAM)
+                xb, aug_scratch = ws.xb, ws.aug_scratch
+                aug, aug_kernel, aug_shape = plan.aug, plan.aug_kernel, plan.aug_shape
+                T = aug_scratch.shape[0]
+                span = (nb + T - 1) // T
+                for t in prange(T):
+                    for i in range(t * span, min(nb, t * span + span)):
+                        augment_row(xb[i], key, i, aug, aug_kernel, aug_shape, aug_scratch[t])
         x = ws.xb[:nb]
 
         # ---- forward, layer by layer
@@ -334,7 +369,8 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                 for t in prange(T):
                     lo, hi = min(nb, t * span), min(nb, t * span + span)
                     if kind == CONV:  # its own im2col buffer
-                        conv_forward_block(inp, W, b, act, g, lo, hi, cols[t][:need], a)
+                        if images is not None:
+                            conv_forward_block(inp, W, b, act, g, lo, hi, cols[t][:need], a)
                     else:
                         for i in range(lo, hi):
                             if sparse:
@@ -342,7 +378,8 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                                 nz_cnt[i] = forward_row(row, W, b, act, a[i], nz_idx[i],
                                                         nz_val[i])
                             elif kind == POOL:
-                                maxpool_forward_sample(inp[i], g, a[i], arg[i])
+                                if images is not None:
+                                    maxpool_forward_sample(inp[i], g, a[i], arg[i])
                             else:
                                 dropout_row(inp[i], key, i, threshold, scale, mask[i], a[i])
 
@@ -401,24 +438,25 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                 optimizer_update(code, W, gW, S1, S2, h, c1, c2, True)
                 optimizer_update(code, b, gb, s1b, s2b, h, c1, c2, False)
             elif kind == CONV or (kind == POOL and l > plan.first_param):
-                # per sample on Numba's threads: a block of samples each, and for a conv layer
-                # its own (dW, db) sums and im2col buffer
-                partial, cols, arg = ws.partial, ws.cols, ws.argmax[l]
-                need = cols_size(g) if kind == CONV else 0
-                T = cols.shape[0]
-                span = (nb + T - 1) // T
-                for t in prange(T):
-                    lo, hi = min(nb, t * span), min(nb, t * span + span)
+                if images is not None:
+                    # per sample on Numba's threads: a block of samples each, and for a conv layer
+                    # its own (dW, db) sums and im2col buffer
+                    partial, cols, arg = ws.partial, ws.cols, ws.argmax[l]
+                    need = cols_size(g) if kind == CONV else 0
+                    T = cols.shape[0]
+                    span = (nb + T - 1) // T
+                    for t in prange(T):
+                        lo, hi = min(nb, t * span), min(nb, t * span + span)
+                        if kind == CONV:
+                            conv_backward_block(inp, W, d, x_act, g, lo, hi, partial[t],
+                                                cols[t][:need], d_below)
+                        else:
+                            for i in range(lo, hi):
+                                maxpool_backward_row(d[i], arg[i], d_below[i])
                     if kind == CONV:
-                        conv_backward_block(inp, W, d, x_act, g, lo, hi, partial[t],
-                                            cols[t][:need], d_below)
-                    else:
-                        for i in range(lo, hi):
-                            maxpool_backward_row(d[i], arg[i], d_below[i])
-                if kind == CONV:
-                    sum_partials(partial, gW, gb)
-                    optimizer_update(code, W, gW, S1, S2, h, c1, c2, True)
-                    optimizer_update(code, b, gb, s1b, s2b, h, c1, c2, False)
+                        sum_partials(partial, gW, gb)
+                        optimizer_update(code, W, gW, S1, S2, h, c1, c2, True)
+                        optimizer_update(code, b, gb, s1b, s2b, h, c1, c2, False)
             elif kind == DROPOUT and l > plan.first_param:
                 dropout_backward(d, ws.masks[l][:nb], inp, x_act, d_below)
             if plan.max_norm[l] > 0:
@@ -427,8 +465,9 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
 
 
 def train_steps_ref(X, y, order, batch_size, step_begin, step_end, epoch, params, state, ws,
-                    plan):
+                    plan, images):
     """The NumPy twin of train_steps: the same step, textbook backprop over the twins."""
+    check_image_code(plan, images)
     from .optim import bias_corrections
     last = len(plan.kind) - 1
     h = state.hyper

@@ -151,3 +151,24 @@ def test_column_lists_built_in_blocks(blocks):
         np.testing.assert_array_equal(row[ptr[j]:ptr[j + 1]], expected_rows)
         np.testing.assert_array_equal(v[ptr[j]:ptr[j + 1]], x[expected_rows, j])
     assert ptr[-1] == np.count_nonzero(x)
+
+
+def test_a_new_numba_cache_dir_is_stamped_and_kept(tmp_path, monkeypatch):
+    """$NUMBA_CACHE_DIR's folder does not exist before the first compile: the guard stamps it
+    then, so that the next process keeps (and loads) what the first one wrote."""
+    import shutil
+    from pathlib import Path
+
+    from fastmlp import kernels
+    from fastmlp.kernels._cache_guard import _cache_dirs, invalidate_stale_cache
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in Path(kernels.__file__).parent.glob("*.py"):
+        shutil.copy(f, src / f.name)
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba-cache"))
+    cache = _cache_dirs(src)[0]
+    assert not cache.exists()
+    invalidate_stale_cache(src)  # the first process, before Numba writes
+    (cache / "network.train_steps-9.py311.nbi").write_bytes(b"compiled by the first process")
+    invalidate_stale_cache(src)  # the next process
+    assert list(cache.glob("*.nbi")), "the first process's cache must be kept"
