@@ -62,7 +62,7 @@ class Augment:
         X = np.array(X, dtype=np.float64 if X.dtype == np.float64 else np.float32, copy=True)
         X = X.reshape(X.shape[0], -1)
         params, kernel, shape = self.tables(image_shape)
-        scratch = np.zeros((numba.get_num_threads(), K.augment.scratch_size(*shape)), X.dtype)
+        scratch = np.zeros((numba.get_num_threads(), K.augment.scratch_size(*shape)))
         key = np.uint64(K.stream_key(seed, epoch, step, K.augment.STREAM))  # as fit draws
         K.augment.augment_batch(X, key, params, kernel, shape, scratch)
         return X

@@ -35,7 +35,8 @@ def gaussian_kernel(sigma):
 
 
 def scratch_size(h, w, c):
-    """Values of one thread's scratch: the source row and three displacement planes."""
+    """Values of one thread's scratch (float64): the source row and three displacement
+    planes."""
     return h * w * c + 3 * h * w
 
 
@@ -51,12 +52,18 @@ def _smooth(field, tmp, kernel, h, w):
     tmp: h·w values of scratch."""
     r, K = kernel.shape[0] // 2, kernel.shape[0]
     for y in range(h):
-        row = field[y * w:y * w + w]
+        row, out = field[y * w:y * w + w], tmp[y * w:y * w + w]
         for x in range(w):
-            s = 0.0
-            for k in range(max(0, r - x), min(K, w + r - x)):  # taps inside the image
-                s += kernel[k] * row[x + k - r]
-            tmp[y * w + x] = s
+            out[x] = 0.0
+        # input pixel by input pixel, added to the outputs its taps reach (the Gaussian is
+        # symmetric): each output still sums its terms in increasing input order, as the twin
+        for j in range(w):
+            v = row[j]
+            lo, hi = max(0, j - r), min(w, j + r + 1)
+            taps = kernel[lo - j + r:hi - j + r]
+            dst = out[lo:hi]
+            for x in range(hi - lo):
+                dst[x] += v * taps[x]
     for y in range(h):
         out = field[y * w:y * w + w]
         for x in range(w):

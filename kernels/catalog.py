@@ -345,7 +345,7 @@ def _augment_case(rng, c):
     params = np.array([2.0, np.radians(12), 0.15, 6.0 if sigma else 0.0])
     return (x, np.uint64(stream_key(3, c.batch, 7, STREAM)), params, gaussian_kernel(sigma),
             np.array(shape, np.int64), np.zeros((numba.get_num_threads(),
-                                                 scratch_size(*shape)), c.dtype))
+                                                 scratch_size(*shape))))
 
 
 def _mlp_flops(c):

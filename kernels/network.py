@@ -193,9 +193,10 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
         # per thread: a conv layer's im2col buffers (conv.cols_size)
         cols=np.zeros((threads, max([cols_size(g) if k == CONV else 0 for k, g in
                                      zip(plan.kind, plan.geom)] + [0])), dtype),
-        # per thread: the distortions' source image and displacement fields
+        # per thread: the distortions' source image and displacement fields, in float64 as the
+        # twin computes them (so that float32 fits distort bitwise alike too)
         aug_scratch=np.zeros((threads, augment_scratch_size(*plan.aug_shape)
-                              if len(plan.aug_shape) and training else 0), dtype),
+                              if len(plan.aug_shape) and training else 0), np.float64),
     )
 
 

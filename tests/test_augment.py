@@ -38,6 +38,10 @@ def test_distortions_equal_scipy_bilinear_sampling_at_the_drawn_coordinates(elas
     scratch = np.zeros((2, K.augment.scratch_size(side, side, 1)))
     K.augment.augment_batch(fast, key, params, kernel, shape, scratch)
     np.testing.assert_array_equal(fast, out)
+    out32, fast32 = X.astype(np.float32), X.astype(np.float32)  # float32 images: bitwise too
+    K.augment.augment_batch_ref(out32, key, params, kernel, shape)
+    K.augment.augment_batch(fast32, key, params, kernel, shape, scratch)
+    np.testing.assert_array_equal(fast32, out32)
     ys, xs = np.mgrid[0:side, 0:side].astype(np.float64)
     c = (side - 1) / 2
     for i in range(len(X)):
