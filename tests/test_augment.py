@@ -104,18 +104,20 @@ def test_fit_with_augmentation_agrees_across_backends_and_learns(sparse):
     assert nets["numba"].train_config["augment"]["rotate"] == 10
 
 
-def test_interrupted_augmented_fit_resumes_bitwise(tmp_path, interrupt_after):
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_interrupted_augmented_fit_resumes_bitwise(tmp_path, interrupt_after, backend):
     X, y = quadrant_data(160)
     aug = Augment(shift=1, rotate=8, elastic_alpha=4, elastic_sigma=2)
     kw = dict(epochs=3, batch_size=16, optimizer=Adam(3e-3), augment=aug, verbose=0)
-    full = Network([144, 24, 4], seed=5, dropout=0.2)
+    full = Network([144, 24, 4], seed=5, dropout=0.2, backend=backend)
     full.fit(X, y, **kw)
-    undo = interrupt_after("numba", 8 + 3)  # chunks of 2 steps: inside epoch two
-    net = Network([144, 24, 4], seed=5, dropout=0.2)
+    undo = interrupt_after(backend, 5 + 3)  # 10 steps an epoch in chunks of 2: inside epoch two
+    net = Network([144, 24, 4], seed=5, dropout=0.2, backend=backend)
     ck = tmp_path / "ck.npz"
     assert net.fit(X, y, checkpoint=ck, **kw).stopped == "interrupted"
+    assert net.epochs_done == 1
     undo()
-    resumed = Network([144, 24, 4], seed=0, dropout=0.2)
+    resumed = Network([144, 24, 4], seed=0, dropout=0.2, backend=backend)
     resumed.fit(X, y, resume=ck, **kw)
     for a, b in zip(full.weights + full.biases, resumed.weights + resumed.biases):
         np.testing.assert_array_equal(a, b)
