@@ -65,7 +65,8 @@ def test_cache_guard_deletes_safely_while_other_processes_load(tmp_path, monkeyp
     env = dict(os.environ)
     subprocess.run([sys.executable, "-c", GATHER], env=env, check=True, timeout=300)
     here = Path(os.path.abspath(Path(kernels.__file__).parent))
-    cache = _cache_dirs(here)[1]
+    cache = _cache_dirs(here)[0]  # $NUMBA_CACHE_DIR's folder, never the package's own
+    assert str(cache).startswith(str(tmp_path))
     assert list(cache.glob("*.nbi")), "the first process wrote the cache"
     stop, deletions = threading.Event(), []
 
