@@ -1,9 +1,13 @@
-"""One training epoch of 784-H-10 on MNIST-shaped data, timed for fastmlp (Numba and NumPy
-backends), PyTorch and JAX when installed, and the machine's sgemm floor, in one run.
+"""One training epoch of 784-H-10 (or deeper) on MNIST or Fashion-MNIST, timed for fastmlp
+(Numba and NumPy backends), PyTorch and JAX when installed, and the floor, in one run.
 
 Recipe for every runner: ReLU, softmax cross-entropy, SGD lr 0.1 momentum 0.9, float32, a fresh
-shuffle each epoch. Each runner gets one warm epoch, then timed epochs run interleaved (one
-epoch of each runner in turn) and the median is reported.
+shuffle each epoch. Each runner is timed in a process of its own (another framework's thread
+pool keeps spinning after its work and slows whatever runs next in the same process): one warm
+epoch, then ``repeats`` timed ones; the runners alternate over ``rounds`` rounds and the median
+of all of a runner's epochs is reported. The floor is the epoch's FLOPs over the best fp32 GEMM
+rate measured in the same run: NumPy's BLAS (with the kernel set fastmlp chooses) and XLA's
+matmul when JAX is installed, each in its own process.
 """
 import json
 import os
@@ -21,29 +25,72 @@ LR, MOMENTUM = 0.1, 0.9
 
 
 # ---- data and the floor -------------------------------------------------------------------------
-def mnist_or_synthetic(data_dir=None, n=60000):
-    """Real MNIST when it is on disk (no download), else synthetic rows of MNIST's sparsity."""
-    from .datasets import load_mnist
+DATASETS = {"mnist": ("MNIST", 0.19), "fashion-mnist": ("Fashion-MNIST", 0.50)}
+
+
+def bench_data(dataset="mnist", data_dir=None, n=60000):
+    """The real data set when it is on disk (no download), else synthetic rows of its share of
+    nonzero pixels. Returns X, y, the test split (or None) and where the data came from."""
+    from .datasets import load_fashion_mnist, load_mnist
     from .errors import DataNotFoundError
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
+    title, nonzero = DATASETS[dataset]
     try:
-        (X, y), test = load_mnist(data_dir, download=False)
-        source = "MNIST"
+        load = load_mnist if dataset == "mnist" else load_fashion_mnist
+        (X, y), test = load(data_dir, download=False)
+        source = title
     except DataNotFoundError:
         rng = np.random.default_rng(0)
         X = rng.random((n, 784), dtype=np.float32)
-        X[rng.random((n, 784)) > 0.19] = 0
+        X[rng.random((n, 784)) > nonzero] = 0
         y = rng.integers(0, 10, n)
-        test, source = None, "synthetic (MNIST not found)"
+        test, source = None, f"synthetic ({title} not found)"
     if n < X.shape[0]:
         X, y = X[:n], y[:n]
     return np.ascontiguousarray(X), y.astype(np.int64), test, source
 
 
-def epoch_flops(sizes, n):
-    """Dense FLOPs of one epoch: forward x@W, weight gradients xᵀδ, and δWᵀ for every layer
-    but the first (2 FLOPs per multiply-add)."""
+def epoch_flops(sizes, n, nonzero=1.0):
+    """FLOPs of one epoch: forward x@W, weight gradients xᵀδ, and δWᵀ for every layer but the
+    first (2 FLOPs per multiply-add). ``nonzero``: the share of nonzero inputs, for the useful
+    FLOPs of the zero-skipping first layer (its forward and weight gradient only touch those)."""
     macs = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
-    return 2 * n * (2 * sum(macs) + sum(macs[1:]))
+    return 2 * n * (2 * nonzero * macs[0] + 2 * sum(macs[1:]) + sum(macs[1:]))
+
+
+def xla_gemm_rate(seconds=1.0):
+    """The best float32 matmul rate of XLA (what JAX runs) in FLOP/s, as sgemm_rate."""
+    import jax
+    import jax.numpy as jnp
+    dot = jax.jit(jnp.dot)
+    best = 0.0
+    for size in (512, 1024, 2048):
+        a = jnp.asarray(np.random.default_rng(0).random((size, size), dtype=np.float32))
+        dot(a, a).block_until_ready()
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 3:
+            dot(a, a).block_until_ready()
+            reps += 1
+        best = max(best, 2 * size ** 3 * reps / (time.perf_counter() - t0))
+    return best
+
+
+def gemm_rates():
+    """{source: best fp32 GEMM FLOP/s}, each measured in a fresh process: NumPy's BLAS as
+    fastmlp sets it up (``import fastmlp`` chooses the kernel set), and XLA's when JAX is
+    installed."""
+    rates = {}
+    for name, code in (("blas", "import fastmlp, fastmlp.bench as b; print(b.sgemm_rate())"),
+                       ("xla", "import fastmlp.bench as b; print(b.xla_gemm_rate())")):
+        if name == "xla" and not _installed("jax"):
+            continue
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if out.returncode == 0:
+            rates[name] = float(out.stdout.strip().splitlines()[-1])
+    if "blas" not in rates:  # measured here, then
+        rates["blas"] = sgemm_rate()
+    return rates
 
 
 def sgemm_rate(seconds=1.0):
@@ -101,7 +148,7 @@ class FastmlpRunner:
             from .optimizers import Adam
             self.net, opt = cnn_network(self.backend), Adam(CNN_LR)
         else:
-            self.net = Network([X.shape[1], hidden, 10], seed=0, backend=self.backend)
+            self.net = Network([X.shape[1], *hidden, 10], seed=0, backend=self.backend)
             opt = SGD(LR, MOMENTUM)
         self.trainer = Trainer(self.net, X, y, batch, opt, shuffle=True, chunks_per_epoch=1)
 
@@ -151,8 +198,10 @@ class TorchRunner:
             self.net = torch_cnn(torch)
             self.opt = torch.optim.Adam(self.net.parameters(), lr=CNN_LR)
         else:
-            self.net = torch.nn.Sequential(torch.nn.Linear(X.shape[1], hidden), torch.nn.ReLU(),
-                                           torch.nn.Linear(hidden, 10))
+            sizes, layers = (X.shape[1], *hidden, 10), []
+            for a, b in zip(sizes[:-1], sizes[1:]):
+                layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+            self.net = torch.nn.Sequential(*layers[:-1])
             self.opt = torch.optim.SGD(self.net.parameters(), lr=LR, momentum=MOMENTUM)
         self.batch = batch
 
@@ -197,21 +246,21 @@ class JaxRunner:
         import jax.numpy as jnp
         self.jax = jax
         key = jax.random.PRNGKey(0)
-        k1, k2 = jax.random.split(key)
-        d = X.shape[1]
-        self.params = {
-            "W1": jax.random.normal(k1, (d, hidden), jnp.float32) * np.sqrt(2 / d),
-            "b1": jnp.zeros(hidden, jnp.float32),
-            "W2": jax.random.normal(k2, (hidden, 10), jnp.float32) * np.sqrt(2 / hidden),
-            "b2": jnp.zeros(10, jnp.float32)}
+        sizes = (X.shape[1], *hidden, 10)
+        keys = jax.random.split(key, len(sizes) - 1)
+        self.params = [(jax.random.normal(k, (a, b), jnp.float32) * np.sqrt(2 / a),
+                        jnp.zeros(b, jnp.float32))
+                       for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
         self.vel = jax.tree_util.tree_map(jnp.zeros_like, self.params)
         self.X, self.y = jnp.asarray(X), jnp.asarray(y.astype(np.int32))
         self.batch, self.n = batch, X.shape[0]
         self.rng = np.random.default_rng(0)
 
         def loss_fn(p, xb, yb):
-            h = jax.nn.relu(xb @ p["W1"] + p["b1"])
-            logits = h @ p["W2"] + p["b2"]
+            h = xb
+            for W, b in p[:-1]:
+                h = jax.nn.relu(h @ W + b)
+            logits = h @ p[-1][0] + p[-1][1]
             return jnp.mean(jax.nn.logsumexp(logits, axis=1)
                             - jnp.take_along_axis(logits, yb[:, None], axis=1)[:, 0])
 
@@ -249,9 +298,11 @@ class JaxRunner:
         return time.perf_counter() - t0
 
     def accuracy(self, X, y):
-        p = self.params
-        h = np.maximum(np.asarray(X @ np.asarray(p["W1"]) + np.asarray(p["b1"])), 0)
-        return float(np.mean((h @ np.asarray(p["W2"]) + np.asarray(p["b2"])).argmax(1) == y))
+        h = X
+        for W, b in self.params[:-1]:
+            h = np.maximum(h @ np.asarray(W) + np.asarray(b), 0)
+        W, b = self.params[-1]
+        return float(np.mean((h @ np.asarray(W) + np.asarray(b)).argmax(1) == y))
 
 
 def all_runners(model="mlp"):
@@ -266,8 +317,40 @@ def all_runners(model="mlp"):
 SETTLE_SECONDS = 0.5
 
 
+def worker(spec):
+    """In a process of its own: one runner's warm epoch, then ``repeats`` timed epochs."""
+    X, y, _, _ = bench_data(spec["dataset"], spec["data_dir"], spec["samples"])
+    runner = next(r for r in all_runners(spec["model"]) if r.name == spec["runner"])
+    runner.setup(X, y, tuple(spec["hidden"]), spec["batch"])
+    runner.epoch(0)
+    times = [runner.epoch(e) for e in range(1, spec["repeats"] + 1)]
+    return {"times": times, "version": runner.version()}
+
+
+_WORKER = ("import json, sys\nfrom fastmlp.bench import worker\n"
+           "print(json.dumps(worker(json.loads(sys.argv[1]))))")
+
+
+def time_epochs_isolated(runners, spec, rounds):
+    """Each runner in a fresh process, alternating (the order reversed every other round);
+    returns ({name: [seconds of every timed epoch]}, {name: version})."""
+    times, versions = {r.name: [] for r in runners}, {}
+    for k in range(rounds):
+        for r in (runners if k % 2 == 0 else runners[::-1]):
+            proc = subprocess.run([sys.executable, "-c", _WORKER,
+                                   json.dumps(dict(spec, runner=r.name))],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"bench: {r.name} failed:\n{proc.stderr[-2000:]}")
+            out = json.loads(proc.stdout.strip().splitlines()[-1])
+            times[r.name] += out["times"]
+            versions[r.name] = out["version"]
+    return times, versions
+
+
 def time_epochs(runners, X, y, hidden, batch, repeats):
-    """One warm epoch each, then ``repeats`` epochs interleaved; returns {name: [seconds]}."""
+    """In this process: one warm epoch each, then ``repeats`` epochs interleaved; returns
+    {name: [seconds]}."""
     times = {}
     for r in runners:
         r.setup(X, y, hidden, batch)
@@ -396,41 +479,66 @@ def blas_libraries():
             if i.get("user_api") == "blas"]
 
 
-def run(batch_sizes=(10, 256), hidden=300, repeats=3, samples=60000, runner_names=None,
-        data_dir=None, tta=True, memory=True, log=print, model="mlp"):
-    X, y, test, source = mnist_or_synthetic(data_dir, samples)
+def run(batch_sizes=(10, 256), hidden=(300,), repeats=3, samples=60000, runner_names=None,
+        data_dir=None, tta=True, memory=True, log=print, model="mlp", dataset="mnist", rounds=2,
+        isolated=True):
+    hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+    X, y, test, source = bench_data(dataset, data_dir, samples)
     wanted = [r for r in all_runners(model) if not runner_names or r.name in runner_names]
     runners = [r for r in wanted if r.available()]
     for r in wanted:
         if not r.available():
             log(f"skipped {r.name}: {r.name.split('-')[0]} is not installed "
                 f"(pip install {'torch==2.13.0' if r.name == 'torch' else 'jax'})")
+    nonzero = float(np.count_nonzero(X)) / X.size
+    sparse_flops = None
     if model == "cnn":
         net = cnn_network()
         recipe = f"recipe {CNN_RECIPE!r}: {net.layers}, Adam lr {CNN_LR}, float32"
         flops, shape = network_flops(net, len(y)), f"CNN {CNN_RECIPE!r}"
         tta = memory = False
     else:
+        from .training import uses_sparse_input
         recipe = f"ReLU, softmax cross-entropy, SGD lr {LR} momentum {MOMENTUM}, float32"
-        flops, shape = epoch_flops((X.shape[1], hidden, 10), len(y)), f"784-{hidden}-10"
-    result = {"machine": machine(), "data": source, "samples": len(y), "hidden": hidden,
-              "model": model, "recipe": recipe,
-              "versions": {r.name: r.version() for r in runners}, "batches": {}}
-    rate = sgemm_rate()
-    result["sgemm_gflops"] = rate / 1e9
+        sizes = (X.shape[1], *hidden, 10)
+        flops, shape = epoch_flops(sizes, len(y)), "-".join(map(str, sizes))
+        from .network import Network
+        if uses_sparse_input(Network(list(sizes)), X):
+            sparse_flops = epoch_flops(sizes, len(y), nonzero)
+    result = {"machine": machine(), "data": source, "dataset": dataset, "samples": len(y),
+              "nonzero": nonzero, "hidden": list(hidden), "model": model, "recipe": recipe,
+              "timing": f"each runner in its own process, {rounds} round{'s' * (rounds != 1)}"
+              if isolated
+              else "interleaved in one process", "versions": {}, "batches": {}}
+    rates = gemm_rates()
+    rate = max(rates.values())
+    result["gemm_gflops"] = {k: v / 1e9 for k, v in rates.items()}
+    result["sgemm_gflops"] = rates.get("blas", rate) / 1e9
     log(f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores; data: {source}, "
-        f"{len(y)} samples, {shape}")
+        f"{len(y)} samples, {nonzero:.0%} nonzero, {shape}")
     log(f"ISA: {result['machine']['isa']}; BLAS: {'; '.join(result['machine']['blas'])}")
-    log(f"sgemm: {rate / 1e9:.1f} GFLOP/s; epoch: {flops / 1e9:.1f} GFLOP; floor "
-        f"{flops / rate:.3f} s")
+    log("best fp32 GEMM: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in rates.items())
+        + f"; epoch: {flops / 1e9:.1f} GFLOP; floor {flops / rate:.3f} s"
+        + (f"; the zero-skipping path's useful work: {sparse_flops / 1e9:.1f} GFLOP, floor "
+           f"{sparse_flops / rate:.3f} s" if sparse_flops else ""))
+    log("timing: " + result["timing"])
     for batch in batch_sizes:
-        times = time_epochs(runners, X, y, hidden, batch, repeats)
+        if isolated:
+            spec = {"dataset": dataset, "data_dir": data_dir, "samples": samples,
+                    "hidden": list(hidden), "batch": batch, "repeats": repeats, "model": model}
+            times, versions = time_epochs_isolated(runners, spec, rounds)
+            result["versions"].update(versions)
+        else:
+            times = time_epochs(runners, X, y, hidden, batch, repeats)
+            result["versions"].update({r.name: r.version() for r in runners})
         med = {k: statistics.median(v) for k, v in times.items()}
         entry = {"floor_s": flops / rate, "median_s": med, "times_s": times}
+        if sparse_flops:
+            entry["sparse_floor_s"] = sparse_flops / rate
         result["batches"][batch] = entry
         log("")
-        log(format_table(batch, med, flops / rate))
-    if tta and test is not None:
+        log(format_table(batch, med, flops / rate, entry.get("sparse_floor_s")))
+    if tta and test is not None and dataset == "mnist":
         time.sleep(SETTLE_SECONDS)
         result["time_to_accuracy"] = time_to_accuracy(X, y, *test)
         t = result["time_to_accuracy"]
@@ -440,7 +548,7 @@ def run(batch_sizes=(10, 256), hidden=300, repeats=3, samples=60000, runner_name
             f"{t['recipe']['momentum']}, {t['recipe']['init']} init): "
             + (f"{t['seconds']:.2f} s of training, {t['epochs']} epochs, {t['accuracy']:.4f}"
                if t["seconds"] is not None else f"not reached in {t['epochs']} epochs"))
-    if memory and test is not None:
+    if memory and test is not None and dataset == "mnist":
         m = memory_and_startup(data_dir)
         result["memory_and_startup"] = m
         log(f"peak RSS of a 2-epoch MNIST fit: {m['peak_rss_mb']:.0f} MB (budget "
@@ -450,9 +558,10 @@ def run(batch_sizes=(10, 256), hidden=300, repeats=3, samples=60000, runner_name
     return result
 
 
-def format_table(batch, medians, floor):
+def format_table(batch, medians, floor, sparse_floor=None):
     base = medians.get("fastmlp-numba")
-    lines = [f"batch {batch}: median seconds per epoch (floor {floor:.3f} s)",
+    lines = [f"batch {batch}: median seconds per epoch (floor {floor:.3f} s"
+             + (f"; zero-skipping floor {sparse_floor:.3f} s" if sparse_floor else "") + ")",
              f"{'runner':<16}{'seconds':>10}{'x floor':>10}{'fastmlp-numba is':>20}"]
     for name, sec in medians.items():
         speed = f"{sec / base:.2f}x faster" if base and name != "fastmlp-numba" else ""
@@ -465,13 +574,20 @@ def add_arguments(p):
     p.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
                    help="mlp: 784-H-10 with SGD; cnn: the 'cnn' recipe's network with Adam "
                         "against PyTorch's eager loop (use --batch-sizes 128)")
-    p.add_argument("--hidden", type=int, default=300, help="hidden layer width (784-H-10)")
+    p.add_argument("--hidden", default="300",
+                   help="hidden layer widths, e.g. 300 or 1024,1024 (784-...-10)")
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="mnist",
+                   help="the data the epochs train on (dense inputs: fashion-mnist)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="rounds of runs, each runner in a fresh process per round")
+    p.add_argument("--same-process", action="store_true",
+                   help="time every runner in this process, interleaved (faster, less fair)")
     p.add_argument("--repeats", type=int, default=3, help="timed epochs per runner")
     p.add_argument("--samples", type=int, default=60000, help="training samples per epoch")
     p.add_argument("--runners", default=None,
                    help="comma-separated subset of fastmlp-numba,fastmlp-numpy,torch,jax-jit,"
                         "jax-scan (default: every one installed)")
-    p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX files")
+    p.add_argument("--data-dir", default=None, help="folder with the data set's IDX files")
     p.add_argument("--quick", action="store_true",
                    help="CI smoke: 6,000 samples, one timed epoch, no time-to-accuracy or memory")
     p.add_argument("--json", default=None, help="write the full results here")
@@ -481,9 +597,19 @@ def main(args):
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     if args.quick:
         args.samples, args.repeats = min(args.samples, 6000), 1
-    result = run(batch_sizes, args.hidden, args.repeats, args.samples,
+    try:
+        hidden = tuple(int(h) for h in str(args.hidden).split(","))
+    except ValueError:
+        hidden = ()
+    if not hidden or min(hidden) < 1:
+        raise SystemExit(f"fastmlp bench: --hidden must be widths such as 300 or 1024,1024, got "
+                         f"{args.hidden!r}")
+    if args.quick:
+        args.rounds = 1
+    result = run(batch_sizes, hidden, args.repeats, args.samples,
                  args.runners.split(",") if args.runners else None, args.data_dir,
-                 tta=not args.quick, memory=not args.quick, model=args.model)
+                 tta=not args.quick, memory=not args.quick, model=args.model,
+                 dataset=args.dataset, rounds=args.rounds, isolated=not args.same_process)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2, default=float)

@@ -192,6 +192,27 @@ def test_bench_quick_smoke(tmp_path):
     assert set(entry["median_s"]) == {"fastmlp-numba", "fastmlp-numpy"}
     assert all(t > 0 for t in entry["median_s"].values()) and entry["floor_s"] > 0
     assert result["sgemm_gflops"] > 0
+    assert 0 < entry["sparse_floor_s"] < entry["floor_s"]  # MNIST: the zero-skipping path
+
+
+def test_bench_on_dense_fashion_mnist_with_two_hidden_layers_in_separate_processes(tmp_path):
+    from pathlib import Path
+    fashion = Path(os.environ.get("FASTMLP_DATA", "../shared/data/mnist")).resolve().parent \
+        / "fashion-mnist"
+    assert fashion.is_dir(), f"the real Fashion-MNIST files are expected in {fashion}"
+    proc = fastmlp("bench", "--quick", "--dataset", "fashion-mnist", "--data-dir", fashion,
+                   "--hidden", "32,16", "--batch-sizes", "64", "--runners",
+                   "fastmlp-numba,torch", "--json", "b.json", cwd=tmp_path)
+    result = json.load(open(tmp_path / "b.json"))
+    assert result["data"] == "Fashion-MNIST" and result["hidden"] == [32, 16]
+    assert 0.3 < result["nonzero"] < 0.7  # dense: no zero-skipping floor
+    assert result["timing"].startswith("each runner in its own process")
+    entry = result["batches"]["64"]
+    assert set(entry["median_s"]) == {"fastmlp-numba", "torch"} and "sparse_floor_s" not in entry
+    assert "torch" in result["versions"]["torch"] and result["gemm_gflops"]["blas"] > 0
+    assert "784-32-16-10" in proc.stdout
+    bad = fastmlp("bench", "--hidden", "32,x", cwd=tmp_path, check=False)
+    assert bad.returncode != 0 and "--hidden must be widths" in bad.stderr
 
 
 def test_plot_without_matplotlib_fails_before_training(tmp_path):
