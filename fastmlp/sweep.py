@@ -297,7 +297,13 @@ _WORKER_DATA = {}
 
 def _init_worker(payload):
     import cloudpickle
-    _WORKER_DATA["payload"] = cloudpickle.loads(payload)
+    payload = cloudpickle.loads(payload)
+    if isinstance(payload, tuple) and payload[:1] == ("memmap",):
+        folder = Path(payload[1])
+        payload = tuple((np.load(folder / f"{split}-X.npy", mmap_mode="c"),
+                         np.load(folder / f"{split}-y.npy", mmap_mode="c"))
+                        for split in ("train", "test"))
+    _WORKER_DATA["payload"] = payload
 
 
 def _run_pickled(task):
@@ -311,20 +317,37 @@ def _local_pool(trials, payload, data_dir, threads, n_jobs):
     not re-imported). The data reaches each worker once, by the initializer; each task is only
     its trial's settings. A worker that dies breaks the pool: every unfinished future fails
     with TerminatedWorkerError at once, and sweep() runs those trials again in a new pool."""
+    import shutil
+    import tempfile
     from concurrent.futures import as_completed
 
     import cloudpickle
     from joblib.externals.loky import get_reusable_executor
-    pool = get_reusable_executor(max_workers=n_jobs, initializer=_init_worker,
-                                 initargs=(cloudpickle.dumps(payload),), reuse=False)
-    futures = [pool.submit(_run_pickled, cloudpickle.dumps((t, data_dir, threads, trial_key(t))))
-               for t in trials]
+    folder = None
+    if not isinstance(payload, str):
+        # arrays reach the workers as files they map (one copy in the page cache, shared),
+        # not pickled into each of them; copy-on-write, as a read-only array is another type
+        # to Numba (a compilation of its own)
+        folder = tempfile.mkdtemp(prefix="fastmlp-sweep-")
+        for split, (X, y) in zip(("train", "test"), payload):
+            np.save(Path(folder) / f"{split}-X.npy", np.ascontiguousarray(X))
+            np.save(Path(folder) / f"{split}-y.npy", np.ascontiguousarray(y))
+        payload = ("memmap", folder)
     try:
-        for future in as_completed(futures):
-            yield future.result()
+        pool = get_reusable_executor(max_workers=n_jobs, initializer=_init_worker,
+                                     initargs=(cloudpickle.dumps(payload),), reuse=False)
+        futures = [pool.submit(_run_pickled, cloudpickle.dumps((t, data_dir, threads,
+                                                                trial_key(t))))
+                   for t in trials]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
     finally:
-        for future in futures:
-            future.cancel()
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _as_completed(backend, trials, payload, data_dir, threads, n_jobs):
