@@ -201,24 +201,26 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
 
 
 # ---- which code a network needs ------------------------------------------------------------
+def _needs_images(plan):
+    """Whether the plan has conv or pooling layers or augmentation."""
+    for l in range(plan.kind.shape[0]):
+        if plan.kind[l] == CONV or plan.kind[l] == POOL:
+            return True
+    return plan.aug_shape.shape[0] > 0
+
+
+needs_images = njit(cache=True)(_needs_images)  # the same test inside the compiled step
+
+
 def image_code(plan):
     """The last argument of train_steps and forward: None for a network of dense and dropout
     layers without augmentation, True otherwise. Numba drops the branches under
     ``if images is not None`` where it is None, so the step an MLP compiles (its first fit with a
     cold cache) has no conv, pooling or augmentation code in it."""
-    has_images = any(k == CONV or k == POOL for k in plan.kind) or len(plan.aug_shape) > 0
-    return True if has_images else None
+    return True if _needs_images(plan) else None
 
 
-@njit(cache=True)
-def check_image_code(plan, images):
-    """A plan with conv/pooling layers or augmentation needs images=True."""
-    if images is None:
-        for l in range(plan.kind.shape[0]):
-            if plan.kind[l] == CONV or plan.kind[l] == POOL:
-                raise ValueError("images must be True: the plan has conv or pooling layers")
-        if plan.aug_shape.shape[0] > 0:
-            raise ValueError("images must be True: the plan has augmentation")
+IMAGES_NEEDED = "images must be True: the plan has conv or pooling layers or augmentation"
 
 
 # Only the explicit prange loops run in parallel: Numba's conversion of array expressions (and
@@ -233,7 +235,8 @@ def forward(X, rows, params, plan, ws, images):
     """Inference on the rows X[rows] (dropout is the identity): the last layer's activations
     ws.acts[len(plan.kind) - 1][:len(rows)] end up holding the logits. The zero-skipping first
     layer, if the plan has one, reads X itself. ``images``: see ``image_code``."""
-    check_image_code(plan, images)
+    if images is None and needs_images(plan):
+        raise ValueError(IMAGES_NEEDED)
     n = rows.shape[0]
     if plan.sparse_layer != 0:
         gather_rows(X, rows, ws.xb)
@@ -267,7 +270,8 @@ def forward(X, rows, params, plan, ws, images):
 
 
 def forward_ref(X, rows, params, plan, ws, images):
-    check_image_code(plan, images)
+    if images is None and _needs_images(plan):
+        raise ValueError(IMAGES_NEEDED)
     n = rows.shape[0]
     if plan.sparse_layer != 0:  # as forward(): xb holds the gathered rows, unless X is read
         gather_rows_ref(X, rows, ws.xb)
@@ -316,10 +320,12 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
     Returns (sum over samples of the loss, number classified right, number of samples),
     measured on each minibatch before its update.
     """
-    check_image_code(plan, images)
+    if images is None and needs_images(plan):
+        raise ValueError(IMAGES_NEEDED)
     last = plan.kind.shape[0] - 1
     n = order.shape[0]
     h = state.hyper
+    augmenting = plan.aug_shape.shape[0] > 0
     loss_sum = 0.0
     correct = 0
     seen = 0
@@ -330,7 +336,6 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
         rows = order[start:stop]
         for i in range(nb):
             ws.yb[i] = y[rows[i]]
-        augmenting = plan.aug_shape.shape[0] > 0
         if plan.sparse_layer != 0 or augmenting:  # else the zero-skipping layer reads X itself
             gather_rows(X, rows, ws.xb)
         if images is not None:
@@ -468,7 +473,8 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
 def train_steps_ref(X, y, order, batch_size, step_begin, step_end, epoch, params, state, ws,
                     plan, images):
     """The NumPy twin of train_steps: the same step, textbook backprop over the twins."""
-    check_image_code(plan, images)
+    if images is None and _needs_images(plan):
+        raise ValueError(IMAGES_NEEDED)
     from .optim import bias_corrections
     last = len(plan.kind) - 1
     h = state.hyper

@@ -172,3 +172,15 @@ def test_a_new_numba_cache_dir_is_stamped_and_kept(tmp_path, monkeypatch):
     (cache / "network.train_steps-9.py311.nbi").write_bytes(b"compiled by the first process")
     invalidate_stale_cache(src)  # the next process
     assert list(cache.glob("*.nbi")), "the first process's cache must be kept"
+
+
+@pytest.mark.parametrize("name", ["train_steps_cnn", "forward_cnn"])
+def test_image_layers_without_images_are_refused_by_both_sides(name):
+    """images=None leaves the conv and pooling code out of the compiled step: a plan that has
+    such layers must not run without it (it would skip them)."""
+    pair = KERNELS[name]
+    args = pair.make_case(np.random.default_rng(0), Case(4, 6, 5, np.float64))
+    assert args[-1] is True
+    for fn in (pair.fast, pair.reference):
+        with pytest.raises(ValueError, match="images must be True"):
+            fn(*copy_args(args)[:-1], None)
