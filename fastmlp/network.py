@@ -10,6 +10,7 @@ import numpy as np
 from . import kernels as K
 from ._version import __version__
 from .errors import ModelFormatError, TrainingDivergedError
+from .layers import MAX_SIZE
 from .serialization import load_arrays, save_arrays
 from .kernels.optim import BETA1
 from .schedules import Schedule
@@ -122,7 +123,7 @@ class Network:
             if len(shape) not in (1, 3):
                 raise ValueError(f"input_shape must be (features,) or (height, width, channels), "
                                  f"got {input_shape!r}")
-            shape = tuple(check_int(s, "input_shape", 1, 2 ** 31 - 1) for s in shape)
+            shape = tuple(check_int(s, "input_shape", 1, MAX_SIZE) for s in shape)
             n_in = math.prod(shape)
             self.layers = list(sizes)
         else:

@@ -17,8 +17,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .callbacks import EarlyStopping
 from .errors import ModelFormatError
-from .network import Network
+from .network import Network, _finite_json
 from .serialization import load_arrays, save_arrays
+from .validation import is_finite_number
 from .optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
 
 SOLVERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
@@ -241,8 +242,8 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
                   "loss_curve": [float(v) for v in self.loss_curve_],
                   "validation_scores": None if self.validation_scores_ is None
                   else [float(v) for v in self.validation_scores_],
-                  "best_loss": _json_number(self.best_loss_),
-                  "best_validation_score": _json_number(self.best_validation_score_),
+                  "best_loss": _finite_json(self.best_loss_),
+                  "best_validation_score": _finite_json(self.best_validation_score_),
                   "n_iter": int(self.n_iter_)}
         meta = dict(self.net_._meta(), kind="estimator",
                     estimator={"class": type(self).__name__, "params": params, "fitted": fitted})
@@ -355,11 +356,5 @@ def _checked_label(value):
     return value
 
 
-def _json_number(value):
-    return None if value is None or not math.isfinite(value) else float(value)
-
-
 def _numbers(values):
-    return isinstance(values, list) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        for v in values)
+    return isinstance(values, list) and all(is_finite_number(v) for v in values)

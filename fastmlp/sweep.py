@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .validation import is_finite_number
+
 NETWORK_KEYS = {"activation", "init", "dtype", "dropout", "input_dropout", "max_norm", "output",
                 "loss", "seed", "backend"}
 FIT_KEYS = {"epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer", "shuffle",
@@ -212,10 +214,6 @@ def read_records(path, damaged=None):
     return records
 
 
-def _number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _valid_record(record):
     """A record as a trial writes it: a key naming the settings the record holds, and finite
     results (or the error that ended the trial)."""
@@ -229,14 +227,15 @@ def _valid_record(record):
     if not isinstance(settings, dict) or any(record.get(k, missing) != v
                                              for k, v in settings.items()):
         return False
-    if not _number(record.get("train_seconds")) or record["train_seconds"] < 0:
+    if not is_finite_number(record.get("train_seconds")) or record["train_seconds"] < 0:
         return False
     if "error" in record:
         return isinstance(record["error"], str)
     accuracy, history = record.get("test_accuracy"), record.get("history")
-    return (_number(accuracy) and 0 <= accuracy <= 1 and _number(record.get("test_loss"))
-            and isinstance(history, dict)
-            and all(isinstance(values, list) and all(v is None or _number(v) for v in values)
+    return (is_finite_number(accuracy) and 0 <= accuracy <= 1
+            and is_finite_number(record.get("test_loss")) and isinstance(history, dict)
+            and all(isinstance(values, list)
+                    and all(v is None or is_finite_number(v) for v in values)
                     for values in history.values()))
 
 

@@ -1,4 +1,5 @@
 """Checks at the public entry points: every message names the argument and what was expected."""
+import math
 import numbers
 
 import numpy as np
@@ -57,6 +58,12 @@ def check_labels(y, n_samples, n_classes, name="y"):
         raise ValueError(f"{name} labels must be in [0, {n_classes}) for a network with "
                          f"{n_classes} outputs; found {y.min()}..{y.max()}")
     return np.ascontiguousarray(y, dtype=np.int64)
+
+
+def is_finite_number(value):
+    """A real int or float (not a bool), finite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
 
 
 def check_int(value, name, low, high=None):
