@@ -59,21 +59,41 @@ def epoch_flops(sizes, n, nonzero=1.0):
     return 2 * n * (2 * nonzero * macs[0] + 2 * sum(macs[1:]) + sum(macs[1:]))
 
 
-def xla_gemm_rate(seconds=1.0):
-    """The best float32 matmul rate of XLA (what JAX runs) in FLOP/s, as sgemm_rate."""
-    import jax
-    import jax.numpy as jnp
-    dot = jax.jit(jnp.dot)
+def _best_matmul_rate(square_product, seconds):
+    """The best FLOP/s of ``square_product(size)`` (a function doing one size×size product,
+    returned after a first untimed call) over a few square sizes."""
     best = 0.0
     for size in (512, 1024, 2048):
-        a = jnp.asarray(np.random.default_rng(0).random((size, size), dtype=np.float32))
-        dot(a, a).block_until_ready()
+        product = square_product(size)
         reps, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds / 3:
-            dot(a, a).block_until_ready()
+            product()
             reps += 1
         best = max(best, 2 * size ** 3 * reps / (time.perf_counter() - t0))
     return best
+
+
+def sgemm_rate(seconds=1.0):
+    """The best float32 matmul rate of NumPy's BLAS in FLOP/s, all BLAS threads."""
+    def square_product(size):
+        a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+        b, c = a.copy(), np.empty_like(a)
+        np.dot(a, b, out=c)
+        return lambda: np.dot(a, b, out=c)
+    return _best_matmul_rate(square_product, seconds)
+
+
+def xla_gemm_rate(seconds=1.0):
+    """The best float32 matmul rate of XLA (what JAX runs) in FLOP/s."""
+    import jax
+    import jax.numpy as jnp
+    dot = jax.jit(jnp.dot)
+
+    def square_product(size):
+        a = jnp.asarray(np.random.default_rng(0).random((size, size), dtype=np.float32))
+        dot(a, a).block_until_ready()
+        return lambda: dot(a, a).block_until_ready()
+    return _best_matmul_rate(square_product, seconds)
 
 
 def gemm_rates():
@@ -91,22 +111,6 @@ def gemm_rates():
     if "blas" not in rates:  # measured here, then
         rates["blas"] = sgemm_rate()
     return rates
-
-
-def sgemm_rate(seconds=1.0):
-    """The best float32 matmul rate in FLOP/s over a few square sizes, all BLAS threads."""
-    best = 0.0
-    for size in (512, 1024, 2048):
-        a = np.random.default_rng(0).random((size, size), dtype=np.float32)
-        b = a.copy()
-        c = np.empty_like(a)
-        np.dot(a, b, out=c)
-        reps, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds / 3:
-            np.dot(a, b, out=c)
-            reps += 1
-        best = max(best, 2 * size ** 3 * reps / (time.perf_counter() - t0))
-    return best
 
 
 # ---- runners -----------------------------------------------------------------------------------
@@ -498,12 +502,11 @@ def run(batch_sizes=(10, 256), hidden=(300,), repeats=3, samples=60000, runner_n
         flops, shape = network_flops(net, len(y)), f"CNN {CNN_RECIPE!r}"
         tta = memory = False
     else:
-        from .training import uses_sparse_input
+        from .training import SPARSE_INPUT_DENSITY
         recipe = f"ReLU, softmax cross-entropy, SGD lr {LR} momentum {MOMENTUM}, float32"
         sizes = (X.shape[1], *hidden, 10)
         flops, shape = epoch_flops(sizes, len(y)), "-".join(map(str, sizes))
-        from .network import Network
-        if uses_sparse_input(Network(list(sizes)), X):
+        if nonzero < SPARSE_INPUT_DENSITY:  # fastmlp-numba takes the zero-skipping path
             sparse_flops = epoch_flops(sizes, len(y), nonzero)
     result = {"machine": machine(), "data": source, "dataset": dataset, "samples": len(y),
               "nonzero": nonzero, "hidden": list(hidden), "model": model, "recipe": recipe,
