@@ -6,6 +6,7 @@ dataset (``mnist``, ``fashion-mnist``). Missing files are downloaded into the ca
 mirrors and checked against their published MD5 checksums.
 """
 import gzip
+import hashlib
 import math
 import os
 import struct
@@ -45,6 +46,14 @@ DATASETS = {
             "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
         },
     },
+}
+# md5 of each known data set's decompressed label files: the same file names serve MNIST and
+# Fashion-MNIST, so a folder's labels tell which of the two it holds (whatever its gzip level).
+LABEL_MD5 = {
+    "mnist": {"train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+              "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637"},
+    "fashion-mnist": {"train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+                      "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965"},
 }
 _EXPECTED_SHAPES = {
     "train-images-idx3-ubyte": (60000, 28, 28), "train-labels-idx1-ubyte": (60000,),
@@ -133,7 +142,9 @@ def candidate_dirs(name, data_dir=None):
     roots.append(default_cache_dir())
     dirs = []
     for root in roots:
-        for d in (root, root / name):
+        # a folder named after a known data set (FASTMLP_DATA=.../mnist) has the others beside it
+        beside = (root.parent / name,) if root.name in DATASETS and root.name != name else ()
+        for d in (root, root / name, *beside):
             if d not in dirs:
                 dirs.append(d)
     return dirs
@@ -146,19 +157,42 @@ def _find(directory, filename):
     return None
 
 
+def known_dataset_of(found):
+    """The known data set (``LABEL_MD5``) whose labels the found files hold, or None."""
+    for path in found.values():
+        stem = path.name.replace(".gz", "")
+        if "labels" not in stem:
+            continue
+        opener = gzip.open if path.suffix == ".gz" else open
+        try:
+            with opener(path, "rb") as f:
+                digest = hashlib.md5(f.read(1 << 20)).hexdigest()
+        except (OSError, EOFError, zlib.error):
+            return None  # unreadable: the reader says what is wrong with it
+        for other, sums in LABEL_MD5.items():
+            if sums.get(stem) == digest:
+                return other
+    return None
+
+
 def locate(name, data_dir=None, download=True, parts=("train", "t10k")):
     """Paths of ``name``'s files (of the given parts: train, t10k), downloading them into the
-    cache if needed."""
+    cache if needed. A folder whose labels are another known data set's (MNIST and
+    Fashion-MNIST share their file names) is passed over."""
     spec = _spec(name)
     wanted = [f for f in spec["files"] if f.split("-")[0] in parts]
     searched = candidate_dirs(name, data_dir)
+    others = []
     for d in searched:
         found = {f: _find(d, f) for f in wanted}
         if all(found.values()):
-            return found
+            holds = known_dataset_of(found)
+            if holds in (None, name):
+                return found
+            others.append(f"{d} holds {holds}, not {name}")
     if not download:
-        raise DataNotFoundError(_not_found_message(name, searched, None))
-    return _download(name, searched, wanted)
+        raise DataNotFoundError(_not_found_message(name, searched, None, others))
+    return _download(name, searched, wanted, others)
 
 
 def _spec(name):
@@ -167,9 +201,10 @@ def _spec(name):
     return DATASETS[name]
 
 
-def _not_found_message(name, searched, reason):
+def _not_found_message(name, searched, reason, others=()):
     lines = [f"The {name} files were not found. Looked in:"]
     lines += [f"  {d}" for d in searched]
+    lines += [f"({other})" for other in others]
     if reason:
         lines.append(f"and the download failed: {reason}")
     lines.append(f"Put the four files ({', '.join(DATASETS[name]['files'])}) in one of those "
@@ -177,7 +212,7 @@ def _not_found_message(name, searched, reason):
     return "\n".join(lines)
 
 
-def _download(name, searched, wanted):
+def _download(name, searched, wanted, others=()):
     import pooch
     spec = _spec(name)
     target = default_cache_dir() / name
@@ -200,7 +235,8 @@ def _download(name, searched, wanted):
                     errors.append(f"{mirror}: {_short_reason(exc)}")
             else:
                 raise DataNotFoundError(_not_found_message(
-                    name, searched, f"{filename} could not be downloaded ({'; '.join(errors)})"))
+                    name, searched, f"{filename} could not be downloaded ({'; '.join(errors)})",
+                    others))
     finally:
         logger.setLevel(level)
     return paths

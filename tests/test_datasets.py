@@ -199,6 +199,33 @@ def test_lookup_order_argument_then_env_then_cache(mnist_dir, tmp_path, no_cache
     assert datasets.locate("mnist", partial, download=False)[FILES[0]].parent == no_cache / "mnist"
 
 
+@pytest.mark.mnist
+def test_a_folder_of_another_dataset_is_passed_over_not_loaded(mnist_dir, tmp_path, no_cache,
+                                                               monkeypatch):
+    # MNIST and Fashion-MNIST share their file names: MNIST's folder must not serve Fashion-MNIST
+    fashion_dir = mnist_dir.resolve().parent / "fashion-mnist"
+    assert fashion_dir.is_dir(), f"the real Fashion-MNIST files are expected in {fashion_dir}"
+    mnist_only = _link_all(mnist_dir, tmp_path / "data" / "mnist")
+    with pytest.raises(DataNotFoundError, match="holds mnist, not fashion-mnist"):
+        datasets.locate("fashion-mnist", mnist_only, download=False)
+    # the same files, decompressed: still recognised by their labels
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in FILES:
+        (raw / name[:-3]).write_bytes(gzip.open(mnist_dir / name).read())
+    with pytest.raises(DataNotFoundError, match="holds mnist, not fashion-mnist"):
+        datasets.locate("fashion-mnist", raw, download=False)
+    assert datasets.locate("mnist", raw, download=False)[FILES[0]].parent == raw
+    # $FASTMLP_DATA naming MNIST's folder finds Fashion-MNIST beside it
+    monkeypatch.setenv(datasets.ENV_VAR, str(mnist_dir.resolve()))
+    found = datasets.locate("fashion-mnist", None, download=False)
+    assert found[FILES[0]].parent == fashion_dir
+    (X, y), _ = datasets.load_fashion_mnist()
+    (Xm, ym), _ = load_mnist()
+    assert not np.array_equal(y, ym)
+    assert 0.4 < np.count_nonzero(X) / X.size < 0.6  # Fashion's images are half nonzero
+
+
 def test_offline_error_says_where_it_looked(tmp_path, no_cache):
     with pytest.raises(DataNotFoundError) as info:
         load_mnist(tmp_path / "nowhere")
