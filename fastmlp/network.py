@@ -231,7 +231,8 @@ class Network:
                 self._W[l], self._b[l] = self._W[l].copy(), self._b[l].copy()
         return K.make_params(self._W, self._b, self.dtype)
 
-    def _plan(self, optimizer_code=0, sparse_input=False, sample_weight=None, augment=None):
+    def _plan(self, optimizer_code=0, sparse_input=False, sample_weight=None, augment=None,
+              threaded_min=K.THREADED_MIN_WEIGHTS):
         kinds = [K.LAYER_KINDS[layer.kind] for layer in self.layers]
         acts = [K.ACTIVATION_CODES[getattr(layer, "activation", None) or "identity"]
                 for layer in self.layers]
@@ -241,7 +242,8 @@ class Network:
         geoms = [layer.geometry(shape) for layer, shape in zip(self.layers, self._in_shapes)]
         return K.make_plan(kinds, acts, rates, max_norms, self._loss_code, optimizer_code,
                            sparse_input, self.seed, self.dtype, sample_weight,
-                           widths=self._widths, geoms=geoms, augment=augment)
+                           widths=self._widths, geoms=geoms, augment=augment,
+                           threaded_min=threaded_min)
 
     def __repr__(self):
         return (f"Network({list(self.sizes)}, layers={self.layers!r}, init={self.init!r}, "

@@ -16,6 +16,10 @@ from .errors import TrainingDivergedError
 # 784-300-10: skipping zeros wins below ~30 % nonzero (MNIST: 19 %) and loses above, at batch
 # 64 and at 256 alike (Fashion-MNIST, ~50 % nonzero, takes the dense sgemm path).
 SPARSE_INPUT_DENSITY = 0.3
+# Minibatches of at most this many rows run the large dense layers on Numba's threads with
+# kernels of their own (kernels/dense.py); larger ones are BLAS's, on its own threads.
+SMALL_BATCH_ROWS = 32
+NO_THREADED_DENSE = 1 << 62
 
 
 def uses_sparse_input(net, X):
@@ -26,11 +30,13 @@ def uses_sparse_input(net, X):
                 and np.count_nonzero(X) < SPARSE_INPUT_DENSITY * X.size)
 
 
-def plan_uses_threads(plan):
+def plan_uses_threads(plan, params=None):
     """Whether the compiled step runs Numba's threads (prange loops): the zero-skipping layer,
-    augmentation, dropout, convolution and pooling."""
+    augmentation, dropout, convolution and pooling, and (in training: pass ``params``) dense
+    layers of at least ``plan.threaded_min`` weights."""
     return bool(plan.sparse_layer >= 0 or len(plan.aug_shape) > 0
-                or np.isin(plan.kind, (K.DROPOUT, K.CONV, K.POOL)).any())
+                or np.isin(plan.kind, (K.DROPOUT, K.CONV, K.POOL)).any()
+                or (params is not None and K.threaded_dense_layers(params, plan)))
 
 
 def one_blas_thread(active=True):
@@ -68,10 +74,13 @@ class Trainer:
         self.chunk = max(1, -(-self.steps // chunks_per_epoch))
         self.optimizer = optimizer
         self.sparse = uses_sparse_input(net, X)
-        # Numba's threads run the zero-skipping layer and dropout: BLAS then gets one thread
+        # Numba's threads run the zero-skipping layer, the large dense layers, dropout...:
+        # BLAS then gets one thread
         self.params = net._params()
-        self.plan = net._plan(optimizer.code, self.sparse, sample_weight, augment)
-        self.limit_blas = net.backend == "numba" and plan_uses_threads(self.plan)
+        self.plan = net._plan(optimizer.code, self.sparse, sample_weight, augment,
+                              K.THREADED_MIN_WEIGHTS if batch_size <= SMALL_BATCH_ROWS
+                              else NO_THREADED_DENSE)
+        self.limit_blas = net.backend == "numba" and plan_uses_threads(self.plan, self.params)
         self.state = K.make_state(self.params, optimizer.code, optimizer.hyper(), net.dtype)
         self.ws = K.make_workspace(self.params, self.plan, net.n_features, batch_size, net.dtype)
         self.train_steps = K.train_steps if net.backend == "numba" else K.train_steps_ref

@@ -12,8 +12,9 @@ from .activations import ACTIVATION_CODES, IDENTITY, RELU, SIGMOID, TANH
 from .loss import OUTPUT_LOSS_CODES
 from .network import (CONV, DENSE, DROPOUT, FLATTEN, LAYER_KINDS, POOL, OptState, Params, Plan,
                       Workspace, forward, forward_ref, image_code, layer_widths, make_params, make_plan, make_state,
-                      make_workspace, train_steps, train_steps_ref)
+                      make_workspace, threaded_dense_layers, train_steps, train_steps_ref)
 from .conv import conv_geometry
+from .dense import THREADED_MIN_WEIGHTS
 from .dropout import stream_key
 from .optim import OPTIMIZER_CODES
 from .registry import KERNELS, Case, KernelPair, copy_args

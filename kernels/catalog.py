@@ -7,7 +7,10 @@ from .conv import (IN_C, IN_H, IN_W, K_H, K_W, OUT_C, OUT_H, OUT_W, conv_backwar
                    conv_backward_ref, conv_forward, conv_forward_ref, conv_geometry, cols_size,
                    maxpool_backward, maxpool_backward_ref, maxpool_forward, maxpool_forward_ref)
 from .data import gather_rows, gather_rows_ref
-from .dense import dense_backward, dense_backward_ref, dense_forward, dense_forward_ref
+from .dense import (THREADED_MIN_WEIGHTS, dense_backward, dense_backward_ref,
+                    dense_backward_update, dense_backward_update_ref, dense_forward,
+                    dense_forward_ref, dense_forward_threaded, dense_forward_threaded_ref,
+                    grad_block_rows)
 from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward, dropout_forward_ref,
                       keep_threshold, stream_key)
 from .loss import output_activation, output_activation_ref, output_loss, output_loss_ref
@@ -61,6 +64,28 @@ def _dense_backward_case(rng, c):
             _normal(rng, (c.n_in, c.n_out), c.dtype, 0.1), _normal(rng, (c.batch, c.n_out), c.dtype),
             c.act, np.zeros((c.n_in, c.n_out), c.dtype), np.zeros(c.n_out, c.dtype),
             np.zeros((c.batch, c.n_in), c.dtype))
+
+
+def _dense_forward_threaded_case(rng, c):
+    """With zero inputs, some in runs of four (skipped), and 1 to 3 threads."""
+    x, W, b, act, out = _dense_forward_case(rng, c)
+    x[rng.random(x.shape) < 0.6] = 0
+    x[:, :8] = 0
+    return x, W, b, act, out, 1 + c.batch % 3
+
+
+def _dense_backward_update_case(rng, c):
+    """dense_backward_update's arguments: a layer below (δ below wanted) unless the batch is odd,
+    state of every optimizer's kind, and per-thread scratch of half a gradient block."""
+    import numba
+    x, W, d, act, gW, gb, d_below = _dense_backward_case(rng, c)
+    if c.batch % 2:
+        d_below = d_below[:0]
+    state = [np.abs(_normal(rng, a.shape, c.dtype, 0.01)) for a in (W, W, gb, gb)]
+    block = max(1, grad_block_rows(c.n_in, c.n_out, np.dtype(c.dtype).itemsize) // 2)
+    return (x, W, _normal(rng, c.n_out, c.dtype), d, act, gW, gb, d_below, *state, c.optimizer,
+            _hyper(c, nesterov=c.batch % 2, decoupled=c.batch % 2), *_corrections(c),
+            np.zeros((numba.get_num_threads(), block * c.batch), c.dtype))
 
 
 def _nonzeros(x):
@@ -165,7 +190,9 @@ def network_case(rng, c, batch_size=None, input_dropout=True):
         kinds.append(DENSE), acts.append(c.act if l < 2 else 0), rates.append(0.0)
         W.append(_normal(rng, (a, m), c.dtype, 1 / np.sqrt(a))), b.append(_normal(rng, m, c.dtype, 0.1))
     max_norms = [3.0 if k == DENSE and i == len(kinds) - 3 else 0.0 for i, k in enumerate(kinds)]
-    plan = make_plan(kinds, acts, rates, max_norms, c.loss, c.optimizer, c.sparse_input, 11, c.dtype)
+    # without the zero-skipping layer, every dense layer runs on threads, however small
+    plan = make_plan(kinds, acts, rates, max_norms, c.loss, c.optimizer, c.sparse_input, 11, c.dtype,
+                     threaded_min=THREADED_MIN_WEIGHTS if c.sparse_input else 0)
     params = make_params(W, b, c.dtype)
     ws = make_workspace(params, plan, c.n_in, batch_size or c.batch, c.dtype)
     return params, plan, ws
@@ -362,6 +389,14 @@ register("dense_forward", fast=dense_forward, reference=dense_forward_ref,
          make_case=_dense_forward_case, outputs=(4,), flops=_mlp_flops)
 register("dense_backward", fast=dense_backward, reference=dense_backward_ref,
          make_case=_dense_backward_case, outputs=(4, 5, 6), flops=lambda c: 2 * _mlp_flops(c))
+register("dense_forward_threaded", fast=dense_forward_threaded,
+         reference=dense_forward_threaded_ref,
+         make_case=_dense_forward_threaded_case,
+         outputs=(4,), flops=_mlp_flops, parallel=True)
+register("dense_backward_update", fast=dense_backward_update,
+         reference=dense_backward_update_ref, make_case=_dense_backward_update_case,
+         outputs=(1, 2, 5, 6, 7, 8, 9, 10, 11), flops=lambda c: 2 * _mlp_flops(c),
+         variants=OPTIMIZERS, parallel=True)
 register("sparse_input_forward", fast=sparse_input_forward, reference=sparse_input_forward_ref,
          make_case=_sparse_forward_case, outputs=(5, 6, 7, 8), flops=_mlp_flops, parallel=True)
 register("sparse_input_backward_update", fast=sparse_input_backward_update,

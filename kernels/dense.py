@@ -1,9 +1,25 @@
 """Dense layer: fused forward out = f(x @ W + b) and fused backward, side by side."""
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .activations import (IDENTITY, RELU, _act_scalar, activate_ref, derivative_mul,
                           derivative_mul_ref)
+from .optim import optimizer_update_ref, update_span
+from .sparse_input import column_sums
+
+# A dense layer with at least this many weights runs on Numba's threads in the training step
+# (a block of samples each forward and for δ below, a block of W's rows each for the weight
+# gradient and its update); a smaller one is one BLAS call on one thread (waking the other
+# costs more than it saves). The plan carries it (Plan.threaded_min), so tests can lower it.
+THREADED_MIN_WEIGHTS = 1 << 14
+# The weight gradient is made a block of rows at a time, each block updated while it is still
+# in L2: about this many bytes of it per block.
+GRAD_BLOCK_BYTES = 1 << 16
+
+
+def grad_block_rows(n_in, n_out, itemsize):
+    """Rows of the weight gradient per block (dense_grad_update_rows)."""
+    return max(1, min(n_in, GRAD_BLOCK_BYTES // (n_out * itemsize)))
 
 
 # ---- forward ---------------------------------------------------------------------------
@@ -33,6 +49,67 @@ def dense_forward_ref(x, W, b, act, out):
     activate_ref(out, act)
 
 
+@njit(cache=True)
+def dense_forward_cols(x, W, b, act, out, h0, h1):
+    """Columns h0..h1-1 of out <- f(x @ W + b), without BLAS: for a few rows (a small
+    minibatch) BLAS copies all of W into its packed format on every call, which costs more
+    than the product. Here each block of four rows of W is read once, from L1, for every row
+    of x; four inputs that are all zero are skipped."""
+    n, d_in = x.shape
+    for i in range(n):
+        o = out[i, h0:h1]
+        bias = b[h0:h1]
+        for h in range(o.shape[0]):
+            o[h] = bias[h]
+    k = 0
+    while k + 4 <= d_in:
+        w0, w1, w2, w3 = W[k, h0:h1], W[k + 1, h0:h1], W[k + 2, h0:h1], W[k + 3, h0:h1]
+        for i in range(n):
+            c0, c1, c2, c3 = x[i, k], x[i, k + 1], x[i, k + 2], x[i, k + 3]
+            if c0 != 0 or c1 != 0 or c2 != 0 or c3 != 0:
+                o = out[i, h0:h1]  # (slices from 0: LLVM vectorises these loops, not h0..h1)
+                for h in range(o.shape[0]):
+                    o[h] += c0 * w0[h] + c1 * w1[h] + c2 * w2[h] + c3 * w3[h]
+        k += 4
+    while k < d_in:
+        w0 = W[k, h0:h1]
+        for i in range(n):
+            c0 = x[i, k]
+            if c0 != 0:
+                o = out[i, h0:h1]
+                for h in range(o.shape[0]):
+                    o[h] += c0 * w0[h]
+        k += 1
+    if act != IDENTITY:
+        for i in range(n):
+            o = out[i, h0:h1]
+            for h in range(o.shape[0]):
+                o[h] = _act_scalar(o[h], act)
+
+
+def column_span(m, T):
+    """Columns per thread when T threads share m columns: whole cache lines (16 floats) each."""
+    return ((m + T - 1) // T + 15) // 16 * 16
+
+
+column_span_jit = njit(cache=True, inline="always")(column_span)
+
+
+@njit(cache=True, parallel=True)
+def dense_forward_threaded(x, W, b, act, out, threads):
+    """dense_forward as ``train_steps`` runs a large layer on a small minibatch: a block of
+    columns per thread (dense_forward_cols)."""
+    m = W.shape[1]
+    span = column_span_jit(m, threads)
+    for t in prange(threads):
+        if t * span < m:
+            dense_forward_cols(x, W, b, act, out, t * span, min(m, t * span + span))
+
+
+def dense_forward_threaded_ref(x, W, b, act, out, threads):
+    dense_forward_ref(x, W, b, act, out)
+
+
 # ---- backward --------------------------------------------------------------------------
 @njit(cache=True)
 def dense_backward(x, W, delta, x_act, dW, db, delta_prev):
@@ -49,8 +126,7 @@ def dense_backward(x, W, delta, x_act, dW, db, delta_prev):
         for j in range(m):
             db[j] += delta[i, j]
     if delta_prev.shape[0] > 0:
-        np.dot(delta, W.T, delta_prev)
-        derivative_mul(delta_prev, x, x_act)
+        dense_delta_below(delta, W, x, x_act, delta_prev)
 
 
 def dense_backward_ref(x, W, delta, x_act, dW, db, delta_prev):
@@ -59,3 +135,66 @@ def dense_backward_ref(x, W, delta, x_act, dW, db, delta_prev):
     if delta_prev.shape[0] > 0:
         np.dot(delta, W.T, out=delta_prev)
         derivative_mul_ref(delta_prev, x, x_act)
+
+
+# ---- backward on threads, the weight gradient folded into the optimizer's update -----------
+@njit(cache=True)
+def dense_delta_below(delta, W, x, x_act, delta_prev):
+    """δ_prev <- (δ Wᵀ) ⊙ f'(x), on any block of rows (x is the layer's input, x_act the
+    activation that made it)."""
+    np.dot(delta, W.T, delta_prev)
+    derivative_mul(delta_prev, x, x_act)
+
+
+@njit(cache=True)
+def dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, code, h, c1, c2, xt):
+    """Rows j0..j1-1 of the weight gradient, gW <- xᵀδ, made a block of rows at a time, each
+    block then taking one step of optimizer ``code`` on the same rows of W and its state S1,
+    S2 while it is in cache. xt: scratch of grad_block_rows(...) * len(x) entries (the block's
+    columns of x, transposed, for BLAS)."""
+    n, m = delta.shape
+    block = max(1, xt.shape[0] // max(n, 1))
+    for r0 in range(j0, j1, block):
+        r1 = min(j1, r0 + block)
+        k = r1 - r0
+        xt_block = xt[:k * n].reshape(k, n)
+        for j in range(k):
+            for i in range(n):
+                xt_block[j, i] = x[i, r0 + j]
+        np.dot(xt_block, delta, gW[r0:r1])
+        update_span(code, W[r0:r1].reshape(-1), gW[r0:r1].reshape(-1), S1[r0:r1].reshape(-1),
+                    S2[r0:r1].reshape(-1), h, c1, c2, True)
+
+
+# Numba can segfault when a cached function calls a parallel one loaded from the cache (see
+# sparse_input.py): this top-level kernel, for the tests and benches, and train_steps each
+# hold their own prange loops over the serial helpers above.
+@njit(cache=True, parallel=True)
+def dense_backward_update(x, W, b, delta, x_act, gW, gb, delta_prev, S1, S2, s1b, s2b, code, h,
+                          c1, c2, xt):
+    """dense_backward and the optimizer's update of W and b, as ``train_steps`` runs a layer
+    of at least THREADED_MIN_WEIGHTS weights: δ_prev on a block of samples per thread (before
+    W changes), then the weight gradient and update on a block of W's rows per thread.
+    xt (threads, ...): per-thread scratch (dense_grad_update_rows)."""
+    n = delta.shape[0]
+    T = xt.shape[0]
+    if delta_prev.shape[0] > 0:
+        span = (n + T - 1) // T
+        for t in prange(T):
+            lo, hi = min(n, t * span), min(n, t * span + span)
+            if hi > lo:
+                dense_delta_below(delta[lo:hi], W, x[lo:hi], x_act, delta_prev[lo:hi])
+    span = (W.shape[0] + T - 1) // T
+    for t in prange(T):
+        dense_grad_update_rows(x, delta, min(W.shape[0], t * span),
+                               min(W.shape[0], t * span + span), W, gW, S1, S2, code, h, c1, c2,
+                               xt[t])
+    column_sums(delta, gb)
+    update_span(code, b, gb, s1b, s2b, h, c1, c2, False)
+
+
+def dense_backward_update_ref(x, W, b, delta, x_act, gW, gb, delta_prev, S1, S2, s1b, s2b, code,
+                              h, c1, c2, xt):
+    dense_backward_ref(x, W, delta, x_act, gW, gb, delta_prev)
+    optimizer_update_ref(code, W, gW, S1, S2, h, c1, c2, True)
+    optimizer_update_ref(code, b, gb, s1b, s2b, h, c1, c2, False)

@@ -26,7 +26,9 @@ from .conv import (N_GEOM, cols_size, conv_backward_block, conv_backward_ref, co
                    conv_forward_ref, maxpool_backward_ref, maxpool_backward_row,
                    maxpool_forward_ref, maxpool_forward_sample, sum_partials)
 from .data import copy_rows, gather_rows, gather_rows_ref
-from .dense import dense_backward, dense_backward_ref, dense_forward, dense_forward_ref
+from .dense import (THREADED_MIN_WEIGHTS, column_span_jit, dense_backward, dense_backward_ref,
+                    dense_delta_below, dense_forward, dense_forward_cols, dense_forward_ref,
+                    dense_grad_update_rows, grad_block_rows)
 from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward_ref, dropout_row,
                       stream_key)
 from .loss import output_loss, output_loss_ref
@@ -45,16 +47,18 @@ PARAM_KINDS = (DENSE, CONV)
 PARALLEL_COLUMNS_MIN_ROWS = 64
 
 Plan = namedtuple("Plan", "kind act in_act threshold scale max_norm loss optimizer sparse_layer "
-                          "first_param seed sample_weight width geom aug aug_kernel aug_shape")
+                          "first_param seed sample_weight width geom aug aug_kernel aug_shape "
+                          "threaded_min")
 Params = namedtuple("Params", "W b")
 OptState = namedtuple("OptState", "s1W s1b s2W s2b hyper t corr")
 Workspace = namedtuple("Workspace", "acts deltas gW gb masks argmax xb yb nz_idx nz_val nz_cnt "
                                     "col_ptr col_row col_val col_counts scratch partial cols "
-                                    "aug_scratch")
+                                    "aug_scratch xt")
 
 
 def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed, dtype,
-              sample_weight=None, widths=None, geoms=None, augment=None):
+              sample_weight=None, widths=None, geoms=None, augment=None,
+              threaded_min=THREADED_MIN_WEIGHTS):
     """The layer table. ``kinds``/``acts``/``rates``/``max_norms`` hold one entry per layer
     (activation codes of layers without one are ignored; a max-norm of 0 is off).
     ``sample_weight``: one weight per training sample that scales its loss gradient, or None.
@@ -62,7 +66,8 @@ def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed
     follow from the parameters (dense and dropout layers only). ``geoms``: the geometry row
     (``conv.conv_geometry``) of each conv and pooling layer, None elsewhere. ``augment``:
     (params, Gaussian kernel, (h, w, c)) of the distortions applied to each minibatch
-    (``augment.py``), or None."""
+    (``augment.py``), or None. ``threaded_min``: the fewest weights of a dense layer that the
+    training step runs on Numba's threads (``dense.THREADED_MIN_WEIGHTS``)."""
     from .dropout import keep_threshold
     dtype = np.dtype(dtype)
     L = len(kinds)
@@ -97,7 +102,7 @@ def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed
                 aug=np.zeros(N_PARAMS) if augment is None else np.asarray(augment[0], np.float64),
                 aug_kernel=np.ones(1) if augment is None else np.asarray(augment[1], np.float64),
                 aug_shape=np.zeros(0, np.int64) if augment is None
-                else np.asarray(augment[2], np.int64))
+                else np.asarray(augment[2], np.int64), threaded_min=int(threaded_min))
 
 
 # Every per-layer tuple has a multiple of this many entries (zero-size arrays after the last
@@ -132,6 +137,12 @@ def make_state(params, optimizer, hyper, dtype):
                     s2W=tuple(np.zeros_like(w) for w in params.W),
                     s2b=tuple(np.zeros_like(b) for b in params.b),
                     hyper=h, t=np.zeros(1, np.int64), corr=np.ones(2, dtype))
+
+
+def threaded_dense_layers(params, plan):
+    """The dense layers (but the zero-skipping one) that the training step runs on threads."""
+    return [l for l, (k, W) in enumerate(zip(plan.kind, params.W))
+            if k == DENSE and l != plan.sparse_layer and W.size >= plan.threaded_min]
 
 
 def layer_widths(params, plan, n_in):
@@ -197,6 +208,10 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
         # twin computes them (so that float32 fits distort bitwise alike too)
         aug_scratch=np.zeros((threads, augment_scratch_size(*plan.aug_shape)
                               if len(plan.aug_shape) and training else 0), np.float64),
+        # per thread: a block of a threaded dense layer's input, transposed (dense.py)
+        xt=np.zeros((threads, max([grad_block_rows(*params.W[l].shape, dtype.itemsize)
+                                   * batch_size for l in threaded_dense_layers(params, plan)]
+                                  + [0]) if training else 0), dtype),
     )
 
 
@@ -357,7 +372,13 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
             W, b, a = params.W[l], params.b[l], ws.acts[l]
             below = ws.acts[l - 1] if l > 0 else ws.xb
             inp = below[:nb]
-            if kind == DENSE and l != plan.sparse_layer:
+            if kind == DENSE and l != plan.sparse_layer and W.size >= plan.threaded_min:
+                T, m = ws.xt.shape[0], W.shape[1]  # a block of columns per thread
+                span = column_span_jit(m, T)
+                for t in prange(T):
+                    if t * span < m:
+                        dense_forward_cols(inp, W, b, act, a, t * span, min(m, t * span + span))
+            elif kind == DENSE and l != plan.sparse_layer:
                 dense_forward(inp, W, b, act, a[:nb])
             elif kind == FLATTEN:
                 if l == 0:  # elsewhere it shares its input's buffer
@@ -437,6 +458,24 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                     for j in range(t * span, min(W.shape[0], t * span + span)):
                         fused_update_row(j, W, S1, S2, d, col_ptr, col_row, col_val, code, h,
                                          c1, c2, scratch[t][:n_out])
+                column_sums(d, gb)
+                optimizer_update(code, b, gb, s1b, s2b, h, c1, c2, False)
+            elif kind == DENSE and W.size >= plan.threaded_min:
+                # δ below on a block of samples per thread, before W changes; then the weight
+                # gradient folded into the update, a block of W's rows per thread
+                xt = ws.xt
+                T = xt.shape[0]
+                if d_below.shape[0] > 0:
+                    span = (nb + T - 1) // T
+                    for t in prange(T):
+                        lo, hi = min(nb, t * span), min(nb, t * span + span)
+                        if hi > lo:
+                            dense_delta_below(d[lo:hi], W, inp[lo:hi], x_act, d_below[lo:hi])
+                span = (W.shape[0] + T - 1) // T
+                for t in prange(T):
+                    dense_grad_update_rows(inp, d, min(W.shape[0], t * span),
+                                           min(W.shape[0], t * span + span), W, gW, S1, S2, code,
+                                           h, c1, c2, xt[t])
                 column_sums(d, gb)
                 optimizer_update(code, b, gb, s1b, s2b, h, c1, c2, False)
             elif kind == DENSE:

@@ -219,3 +219,27 @@ def test_cli_recipe_with_an_override(tmp_path):
     listing = subprocess.run([sys.executable, "-m", "fastmlp", "recipes"], capture_output=True,
                              text=True, timeout=300)
     assert "dropout-mlp" in listing.stdout and "nielsen-improved" in listing.stdout
+
+
+@pytest.mark.parametrize("batch_size", [10, 64])
+def test_large_dense_layers_on_dense_inputs_match_the_twin(batch_size):
+    # dense inputs (no zero-skipping): at small batches the 784x300 and 300x100 layers run on
+    # Numba's threads with their own kernels, at larger ones on BLAS; both agree with the NumPy twin
+    from fastmlp import kernels as K
+    from fastmlp.optimizers import SGD
+    from fastmlp.training import SMALL_BATCH_ROWS, Trainer
+    rng = np.random.default_rng(3)
+    X = rng.random((300, 784), dtype=np.float32)
+    y = rng.integers(0, 10, 300)
+    weights = {}
+    for backend in ("numba", "numpy"):
+        net = Network([784, 300, 100, 10], seed=1, backend=backend)
+        trainer = Trainer(net, X, y, batch_size, SGD(0.05, 0.9, nesterov=True))
+        assert not trainer.sparse
+        threaded = K.threaded_dense_layers(trainer.params, trainer.plan)
+        assert threaded == ([0, 1] if batch_size <= SMALL_BATCH_ROWS else [])
+        net.fit(X, y, epochs=2, batch_size=batch_size, optimizer=SGD(0.05, 0.9, nesterov=True),
+                verbose=0)
+        weights[backend] = [w.copy() for w in net._W if w.size]
+    for fast, ref in zip(weights["numba"], weights["numpy"]):
+        np.testing.assert_allclose(fast, ref, rtol=1e-3, atol=1e-5)
