@@ -23,4 +23,4 @@ __all__ = ["KERNELS", "augment", "stream_key", "Case", "KernelPair", "copy_args"
            "conv_geometry", "SIGMOID", "TANH", "OUTPUT_LOSS_CODES", "OPTIMIZER_CODES", "LAYER_KINDS", "DENSE",
            "DROPOUT", "CONV", "POOL", "FLATTEN", "Plan", "Params", "OptState", "Workspace",
            "make_params", "make_plan", "make_state", "make_workspace", "layer_widths", "forward", "forward_ref", "image_code",
-           "train_steps", "train_steps_ref"]
+           "threaded_dense_layers", "THREADED_MIN_WEIGHTS", "train_steps", "train_steps_ref"]

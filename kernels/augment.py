@@ -16,6 +16,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .data import thread_block
 from .dropout import _GOLDEN, mix64
 
 SHIFT, ROTATE, SCALE, ALPHA = range(4)  # max shift (pixels), max angle (radians), max scale, α
@@ -128,9 +129,9 @@ def augment_row(row, key, i, params, kernel, shape, scratch):
 def augment_batch(x, key, params, kernel, shape, scratch):
     """augment_row for every row of x; thread t takes one contiguous block of rows."""
     n, T = x.shape[0], scratch.shape[0]
-    span = (n + T - 1) // T
     for t in prange(T):
-        for i in range(t * span, min(n, t * span + span)):
+        lo, hi = thread_block(n, T, t)
+        for i in range(lo, hi):
             augment_row(x[i], key, i, params, kernel, shape, scratch[t])
 
 

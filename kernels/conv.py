@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from .activations import _act_scalar, activate_ref, derivative_mul_ref, _dact_scalar, IDENTITY
+from .data import thread_block
 
 IN_H, IN_W, IN_C, OUT_H, OUT_W, OUT_C, K_H, K_W, STRIDE, PAD_T, PAD_L = range(11)
 N_GEOM = 11
@@ -150,10 +151,9 @@ def conv_forward(x, W, b, act, g, out, cols):
     """out[i] <- f(conv(x[i], W) + b) for every sample i; ``cols`` holds each thread's
     buffers (cols_size)."""
     n, T = x.shape[0], cols.shape[0]
-    span = (n + T - 1) // T
     for t in prange(T):
-        conv_forward_block(x, W, b, act, g, min(n, t * span), min(n, t * span + span), cols[t],
-                           out)
+        lo, hi = thread_block(n, T, t)
+        conv_forward_block(x, W, b, act, g, lo, hi, cols[t], out)
 
 
 def _padded_images(x, g):
@@ -245,10 +245,9 @@ def conv_backward(x, W, d, x_act, g, dW, db, dx, partial, cols):
     of samples, and the blocks' sums are added in a fixed order (the result does not depend on
     the scheduling)."""
     n, T = x.shape[0], partial.shape[0]
-    span = (n + T - 1) // T
     for t in prange(T):
-        conv_backward_block(x, W, d, x_act, g, min(n, t * span), min(n, t * span + span),
-                            partial[t], cols[t], dx)
+        lo, hi = thread_block(n, T, t)
+        conv_backward_block(x, W, d, x_act, g, lo, hi, partial[t], cols[t], dx)
     sum_partials(partial, dW, db)
 
 

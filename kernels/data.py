@@ -24,3 +24,12 @@ def copy_rows(src, out):
     for i in range(src.shape[0]):
         for j in range(src.shape[1]):
             out[i, j] = src[i, j]
+
+
+@njit(cache=True, inline="always")
+def thread_block(n, T, t, align=1):
+    """(lo, hi): thread t's contiguous block when T threads share n items (rows, samples,
+    columns); each block but the last holds a multiple of ``align`` items (``align=16``:
+    whole cache lines of float32 columns, which two threads would otherwise share)."""
+    span = ((n + T - 1) // T + align - 1) // align * align
+    return min(n, t * span), min(n, t * span + span)

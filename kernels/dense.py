@@ -4,8 +4,8 @@ from numba import njit, prange
 
 from .activations import (IDENTITY, RELU, _act_scalar, activate_ref, derivative_mul,
                           derivative_mul_ref)
-from .optim import optimizer_update_ref, update_span
-from .sparse_input import column_sums
+from .data import thread_block
+from .optim import optimizer_update, optimizer_update_ref, update_span
 
 # A dense layer with at least this many weights runs on Numba's threads in the training step
 # (a block of samples each forward and for δ below, a block of W's rows each for the weight
@@ -17,6 +17,7 @@ THREADED_MIN_WEIGHTS = 1 << 14
 GRAD_BLOCK_BYTES = 1 << 16
 
 
+@njit(cache=True)
 def grad_block_rows(n_in, n_out, itemsize):
     """Rows of the weight gradient per block (dense_grad_update_rows)."""
     return max(1, min(n_in, GRAD_BLOCK_BYTES // (n_out * itemsize)))
@@ -56,9 +57,9 @@ def dense_forward_cols(x, W, b, act, out, h0, h1):
     than the product. Here each block of four rows of W is read once, from L1, for every row
     of x; four inputs that are all zero are skipped."""
     n, d_in = x.shape
+    bias = b[h0:h1]
     for i in range(n):
         o = out[i, h0:h1]
-        bias = b[h0:h1]
         for h in range(o.shape[0]):
             o[h] = bias[h]
     k = 0
@@ -87,23 +88,18 @@ def dense_forward_cols(x, W, b, act, out, h0, h1):
                 o[h] = _act_scalar(o[h], act)
 
 
-def column_span(m, T):
-    """Columns per thread when T threads share m columns: whole cache lines (16 floats) each."""
-    return ((m + T - 1) // T + 15) // 16 * 16
-
-
-column_span_jit = njit(cache=True, inline="always")(column_span)
+# Columns per thread in the forward on threads: whole cache lines of float32 each
+COLUMN_ALIGN = 16
 
 
 @njit(cache=True, parallel=True)
 def dense_forward_threaded(x, W, b, act, out, threads):
     """dense_forward as ``train_steps`` runs a large layer on a small minibatch: a block of
     columns per thread (dense_forward_cols)."""
-    m = W.shape[1]
-    span = column_span_jit(m, threads)
     for t in prange(threads):
-        if t * span < m:
-            dense_forward_cols(x, W, b, act, out, t * span, min(m, t * span + span))
+        h0, h1 = thread_block(W.shape[1], threads, t, COLUMN_ALIGN)
+        if h1 > h0:
+            dense_forward_cols(x, W, b, act, out, h0, h1)
 
 
 def dense_forward_threaded_ref(x, W, b, act, out, threads):
@@ -119,12 +115,7 @@ def dense_backward(x, W, delta, x_act, dW, db, delta_prev):
     Pass delta_prev with zero rows for the first layer, whose input needs no gradient.
     """
     np.dot(x.T, delta, dW)
-    n, m = delta.shape
-    for j in range(m):
-        db[j] = 0
-    for i in range(n):
-        for j in range(m):
-            db[j] += delta[i, j]
+    column_sums(delta, db)
     if delta_prev.shape[0] > 0:
         dense_delta_below(delta, W, x, x_act, delta_prev)
 
@@ -135,6 +126,16 @@ def dense_backward_ref(x, W, delta, x_act, dW, db, delta_prev):
     if delta_prev.shape[0] > 0:
         np.dot(delta, W.T, out=delta_prev)
         derivative_mul_ref(delta_prev, x, x_act)
+
+
+@njit(cache=True)
+def column_sums(delta, out):
+    """out <- Σ_i delta[i] (the bias gradient)."""
+    for h in range(out.shape[0]):
+        out[h] = 0
+    for i in range(delta.shape[0]):
+        for h in range(out.shape[0]):
+            out[h] += delta[i, h]
 
 
 # ---- backward on threads, the weight gradient folded into the optimizer's update -----------
@@ -150,10 +151,10 @@ def dense_delta_below(delta, W, x, x_act, delta_prev):
 def dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, code, h, c1, c2, xt):
     """Rows j0..j1-1 of the weight gradient, gW <- xᵀδ, made a block of rows at a time, each
     block then taking one step of optimizer ``code`` on the same rows of W and its state S1,
-    S2 while it is in cache. xt: scratch of grad_block_rows(...) * len(x) entries (the block's
-    columns of x, transposed, for BLAS)."""
+    S2 while it is in cache. xt: scratch for the block's columns of x, transposed (for BLAS):
+    grad_block_rows(...) * len(x) entries; less makes smaller blocks."""
     n, m = delta.shape
-    block = max(1, xt.shape[0] // max(n, 1))
+    block = max(1, min(grad_block_rows(W.shape[0], m, W.itemsize), xt.shape[0] // max(n, 1)))
     for r0 in range(j0, j1, block):
         r1 = min(j1, r0 + block)
         k = r1 - r0
@@ -176,21 +177,17 @@ def dense_backward_update(x, W, b, delta, x_act, gW, gb, delta_prev, S1, S2, s1b
     of at least THREADED_MIN_WEIGHTS weights: δ_prev on a block of samples per thread (before
     W changes), then the weight gradient and update on a block of W's rows per thread.
     xt (threads, ...): per-thread scratch (dense_grad_update_rows)."""
-    n = delta.shape[0]
     T = xt.shape[0]
     if delta_prev.shape[0] > 0:
-        span = (n + T - 1) // T
         for t in prange(T):
-            lo, hi = min(n, t * span), min(n, t * span + span)
+            lo, hi = thread_block(delta.shape[0], T, t)
             if hi > lo:
                 dense_delta_below(delta[lo:hi], W, x[lo:hi], x_act, delta_prev[lo:hi])
-    span = (W.shape[0] + T - 1) // T
     for t in prange(T):
-        dense_grad_update_rows(x, delta, min(W.shape[0], t * span),
-                               min(W.shape[0], t * span + span), W, gW, S1, S2, code, h, c1, c2,
-                               xt[t])
+        j0, j1 = thread_block(W.shape[0], T, t)
+        dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, code, h, c1, c2, xt[t])
     column_sums(delta, gb)
-    update_span(code, b, gb, s1b, s2b, h, c1, c2, False)
+    optimizer_update(code, b, gb, s1b, s2b, h, c1, c2, False)
 
 
 def dense_backward_update_ref(x, W, b, delta, x_act, gW, gb, delta_prev, S1, S2, s1b, s2b, code,

@@ -25,16 +25,16 @@ from .augment import (N_PARAMS, STREAM, augment_batch_ref, augment_row,
 from .conv import (N_GEOM, cols_size, conv_backward_block, conv_backward_ref, conv_forward_block,
                    conv_forward_ref, maxpool_backward_ref, maxpool_backward_row,
                    maxpool_forward_ref, maxpool_forward_sample, sum_partials)
-from .data import copy_rows, gather_rows, gather_rows_ref
-from .dense import (THREADED_MIN_WEIGHTS, column_span_jit, dense_backward, dense_backward_ref,
-                    dense_delta_below, dense_forward, dense_forward_cols, dense_forward_ref,
-                    dense_grad_update_rows, grad_block_rows)
+from .data import copy_rows, gather_rows, gather_rows_ref, thread_block
+from .dense import (COLUMN_ALIGN, THREADED_MIN_WEIGHTS, column_sums, dense_backward,
+                    dense_backward_ref, dense_delta_below, dense_forward, dense_forward_cols,
+                    dense_forward_ref, dense_grad_update_rows, grad_block_rows)
 from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward_ref, dropout_row,
                       stream_key)
 from .loss import output_loss, output_loss_ref
 from .optim import (ADAM, BETA1, BETA2, max_norm_columns, max_norm_columns_ref, optimizer_update,
                     optimizer_update_ref)
-from .sparse_input import (build_columns, column_cursors, column_sums, count_columns,
+from .sparse_input import (build_columns, column_cursors, count_columns,
                            fill_columns, forward_row, fused_update_row)
 
 DENSE, DROPOUT, CONV, POOL, FLATTEN = 0, 1, 2, 3, 4
@@ -271,10 +271,9 @@ def forward(X, rows, params, plan, ws, images):
             if images is not None:
                 cols, need = ws.cols, cols_size(g)
                 T = cols.shape[0]
-                span = (n + T - 1) // T
                 for t in prange(T):  # thread t: a block of samples, its own im2col buffer
-                    conv_forward_block(inp, W, b, act, g, min(n, t * span),
-                                       min(n, t * span + span), cols[t][:need], a)
+                    lo, hi = thread_block(n, T, t)
+                    conv_forward_block(inp, W, b, act, g, lo, hi, cols[t][:need], a)
         elif kind == POOL:
             if images is not None:
                 arg = ws.argmax[l]
@@ -359,9 +358,9 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                 xb, aug_scratch = ws.xb, ws.aug_scratch
                 aug, aug_kernel, aug_shape = plan.aug, plan.aug_kernel, plan.aug_shape
                 T = aug_scratch.shape[0]
-                span = (nb + T - 1) // T
                 for t in prange(T):
-                    for i in range(t * span, min(nb, t * span + span)):
+                    lo, hi = thread_block(nb, T, t)
+                    for i in range(lo, hi):
                         augment_row(xb[i], key, i, aug, aug_kernel, aug_shape, aug_scratch[t])
         x = ws.xb[:nb]
 
@@ -373,11 +372,11 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
             below = ws.acts[l - 1] if l > 0 else ws.xb
             inp = below[:nb]
             if kind == DENSE and l != plan.sparse_layer and W.size >= plan.threaded_min:
-                T, m = ws.xt.shape[0], W.shape[1]  # a block of columns per thread
-                span = column_span_jit(m, T)
-                for t in prange(T):
-                    if t * span < m:
-                        dense_forward_cols(inp, W, b, act, a, t * span, min(m, t * span + span))
+                T = ws.xt.shape[0]
+                for t in prange(T):  # a block of columns per thread
+                    h0, h1 = thread_block(W.shape[1], T, t, COLUMN_ALIGN)
+                    if h1 > h0:
+                        dense_forward_cols(inp, W, b, act, a, h0, h1)
             elif kind == DENSE and l != plan.sparse_layer:
                 dense_forward(inp, W, b, act, a[:nb])
             elif kind == FLATTEN:
@@ -392,9 +391,8 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                 threshold, scale = plan.threshold[l], plan.scale[l]
                 need = cols_size(g) if kind == CONV else 0
                 T = cols.shape[0]
-                span = (nb + T - 1) // T
                 for t in prange(T):
-                    lo, hi = min(nb, t * span), min(nb, t * span + span)
+                    lo, hi = thread_block(nb, T, t)
                     if kind == CONV:  # its own im2col buffer
                         if images is not None:
                             conv_forward_block(inp, W, b, act, g, lo, hi, cols[t][:need], a)
@@ -438,24 +436,24 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                                                          ws.col_val)
                 blocks = col_counts.shape[0]
                 if nb >= PARALLEL_COLUMNS_MIN_ROWS and blocks > 1:
-                    span = (nb + blocks - 1) // blocks
                     for t in prange(blocks):
-                        count_columns(nz_idx, nz_cnt, min(t * span, nb), min(t * span + span, nb),
-                                      col_counts[t])
+                        lo, hi = thread_block(nb, blocks, t)
+                        count_columns(nz_idx, nz_cnt, lo, hi, col_counts[t])
                     column_cursors(col_counts, col_ptr.shape[0] - 1, col_ptr)
                     for t in prange(blocks):
-                        fill_columns(nz_idx, nz_val, nz_cnt, min(t * span, nb),
-                                     min(t * span + span, nb), col_counts[t], col_row, col_val)
+                        lo, hi = thread_block(nb, blocks, t)
+                        fill_columns(nz_idx, nz_val, nz_cnt, lo, hi, col_counts[t], col_row,
+                                     col_val)
                 else:
                     build_columns(nz_idx, nz_val, nz_cnt, nb, col_counts, col_ptr, col_row,
                                   col_val)
                 scratch = ws.scratch
                 T, n_out = scratch.shape[0], W.shape[1]
-                span = (W.shape[0] + T - 1) // T
                 # thread t: one contiguous block of rows and its own scratch row (interleaved
                 # rows would share cache lines between the threads)
                 for t in prange(T):
-                    for j in range(t * span, min(W.shape[0], t * span + span)):
+                    j0, j1 = thread_block(W.shape[0], T, t)
+                    for j in range(j0, j1):
                         fused_update_row(j, W, S1, S2, d, col_ptr, col_row, col_val, code, h,
                                          c1, c2, scratch[t][:n_out])
                 column_sums(d, gb)
@@ -466,16 +464,13 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                 xt = ws.xt
                 T = xt.shape[0]
                 if d_below.shape[0] > 0:
-                    span = (nb + T - 1) // T
                     for t in prange(T):
-                        lo, hi = min(nb, t * span), min(nb, t * span + span)
+                        lo, hi = thread_block(nb, T, t)
                         if hi > lo:
                             dense_delta_below(d[lo:hi], W, inp[lo:hi], x_act, d_below[lo:hi])
-                span = (W.shape[0] + T - 1) // T
                 for t in prange(T):
-                    dense_grad_update_rows(inp, d, min(W.shape[0], t * span),
-                                           min(W.shape[0], t * span + span), W, gW, S1, S2, code,
-                                           h, c1, c2, xt[t])
+                    j0, j1 = thread_block(W.shape[0], T, t)
+                    dense_grad_update_rows(inp, d, j0, j1, W, gW, S1, S2, code, h, c1, c2, xt[t])
                 column_sums(d, gb)
                 optimizer_update(code, b, gb, s1b, s2b, h, c1, c2, False)
             elif kind == DENSE:
@@ -489,9 +484,8 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                     partial, cols, arg = ws.partial, ws.cols, ws.argmax[l]
                     need = cols_size(g) if kind == CONV else 0
                     T = cols.shape[0]
-                    span = (nb + T - 1) // T
                     for t in prange(T):
-                        lo, hi = min(nb, t * span), min(nb, t * span + span)
+                        lo, hi = thread_block(nb, T, t)
                         if kind == CONV:
                             conv_backward_block(inp, W, d, x_act, g, lo, hi, partial[t],
                                                 cols[t][:need], d_below)

@@ -10,6 +10,7 @@ import numpy as np
 from numba import njit, prange
 
 from .activations import IDENTITY, activate_ref, _act_scalar
+from .data import thread_block
 from .optim import optimizer_update_ref, update_span
 
 
@@ -89,16 +90,6 @@ def fused_update_row(j, W, S1, S2, delta, col_ptr, col_row, col_val, code, h, c1
 
 
 @njit(cache=True)
-def column_sums(delta, out):
-    """out <- Σ_i delta[i] (the bias gradient)."""
-    for h in range(out.shape[0]):
-        out[h] = 0
-    for i in range(delta.shape[0]):
-        for h in range(out.shape[0]):
-            out[h] += delta[i, h]
-
-
-@njit(cache=True)
 def count_columns(nz_idx, nz_cnt, i0, i1, counts):
     """counts[j] <- how many of rows i0..i1-1 have input j nonzero."""
     for j in range(counts.shape[0]):
@@ -151,9 +142,9 @@ def sparse_input_backward_update(nz_idx, nz_val, nz_cnt, delta, W, S1, S2, code,
     (threads, d_out) are scratch."""
     build_columns(nz_idx, nz_val, nz_cnt, delta.shape[0], col_counts, col_ptr, col_row, col_val)
     T = scratch.shape[0]
-    span = (W.shape[0] + T - 1) // T
     for t in prange(T):  # thread t: a contiguous block of rows (interleaved rows share lines)
-        for j in range(t * span, min(W.shape[0], t * span + span)):
+        lo, hi = thread_block(W.shape[0], T, t)
+        for j in range(lo, hi):
             fused_update_row(j, W, S1, S2, delta, col_ptr, col_row, col_val, code, h, c1, c2,
                              scratch[t])
 
