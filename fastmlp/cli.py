@@ -134,8 +134,10 @@ def build_parser():
     w.add_argument("--optimizers", default=None, help="optimizers to compare, e.g. sgd,adam")
     w.add_argument("--epochs", type=int, default=10)
     w.add_argument("--batch-size", type=int, default=128)
-    w.add_argument("--backend", default="local", choices=["local", "sequential", "dask", "ray"],
-                   help="local: a process pool on this machine")
+    w.add_argument("--backend", default="local",
+                   choices=["local", "threads", "sequential", "dask", "ray"],
+                   help="local: a process pool on this machine; threads: this process's "
+                        "threads (no workers to start: best for short trials)")
     w.add_argument("--jobs", type=int, default=2, help="trials run at once")
     w.add_argument("--scheduler", default=None, help="a Dask scheduler address (dask backend)")
     w.add_argument("--address", default=None, help="a Ray cluster address (ray backend)")

@@ -1,11 +1,11 @@
-"""Studies: many trainings over a grid of settings, on a local process pool, Dask or Ray.
+"""Studies: many trainings over a grid of settings, on a local process pool, threads, Dask or Ray.
 
 >>> from fastmlp.sweep import sweep
 >>> records = sweep({"hidden": [(128,), (256,)], "seed": range(3)}, data="mnist",
 ...                 base={"epochs": 10, "optimizer": "adam"}, backend="local", n_jobs=2)
 
-Every backend runs through joblib (``loky`` processes, ``sequential``, its Dask backend, Ray's
-joblib backend), so the same grid gives the same records everywhere. Each record is written to
+Every backend runs through joblib (``loky`` processes, ``sequential``, ``threading``, its Dask
+backend, Ray's joblib backend), so the same grid gives the same records everywhere. Each record is written to
 ``out`` (JSONL, append + fsync) as soon as its trial finishes, and a rerun skips the trials the
 file already holds: a crash loses at most the trials that were running. A worker that dies is
 reported and its unfinished trials are run once more.
@@ -29,7 +29,8 @@ FIT_KEYS = {"epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer
             "validation_split", "lr_schedule", "momentum_schedule"}
 SWEEP_KEYS = {"hidden", "train_size"}
 ALL_KEYS = NETWORK_KEYS | FIT_KEYS | SWEEP_KEYS
-BACKENDS = ("local", "sequential", "dask", "ray")
+BACKENDS = ("local", "threads", "sequential", "dask", "ray")
+THREADSAFE_LAYERS = ("omp", "tbb")  # workqueue aborts when two threads launch parallel loops
 DEFAULTS = {"hidden": (300,), "epochs": 10, "batch_size": 128, "seed": 0}
 
 
@@ -370,12 +371,34 @@ def _as_completed(backend, trials, payload, data_dir, threads, n_jobs):
     return stream(refs)
 
 
-def _backend_context(backend, n_jobs, scheduler, address):
+@contextlib.contextmanager
+def _threads_context(n_jobs, threads):
+    """Trials on this process's threads: no worker to start, nothing to copy, the JIT cache
+    already loaded. The compiled steps release the GIL; each trial's thread sets its own Numba
+    thread count (Numba keeps it per thread), and BLAS, whose thread count is per process, is
+    held at ``threads`` for the whole sweep."""
+    import joblib
+    import numba
+    from threadpoolctl import threadpool_limits
+    numba.get_num_threads()  # loads the threading layer, if nothing has run in parallel yet
+    layer = numba.threading_layer()
+    if layer not in THREADSAFE_LAYERS:
+        raise ValueError(f"backend='threads' needs a thread-safe Numba threading layer "
+                         f"({' or '.join(THREADSAFE_LAYERS)}); this Numba uses {layer!r}: use "
+                         f"backend='local', or install tbb (pip install tbb)")
+    with threadpool_limits(threads, user_api="blas"), \
+            joblib.parallel_config(backend="threading", n_jobs=n_jobs):
+        yield
+
+
+def _backend_context(backend, n_jobs, scheduler, address, threads=1):
     import joblib
     if backend == "sequential":
         return joblib.parallel_config(backend="sequential")
     if backend == "local":
         return contextlib.nullcontext()  # a process pool of its own: see _local_pool
+    if backend == "threads":
+        return _threads_context(n_jobs, threads)
     if backend == "dask":
         try:
             from distributed import Client, get_client
@@ -411,6 +434,8 @@ def sweep(grid, data="mnist", base=None, backend="local", n_jobs=2, out=None, sc
           address=None, threads=1, retries=1, data_dir=None, log=None):
     """Run every trial of ``grid`` (over ``base``) and return their records, in grid order.
 
+    ``backend``: "local" (a pool of loky processes), "threads" (this process's threads: no
+    worker to start, best for short trials), "sequential", "dask" or "ray".
     ``data``: a dataset name ("mnist", "fashion-mnist", "digits") loaded in each worker, or
     ``((X, y), (X_test, y_test))``. ``out``: a JSONL results file, appended to as trials finish
     and read back by a rerun to skip the trials already done. ``threads``: Numba and BLAS
@@ -421,6 +446,8 @@ def sweep(grid, data="mnist", base=None, backend="local", n_jobs=2, out=None, sc
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
         raise ValueError(f"n_jobs must be an integer >= 1, got {n_jobs!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
     trials = expand(grid, base)
     (X, y), (Xt, yt) = _load(data, data_dir)
     check_trials(trials, X.shape[1], int(max(y.max(), yt.max())) + 1, X.shape[0])
@@ -441,7 +468,7 @@ def sweep(grid, data="mnist", base=None, backend="local", n_jobs=2, out=None, sc
     attempts = 0
     while pending:
         try:
-            with _backend_context(backend, n_jobs, scheduler, address):
+            with _backend_context(backend, n_jobs, scheduler, address, threads):
                 results = _as_completed(backend, pending, payload, data_dir, threads, n_jobs)
                 for record in results:
                     done[record["key"]] = record

@@ -245,7 +245,8 @@ PRANGE_ONLY = {"prange": True, "comprehension": False, "setitem": False, "reduct
 
 
 # ---- inference ---------------------------------------------------------------------------
-@njit(cache=True, parallel=PRANGE_ONLY)  # its own prange loops: see sparse_input.py's note
+# its own prange loops: see sparse_input.py's note; nogil: a sweep's trials may run on threads
+@njit(cache=True, nogil=True, parallel=PRANGE_ONLY)
 def forward(X, rows, params, plan, ws, images):
     """Inference on the rows X[rows] (dropout is the identity): the last layer's activations
     ws.acts[len(plan.kind) - 1][:len(rows)] end up holding the logits. The zero-skipping first
@@ -325,7 +326,8 @@ def scale_rows(d, weights, rows):
             d[i, j] *= w
 
 
-@njit(cache=True, parallel=PRANGE_ONLY)  # its own prange loops: see sparse_input.py's note
+# its own prange loops: see sparse_input.py's note; nogil: a sweep's trials may run on threads
+@njit(cache=True, nogil=True, parallel=PRANGE_ONLY)
 def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, state, ws, plan,
                 images):
     """Minibatch steps [step_begin, step_end) of an epoch whose sample order is ``order``.

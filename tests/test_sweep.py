@@ -49,6 +49,29 @@ def test_local_pool_gives_the_sequential_records(digits, sequential):
     _same(sweep(GRID, data=digits, base=BASE, backend="local", n_jobs=2), sequential)
 
 
+def test_threads_give_the_sequential_records_from_two_threads(digits, sequential, monkeypatch):
+    import threading
+
+    import fastmlp.sweep
+    threads_seen = set()
+    run_trial = fastmlp.sweep.run_trial
+
+    def noting_the_thread(*args, **kwargs):
+        threads_seen.add(threading.get_ident())
+        return run_trial(*args, **kwargs)
+
+    monkeypatch.setattr(fastmlp.sweep, "run_trial", noting_the_thread)
+    _same(sweep(GRID, data=digits, base=BASE, backend="threads", n_jobs=2), sequential)
+    assert len(threads_seen) == 2 and threading.get_ident() not in threads_seen
+
+
+def test_threads_refuse_a_threading_layer_that_is_not_thread_safe(digits, monkeypatch):
+    import numba
+    monkeypatch.setattr(numba, "threading_layer", lambda: "workqueue")
+    with pytest.raises(ValueError, match="backend='threads' needs a thread-safe .* 'workqueue'"):
+        sweep({"seed": [0]}, data=digits, base=BASE, backend="threads", log=lambda m: None)
+
+
 def test_dask_local_cluster_gives_the_same_records(digits, sequential):
     from distributed import Client, LocalCluster
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
@@ -187,6 +210,13 @@ def test_bad_grids_are_refused_before_any_trial(digits, grid, base, message):
         sweep(grid, data=digits, base={**{k: v for k, v in BASE.items() if k not in grid},
                                        **base}, backend="sequential", log=ran.append)
     assert not ran
+
+
+@pytest.mark.parametrize("arg,value", [("n_jobs", 0), ("threads", 0), ("threads", "2"),
+                                       ("backend", "processes")])
+def test_bad_sweep_arguments_are_named(digits, arg, value):
+    with pytest.raises(ValueError, match=arg):
+        sweep({"seed": [0]}, data=digits, base=BASE, log=lambda m: None, **{arg: value})
 
 
 def test_missing_extras_name_the_extra(digits, monkeypatch):
