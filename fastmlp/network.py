@@ -257,7 +257,7 @@ class Network:
         like training does (``sparse``: that decision, if already made for this X)."""
         n = X.shape[0]
         if sparse is None:
-            sparse = uses_sparse_input(self, X)
+            sparse = uses_sparse_input(self, X, SPARSE_EVAL_BATCH)
         # the batch's activations stay within ~64 MB (a CNN's are large per sample)
         per_sample = sum(self._widths) + self.n_features
         batch = max(1, min(n, SPARSE_EVAL_BATCH if sparse else EVAL_BATCH,
@@ -404,7 +404,7 @@ class Network:
             Xv = check_features(validation_data[0], self.n_features, self.dtype, "X_val",
                                 self.input_shape)
             yv = check_labels(validation_data[1], Xv.shape[0], self.n_classes, "y_val")
-            val_sparse = uses_sparse_input(self, Xv)  # decided once, used every epoch
+            val_sparse = uses_sparse_input(self, Xv, SPARSE_EVAL_BATCH)  # decided once
 
         trainer = Trainer(self, X, y, batch_size, opt, shuffle,
                           chunks_per_epoch=50 if verbose == 1 and sys.stderr.isatty() else 8,

@@ -243,3 +243,22 @@ def test_large_dense_layers_on_dense_inputs_match_the_twin(batch_size):
         weights[backend] = [w.copy() for w in net._W if w.size]
     for fast, ref in zip(weights["numba"], weights["numpy"]):
         np.testing.assert_allclose(fast, ref, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("hidden,batch_size,sparse", [
+    ((800,), 256, True),          # the first layer is nearly all the work: skip its zeros
+    ((1024, 1024), 32, True),     # small minibatches: BLAS gains little from a second thread
+    ((1024, 1024), 256, False),   # large layers above the first: BLAS on both threads wins
+    ((800, 800), 128, False),
+])
+def test_mostly_zero_inputs_skip_zeros_unless_the_layers_above_need_both_blas_threads(
+        hidden, batch_size, sparse):
+    from fastmlp.training import uses_sparse_input
+    rng = np.random.default_rng(0)
+    X = rng.random((64, 784), dtype=np.float32)
+    X[X < 0.8] = 0
+    net = Network([784, *hidden, 10], seed=0)
+    assert uses_sparse_input(net, X, batch_size) == sparse
+    assert not uses_sparse_input(net, X + 1, batch_size)  # dense inputs never skip zeros
+    assert not uses_sparse_input(Network([784, *hidden, 10], seed=0, backend="numpy"), X,
+                                 batch_size)
