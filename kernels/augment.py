@@ -36,9 +36,9 @@ def gaussian_kernel(sigma):
 
 
 def scratch_size(h, w, c):
-    """Values of one thread's scratch (float64): the source row and three displacement
-    planes."""
-    return h * w * c + 3 * h * w
+    """Values of one thread's scratch (float64): the source image inside a one-pixel border of
+    zeros, and three planes (displacement fields, then source coordinates)."""
+    return (h + 2) * (w + 2) * c + 3 * h * w
 
 
 @njit(cache=True, inline="always")
@@ -48,32 +48,33 @@ def _unit(key, counter):
 
 
 @njit(cache=True, inline="always")
-def _smooth(field, tmp, kernel, h, w):
-    """field (h×w) <- itself convolved with the separable Gaussian, zeros beyond the edges;
-    tmp: h·w values of scratch."""
+def _smooth_columns(src, dst, kernel, h, w):
+    """dst (h×w) <- src (h×w) convolved along its first axis with the Gaussian, zeros beyond
+    the edges; each output sums its taps in increasing order, as the twin."""
     r, K = kernel.shape[0] // 2, kernel.shape[0]
     for y in range(h):
-        row, out = field[y * w:y * w + w], tmp[y * w:y * w + w]
-        for x in range(w):
-            out[x] = 0.0
-        # input pixel by input pixel, added to the outputs its taps reach (the Gaussian is
-        # symmetric): each output still sums its terms in increasing input order, as the twin
-        for j in range(w):
-            v = row[j]
-            lo, hi = max(0, j - r), min(w, j + r + 1)
-            taps = kernel[lo - j + r:hi - j + r]
-            dst = out[lo:hi]
-            for x in range(hi - lo):
-                dst[x] += v * taps[x]
-    for y in range(h):
-        out = field[y * w:y * w + w]
+        out = dst[y * w:y * w + w]
         for x in range(w):
             out[x] = 0.0
         for k in range(max(0, r - y), min(K, h + r - y)):
             g = kernel[k]
-            src = tmp[(y + k - r) * w:(y + k - r) * w + w]
+            row = src[(y + k - r) * w:(y + k - r) * w + w]
             for x in range(w):
-                out[x] += g * src[x]
+                out[x] += g * row[x]
+
+
+@njit(cache=True, inline="always")
+def _smooth(field, tmp, kernel, h, w):
+    """field (h×w, row-major) <- itself convolved with the separable Gaussian (first along y,
+    then along x), zeros beyond the edges, left TRANSPOSED: the result at (y, x) is
+    field[x * h + y]. Both passes run along the first axis, whose rows LLVM vectorises."""
+    _smooth_columns(field, tmp, kernel, h, w)
+    for y in range(h):
+        for x in range(w):
+            field[x * h + y] = tmp[y * w + x]
+    _smooth_columns(field, tmp, kernel, w, h)
+    for j in range(h * w):
+        field[j] = tmp[j]
 
 
 @njit(cache=True)
@@ -87,12 +88,21 @@ def augment_row(row, key, i, params, kernel, shape, scratch):
     s = 1.0 + (2 * _unit(k, 3) - 1) * params[SCALE]
     cos, sin = math.cos(theta) / s, math.sin(theta) / s
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    n = h * w
-    src = scratch[:n * c]
-    fx, fy, tmp = scratch[n * c:n * c + n], scratch[n * c + n:n * c + 2 * n], \
-        scratch[n * c + 2 * n:n * c + 3 * n]
-    for j in range(n * c):
-        src[j] = row[j]
+    n, W2 = h * w, w + 2
+    m = (h + 2) * W2 * c  # the source image inside a border of zeros, one pixel wide
+    src = scratch[:m]
+    fx, fy, tmp = scratch[m:m + n], scratch[m + n:m + 2 * n], scratch[m + 2 * n:m + 3 * n]
+    for j in range(W2 * c):
+        src[j] = 0.0
+        src[m - W2 * c + j] = 0.0
+    for y in range(h):
+        p = ((y + 1) * W2) * c
+        for j in range(c):
+            src[p + j] = 0.0
+            src[p + (w + 1) * c + j] = 0.0
+        dst, line = src[p + c:p + c + w * c], row[y * w * c:(y + 1) * w * c]
+        for j in range(w * c):
+            dst[j] = line[j]
     alpha = params[ALPHA]
     if alpha != 0:
         for j in range(n):  # uniform(-1, 1) displacement fields, then smoothed
@@ -100,29 +110,38 @@ def augment_row(row, key, i, params, kernel, shape, scratch):
             fy[j] = 2 * _unit(k, 4 + n + j) - 1
         _smooth(fx, tmp, kernel, h, w)
         _smooth(fy, tmp, kernel, h, w)
+    sxs, sys_ = tmp, fx  # the source coordinates of every output pixel, then its taps
     for y in range(h):
         for x in range(w):
             dx, dy = x - cx - tx, y - cy - ty
             sx = cx + cos * dx + sin * dy
+            if alpha != 0:
+                sx += alpha * fx[x * h + y]
+            sxs[y * w + x] = sx
+    for y in range(h):
+        for x in range(w):
+            dx, dy = x - cx - tx, y - cy - ty
             sy = cy - sin * dx + cos * dy
             if alpha != 0:
-                sx += alpha * fx[y * w + x]
-                sy += alpha * fy[y * w + x]
-            x0, y0 = math.floor(sx), math.floor(sy)
+                sy += alpha * fy[x * h + y]
+            sys_[y * w + x] = sy
+    for j in range(n):
+        sx, sy = sxs[j], sys_[j]
+        x0, y0 = math.floor(sx), math.floor(sy)
+        o = j * c
+        if -1.0 <= x0 <= w - 1 and -1.0 <= y0 <= h - 1:
+            # the four taps, those outside the image on the zero border: the twin's sum
             ax, ay = sx - x0, sy - y0
-            ix, iy = int(x0), int(y0)
-            o = (y * w + x) * c
+            w00, w01 = (1 - ay) * (1 - ax), (1 - ay) * ax
+            w10, w11 = ay * (1 - ax), ay * ax
+            p = ((int(y0) + 1) * W2 + int(x0) + 1) * c
+            q = p + W2 * c
             for ch in range(c):
-                v = 0.0
-                if 0 <= iy < h and 0 <= ix < w:
-                    v += (1 - ay) * (1 - ax) * src[(iy * w + ix) * c + ch]
-                if 0 <= iy < h and 0 <= ix + 1 < w:
-                    v += (1 - ay) * ax * src[(iy * w + ix + 1) * c + ch]
-                if 0 <= iy + 1 < h and 0 <= ix < w:
-                    v += ay * (1 - ax) * src[((iy + 1) * w + ix) * c + ch]
-                if 0 <= iy + 1 < h and 0 <= ix + 1 < w:
-                    v += ay * ax * src[((iy + 1) * w + ix + 1) * c + ch]
-                row[o + ch] = v
+                row[o + ch] = (w00 * src[p + ch] + w01 * src[p + c + ch]
+                               + w10 * src[q + ch] + w11 * src[q + c + ch])
+        else:
+            for ch in range(c):
+                row[o + ch] = 0.0
 
 
 @njit(cache=True, parallel=True)
@@ -153,12 +172,12 @@ def _units(key, i, counters):
 def _smooth_ref(field, kernel):
     r = kernel.shape[0] // 2
     h, w = field.shape
-    padded = np.zeros((h, w + 2 * r))
-    padded[:, r:r + w] = field
-    tmp = sum(kernel[k] * padded[:, k:k + w] for k in range(kernel.shape[0]))
     padded = np.zeros((h + 2 * r, w))
-    padded[r:r + h] = tmp
-    return sum(kernel[k] * padded[k:k + h] for k in range(kernel.shape[0]))
+    padded[r:r + h] = field
+    tmp = sum(kernel[k] * padded[k:k + h] for k in range(kernel.shape[0]))
+    padded = np.zeros((h, w + 2 * r))
+    padded[:, r:r + w] = tmp
+    return sum(kernel[k] * padded[:, k:k + w] for k in range(kernel.shape[0]))
 
 
 def augment_batch_ref(x, key, params, kernel, shape, scratch=None):
