@@ -295,48 +295,56 @@ def _warm_cache(trials):
 _WORKER_DATA = {}
 
 
-def _init_worker(payload):
-    import cloudpickle
-    payload = cloudpickle.loads(payload)
-    if isinstance(payload, tuple) and payload[:1] == ("memmap",):
-        folder = Path(payload[1])
-        payload = tuple((np.load(folder / f"{split}-X.npy", mmap_mode="c"),
-                         np.load(folder / f"{split}-y.npy", mmap_mode="c"))
-                        for split in ("train", "test"))
-    _WORKER_DATA["payload"] = payload
+def _init_worker():
+    """Each worker imports the training code as it starts: while the parent still writes the
+    data and warms the JIT cache."""
+    from . import network  # noqa: F401 (numpy, numba, the kernels)
+
+
+def _worker_data(folder):
+    """The arrays the parent wrote to ``folder``, mapped copy-on-write (a read-only array is
+    another type to Numba: a compilation of its own), once per worker."""
+    if _WORKER_DATA.get("folder") != folder:
+        _WORKER_DATA.update(folder=folder, payload=tuple(
+            (np.load(Path(folder) / f"{split}-X.npy", mmap_mode="c"),
+             np.load(Path(folder) / f"{split}-y.npy", mmap_mode="c"))
+            for split in ("train", "test")))
+    return _WORKER_DATA["payload"]
 
 
 def _run_pickled(task):
     import cloudpickle
-    trial, data_dir, threads, key = cloudpickle.loads(task)
-    return run_trial(trial, _WORKER_DATA["payload"], data_dir, threads, key)
+    trial, folder, data_dir, threads, key = cloudpickle.loads(task)
+    return run_trial(trial, _worker_data(folder), data_dir, threads, key)
 
 
-def _local_pool(trials, payload, data_dir, threads, n_jobs):
+def _start_local_pool(n_jobs):
     """loky's process pool (fresh processes, as joblib's default backend; the user's script is
-    not re-imported). The data reaches each worker once, by the initializer; each task is only
-    its trial's settings. A worker that dies breaks the pool: every unfinished future fails
-    with TerminatedWorkerError at once, and sweep() runs those trials again in a new pool."""
+    not re-imported), its workers started at once."""
+    from joblib.externals.loky import get_reusable_executor
+    pool = get_reusable_executor(max_workers=n_jobs, initializer=_init_worker, reuse=False)
+    for _ in range(n_jobs):  # loky starts a worker only for a task to run
+        pool.submit(int)
+    return pool
+
+
+def _local_pool(trials, payload, data_dir, threads, n_jobs, pool=None):
+    """Run ``trials`` on ``pool`` (or a new one). The arrays reach the workers as files they
+    map (one copy in the page cache, shared), not pickled into each of them; each task is only
+    its trial's settings. A worker that dies breaks the pool: every unfinished future fails with
+    TerminatedWorkerError at once, and sweep() runs those trials again in a new pool."""
     import shutil
     import tempfile
     from concurrent.futures import as_completed
 
     import cloudpickle
-    from joblib.externals.loky import get_reusable_executor
-    folder = None
-    if not isinstance(payload, str):
-        # arrays reach the workers as files they map (one copy in the page cache, shared),
-        # not pickled into each of them; copy-on-write, as a read-only array is another type
-        # to Numba (a compilation of its own)
-        folder = tempfile.mkdtemp(prefix="fastmlp-sweep-")
+    pool = pool or _start_local_pool(n_jobs)
+    folder = tempfile.mkdtemp(prefix="fastmlp-sweep-")
+    try:
         for split, (X, y) in zip(("train", "test"), payload):
             np.save(Path(folder) / f"{split}-X.npy", np.ascontiguousarray(X))
             np.save(Path(folder) / f"{split}-y.npy", np.ascontiguousarray(y))
-        payload = ("memmap", folder)
-    try:
-        pool = get_reusable_executor(max_workers=n_jobs, initializer=_init_worker,
-                                     initargs=(cloudpickle.dumps(payload),), reuse=False)
-        futures = [pool.submit(_run_pickled, cloudpickle.dumps((t, data_dir, threads,
+        futures = [pool.submit(_run_pickled, cloudpickle.dumps((t, folder, data_dir, threads,
                                                                 trial_key(t))))
                    for t in trials]
         try:
@@ -346,15 +354,15 @@ def _local_pool(trials, payload, data_dir, threads, n_jobs):
             for future in futures:
                 future.cancel()
     finally:
-        if folder:
-            shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def _as_completed(backend, trials, payload, data_dir, threads, n_jobs):
-    """The records of ``trials`` in the order they finish."""
+def _as_completed(backend, trials, payload, data_dir, threads, n_jobs, pool=None):
+    """The records of ``trials`` in the order they finish (``pool``: the local backend's, if
+    already started)."""
     from joblib import Parallel, delayed
     if backend == "local":
-        return _local_pool(trials, payload, data_dir, threads, n_jobs)
+        return _local_pool(trials, payload, data_dir, threads, n_jobs, pool)
     if backend != "ray":
         return Parallel(return_as="generator_unordered")(
             delayed(run_trial)(t, payload, data_dir, threads, trial_key(t)) for t in trials)
@@ -462,14 +470,19 @@ def sweep(grid, data="mnist", base=None, backend="local", n_jobs=2, out=None, sc
     pending = [t for t in trials if trial_key(t) not in done]
     if done:
         log(f"sweep: {len(trials) - len(pending)} of {len(trials)} trials already in {out}")
+    # the local pool's workers start (and import) while this process warms the JIT cache
+    pool = _start_local_pool(n_jobs) if backend == "local" and pending else None
     if pending:
         _warm_cache(pending)
-    payload = data if isinstance(data, str) else ((X, y), (Xt, yt))
+    # local workers map the arrays loaded here; remote ones load a named dataset themselves
+    payload = data if isinstance(data, str) and backend != "local" else ((X, y), (Xt, yt))
     attempts = 0
     while pending:
         try:
             with _backend_context(backend, n_jobs, scheduler, address, threads):
-                results = _as_completed(backend, pending, payload, data_dir, threads, n_jobs)
+                results = _as_completed(backend, pending, payload, data_dir, threads, n_jobs,
+                                        pool)
+                pool = None  # a retry starts a pool of its own
                 for record in results:
                     done[record["key"]] = record
                     if out:
