@@ -63,6 +63,8 @@ def test_threads_give_the_sequential_records_from_two_threads(digits, sequential
     monkeypatch.setattr(fastmlp.sweep, "run_trial", noting_the_thread)
     _same(sweep(GRID, data=digits, base=BASE, backend="threads", n_jobs=2), sequential)
     assert len(threads_seen) == 2 and threading.get_ident() not in threads_seen
+    from fastmlp import kernels as K  # what lets the trials' compiled steps run at once
+    assert K.train_steps.targetoptions["nogil"] and K.forward.targetoptions["nogil"]
 
 
 def test_threads_refuse_a_threading_layer_that_is_not_thread_safe(digits, monkeypatch):
