@@ -319,10 +319,12 @@ def _run_pickled(task):
 
 
 def _start_local_pool(n_jobs):
-    """loky's process pool (fresh processes, as joblib's default backend; the user's script is
-    not re-imported), its workers started at once."""
+    """loky's process pool, as joblib's default backend uses it: the user's script is not
+    re-imported, and the workers of an earlier sweep of as many jobs are reused (already
+    imported, their JIT cache loaded) unless they died or sat idle for loky's timeout. Its
+    workers are started at once."""
     from joblib.externals.loky import get_reusable_executor
-    pool = get_reusable_executor(max_workers=n_jobs, initializer=_init_worker, reuse=False)
+    pool = get_reusable_executor(max_workers=n_jobs, initializer=_init_worker, reuse="auto")
     for _ in range(n_jobs):  # loky starts a worker only for a task to run
         pool.submit(int)
     return pool
