@@ -502,18 +502,14 @@ def run(batch_sizes=(10, 256), hidden=(300,), repeats=3, samples=60000, runner_n
         flops, shape = network_flops(net, len(y)), f"CNN {CNN_RECIPE!r}"
         tta = memory = False
     else:
-        from .training import SPARSE_INPUT_DENSITY
+        from .network import Network
+        from .training import SPARSE_INPUT_DENSITY, uses_sparse_input
         recipe = f"ReLU, softmax cross-entropy, SGD lr {LR} momentum {MOMENTUM}, float32"
         sizes = (X.shape[1], *hidden, 10)
         flops, shape = epoch_flops(sizes, len(y)), "-".join(map(str, sizes))
         if nonzero < SPARSE_INPUT_DENSITY:  # fastmlp-numba may take the zero-skipping path
             sparse_flops = epoch_flops(sizes, len(y), nonzero)
-            from .network import Network
-            from .training import uses_sparse_input
-            probe = Network(list(sizes), seed=0)
-
-            def skips_zeros(batch):  # as fit decides it, per batch size
-                return uses_sparse_input(probe, X, batch)
+            probe = Network(list(sizes), seed=0)  # fit decides it per batch size
     result = {"machine": machine(), "data": source, "dataset": dataset, "samples": len(y),
               "nonzero": nonzero, "hidden": list(hidden), "model": model, "recipe": recipe,
               "timing": f"each runner in its own process, {rounds} round{'s' * (rounds != 1)}"
@@ -543,7 +539,7 @@ def run(batch_sizes=(10, 256), hidden=(300,), repeats=3, samples=60000, runner_n
             result["versions"].update({r.name: r.version() for r in runners})
         med = {k: statistics.median(v) for k, v in times.items()}
         entry = {"floor_s": flops / rate, "median_s": med, "times_s": times}
-        if sparse_flops and skips_zeros(batch):
+        if sparse_flops and uses_sparse_input(probe, X, batch):
             entry["sparse_floor_s"] = sparse_flops / rate
         result["batches"][batch] = entry
         log("")

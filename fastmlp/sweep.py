@@ -5,10 +5,10 @@
 ...                 base={"epochs": 10, "optimizer": "adam"}, backend="local", n_jobs=2)
 
 Every backend runs through joblib (``loky`` processes, ``sequential``, ``threading``, its Dask
-backend, Ray's joblib backend), so the same grid gives the same records everywhere. Each record is written to
-``out`` (JSONL, append + fsync) as soon as its trial finishes, and a rerun skips the trials the
-file already holds: a crash loses at most the trials that were running. A worker that dies is
-reported and its unfinished trials are run once more.
+backend, Ray's joblib backend), so the same grid gives the same records everywhere. Each record
+is written to ``out`` (JSONL, append + fsync) as soon as its trial finishes, and a rerun skips
+the trials the file already holds: a crash loses at most the trials that were running. A worker
+that dies is reported and its unfinished trials are run once more.
 """
 import contextlib
 import itertools
@@ -340,7 +340,8 @@ def _local_pool(trials, payload, data_dir, threads, n_jobs, pool=None):
     from concurrent.futures import as_completed
 
     import cloudpickle
-    pool = pool or _start_local_pool(n_jobs)
+    if pool is None:
+        pool = _start_local_pool(n_jobs)
     folder = tempfile.mkdtemp(prefix="fastmlp-sweep-")
     try:
         for split, (X, y) in zip(("train", "test"), payload):
