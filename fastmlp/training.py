@@ -5,6 +5,7 @@ import os
 import time
 from contextlib import nullcontext
 
+import numba
 import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba calls: loaded before it is limited)
 from threadpoolctl import threadpool_limits
@@ -72,6 +73,87 @@ def kernels_need_compiling():
         return False
 
 
+class ThreadTuner:
+    """Chooses, while a fit runs, whether the compiled step uses all of Numba's threads or one.
+
+    On a VM two vCPUs can share one physical core for seconds at a time, and another program may
+    take one of them. Measured on the 2-core Zen 3 VM: the same independent per-thread work ran
+    1.0× to 1.7× slower on two threads than on one, in phases of seconds; a Fashion-MNIST
+    batch-10 epoch took 1.8 s or 4.2 s on two threads (2.3 s on one).
+
+    So the steps run in segments of about ``SEGMENT_SECONDS``, and now and then a shorter one
+    (``PROBE_SHARE``) runs on the other thread count; the faster count is kept. A probe that loses
+    doubles the wait for the next one (``PROBE_EVERY``: from 8 to 64 segments); a switch resets
+    it. Results do not depend on the choice: the work is split into the workspace's blocks, made
+    once per fit, whichever threads run them.
+    """
+    SEGMENT_SECONDS = 0.05
+    PROBE_EVERY = (8, 64)
+    PROBE_SHARE = 0.25  # a probe's length, as a share of a segment's
+    SWITCH_BELOW = 0.9  # switch when the other count's time per step is under this share of ours
+
+    def __init__(self, active=True):
+        self.full = numba.get_num_threads()
+        self.active = active and self.full > 1
+        self.counts = (self.full, 1)
+        self.current = 0  # index into counts
+        self.seconds_per_step = [None, None]
+        self.segments = 0  # since the last probe
+        self.probe_every = self.PROBE_EVERY[0]
+        self.segment_steps = 4
+        self.warm = False  # the first segment (compilation, cold caches) is not measured
+        self.switches = 0
+
+    def next_choice(self):
+        """Index into ``counts`` of the thread count the next segment runs on."""
+        other = 1 - self.current
+        if not self.warm or self.seconds_per_step[self.current] is None:
+            return self.current
+        if self.seconds_per_step[other] is None or self.segments >= self.probe_every:
+            return other
+        return self.current
+
+    def run(self, steps, begin, end):
+        """``steps(begin, end)`` -> (loss sum, correct, seen), over [begin, end) in segments."""
+        if not self.active:
+            return steps(begin, end)
+        loss_sum, correct, seen = 0.0, 0, 0
+        try:
+            while begin < end:
+                choice = self.next_choice()
+                probe_share = 1 if choice == self.current else self.PROBE_SHARE
+                stop = min(begin + max(1, int(self.segment_steps * probe_share)), end)
+                numba.set_num_threads(self.counts[choice])
+                t0 = time.perf_counter()
+                ls, c, s = steps(begin, stop)
+                per_step = (time.perf_counter() - t0) / (stop - begin)
+                loss_sum, correct, seen = loss_sum + ls, correct + c, seen + s
+                begin = stop
+                if not math.isfinite(ls):
+                    break
+                self.record(choice, per_step)
+        finally:
+            numba.set_num_threads(self.full)
+        return loss_sum, correct, seen
+
+    def record(self, choice, per_step):
+        """One segment's seconds per step on ``counts[choice]`` threads."""
+        self.segment_steps = max(1, min(4096, int(self.SEGMENT_SECONDS / max(per_step, 1e-9))))
+        if not self.warm:
+            self.warm = True
+            return
+        self.seconds_per_step[choice] = per_step
+        probed = choice != self.current
+        self.segments = 0 if probed else self.segments + 1
+        other, mine = self.seconds_per_step[1 - self.current], self.seconds_per_step[self.current]
+        if other is not None and mine is not None and other < self.SWITCH_BELOW * mine:
+            self.current = 1 - self.current
+            self.switches += 1
+            self.probe_every = self.PROBE_EVERY[0]
+        elif probed:
+            self.probe_every = min(2 * self.probe_every, self.PROBE_EVERY[1])
+
+
 class Trainer:
     """Parameters, optimizer state, the layer table and every buffer of one fit.
 
@@ -101,6 +183,8 @@ class Trainer:
         self.ws = K.make_workspace(self.params, self.plan, net.n_features, batch_size, net.dtype)
         self.train_steps = K.train_steps if net.backend == "numba" else K.train_steps_ref
         self.images = K.image_code(self.plan)
+        self.thread_tuner = ThreadTuner(active=net.backend == "numba"
+                                        and plan_uses_threads(self.plan, self.params))
         self._saved = None
 
     def slot_arrays(self):
@@ -134,9 +218,11 @@ class Trainer:
                 for src, dst in zip(live, self._saved):
                     np.copyto(dst, src)
                 stop = min(step + self.chunk, end)
-                ls, c, s = self.train_steps(self.X, self.y, order, self.batch_size, step, stop,
-                                            epoch, self.params, self.state, self.ws, self.plan,
-                                            self.images)
+                ls, c, s = self.thread_tuner.run(
+                    lambda begin, end: self.train_steps(
+                        self.X, self.y, order, self.batch_size, begin, end, epoch, self.params,
+                        self.state, self.ws, self.plan, self.images),
+                    step, stop)
                 if not math.isfinite(ls):
                     for src, dst in zip(self._saved, live):
                         np.copyto(dst, src)

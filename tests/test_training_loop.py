@@ -262,3 +262,62 @@ def test_mostly_zero_inputs_skip_zeros_unless_the_layers_above_need_both_blas_th
     assert not uses_sparse_input(net, X + 1, batch_size)  # dense inputs never skip zeros
     assert not uses_sparse_input(Network([784, *hidden, 10], seed=0, backend="numpy"), X,
                                  batch_size)
+
+
+def test_thread_tuner_keeps_the_faster_thread_count_and_probes_less_while_it_wins():
+    from fastmlp.training import ThreadTuner
+    tuner = ThreadTuner()
+    tuner.record(0, 9.0)  # the first segment (compilation) is not measured
+    assert tuner.seconds_per_step == [None, None]
+    assert tuner.next_choice() == 0
+    tuner.record(0, 1.0)
+    assert tuner.next_choice() == 1  # the other count, once measured ...
+    tuner.record(1, 0.95)  # ... is not faster by enough: keep all threads, probe later
+    assert (tuner.current, tuner.switches, tuner.probe_every) == (0, 0, 16)
+    for _ in range(16):
+        assert tuner.next_choice() == 0
+        tuner.record(0, 1.0)
+    assert tuner.next_choice() == 1
+    tuner.record(1, 0.5)  # one thread now twice as fast: switch, and probe soon again
+    assert (tuner.current, tuner.switches, tuner.probe_every) == (1, 1, 8)
+    for _ in range(8):
+        assert tuner.next_choice() == 1
+        tuner.record(1, 0.5)
+    tuner.record(0, 1.2)
+    tuner.record(1, 1.5)  # the current count slows down past the last probe: switch back
+    assert (tuner.current, tuner.switches) == (0, 2)
+    for _ in range(10):  # losing probes: the wait doubles up to its cap
+        while tuner.next_choice() == 0:
+            tuner.record(0, 1.0)
+        tuner.record(1, 2.0)
+    assert tuner.probe_every == ThreadTuner.PROBE_EVERY[1]
+
+
+@pytest.mark.parametrize("hidden,density", [((64,), 0.2), ((300,), 1.0)])
+def test_switching_thread_counts_mid_fit_does_not_change_the_result(hidden, density):
+    # zero-skipping first layer, and large dense layers on Numba's threads (batch 10)
+    import numba
+    from fastmlp.optimizers import Adam
+    from fastmlp.training import Trainer
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one CPU: there is no other thread count to switch to")
+    rng = np.random.default_rng(5)
+    X = rng.random((400, 784), dtype=np.float32)
+    X[X > density] = 0
+    y = rng.integers(0, 10, 400)
+    weights = []
+    for alternate in (False, True):
+        net = Network([784, *hidden, 10], seed=2)
+        trainer = Trainer(net, X, y, 10, Adam(1e-3))
+        tuner = trainer.thread_tuner
+        assert tuner.active
+        if alternate:  # a segment of one step each, every one on the other thread count
+            tuner.SEGMENT_SECONDS, tuner.PROBE_EVERY, tuner.SWITCH_BELOW = 0.0, (0, 0), np.inf
+        else:
+            tuner.active = False
+        for epoch in range(2):
+            trainer.run_epoch(epoch)
+        assert tuner.switches > (30 if alternate else -1)
+        weights.append([w.copy() for w in net._W if w.size])
+    for steady, switching in zip(*weights):
+        np.testing.assert_array_equal(steady, switching)
