@@ -85,7 +85,9 @@ class ThreadTuner:
     (``PROBE_SHARE``) runs on the other thread count; the faster count is kept. A probe that loses
     doubles the wait for the next one (``PROBE_EVERY``: from 8 to 64 segments); a switch resets
     it. Results do not depend on the choice: the work is split into the workspace's blocks, made
-    once per fit, whichever threads run them.
+    once per fit, whichever threads run them. (BLAS's own threads are left alone: OpenBLAS's
+    sums differ in the last bits between one thread and two, and a fit must not depend on
+    timing.)
     """
     SEGMENT_SECONDS = 0.05
     PROBE_EVERY = (8, 64)
