@@ -368,11 +368,25 @@ def time_epochs(runners, X, y, hidden, batch, repeats):
 
 
 # ---- time to accuracy, memory, start-up -----------------------------------------------------------
-TTA_RECIPE = {"hidden": 300, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "init": "he"}
+# Chosen on the validation split (the last 5,000 training images; its accuracy runs ~0.3 points
+# above the test set's, so 98.3 % there stands in for 98 % here) among 22 variants of lr, batch,
+# width and schedule (bench/results/2026-11-23-zen3-tta-recipes.json): the lr falls linearly to
+# 2 % of its start over decay_epochs, set at every check. To 98.3 % validation accuracy: the old
+# recipe (batch 128, lr 0.1, no decay) 4.0 epochs, 1.72 s; this one 2.63 epochs, 1.16 s.
+TTA_RECIPE = {"hidden": 300, "batch_size": 64, "lr": 0.1, "momentum": 0.9, "init": "he",
+              "decay_epochs": 3.0}
+LR_FLOOR = 0.02
 
 
-def time_to_accuracy(X, y, Xt, yt, target=0.98, max_epochs=30, recipe=None, checks_per_epoch=4):
-    """Training seconds until test accuracy first reaches target, checked every quarter epoch
+def decayed_lr(recipe, epochs_done):
+    """The recipe's lr after ``epochs_done`` (fractional) epochs."""
+    decay = recipe.get("decay_epochs")
+    share = 1.0 if not decay else max(1.0 - epochs_done / decay, LR_FLOOR)
+    return recipe["lr"] * share
+
+
+def time_to_accuracy(X, y, Xt, yt, target=0.98, max_epochs=30, recipe=None, checks_per_epoch=8):
+    """Training seconds until test accuracy first reaches target, checked every 1/8 epoch
     (the checks themselves are not counted)."""
     from .network import Network
     from .optimizers import SGD
@@ -391,12 +405,13 @@ def time_to_accuracy(X, y, Xt, yt, target=0.98, max_epochs=30, recipe=None, chec
     for epoch in range(max_epochs):
         step, totals = 0, (0.0, 0, 0, 0.0)
         while step < trainer.steps:
+            trainer.state.hyper[0] = decayed_lr(recipe, epoch + step / trainer.steps)
             loss_sum, correct, seen, step, chunk_seconds = trainer.run_epoch(
                 epoch, step, totals, until=step + trainer.chunk)
             totals = (loss_sum, correct, seen, 0.0)
             seconds += chunk_seconds
             acc = net.evaluate(Xt, yt)["accuracy"]
-            curve.append((round(epoch + step / trainer.steps, 2), round(seconds, 3), acc))
+            curve.append((round(epoch + step / trainer.steps, 3), round(seconds, 3), acc))
             if acc >= target:
                 return {"recipe": recipe, "target": target, "seconds": seconds,
                         "epochs": curve[-1][0], "accuracy": acc, "curve": curve}

@@ -238,3 +238,19 @@ def test_train_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path):
     proc = fastmlp("train", "--dataset", "digits", "--hidden", "16", "--resume", "ck.npz",
                    cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "the checkpoint is a [64, 32, 10] network" in proc.stderr
+
+
+def test_time_to_accuracy_decays_the_lr_and_stops_at_the_target(mnist):
+    from fastmlp.bench import LR_FLOOR, TTA_RECIPE, decayed_lr, time_to_accuracy
+    recipe = dict(TTA_RECIPE, decay_epochs=2.0, lr=0.2)
+    assert decayed_lr(recipe, 0.0) == 0.2
+    assert decayed_lr(recipe, 1.0) == pytest.approx(0.1)
+    assert decayed_lr(recipe, 5.0) == pytest.approx(0.2 * LR_FLOOR)
+    assert decayed_lr(dict(recipe, decay_epochs=None), 5.0) == 0.2
+    (X, y), (Xt, yt) = mnist
+    result = time_to_accuracy(X[:6000], y[:6000], Xt[:2000], yt[:2000], target=0.9,
+                              max_epochs=3)
+    assert result["accuracy"] >= 0.9 and result["seconds"] > 0
+    epochs, _, accuracy = result["curve"][-1]
+    assert result["epochs"] == epochs and accuracy == result["accuracy"]
+    assert all(acc < 0.9 for _, _, acc in result["curve"][:-1])
