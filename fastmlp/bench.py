@@ -565,8 +565,10 @@ def run(batch_sizes=(10, 256), hidden=(300,), repeats=3, samples=60000, runner_n
         t = result["time_to_accuracy"]
         log("")
         log(f"time to {t['target']:.1%} test accuracy (fastmlp-numba, 784-{t['recipe']['hidden']}"
-            f"-10, batch {t['recipe']['batch_size']}, lr {t['recipe']['lr']}, momentum "
-            f"{t['recipe']['momentum']}, {t['recipe']['init']} init): "
+            f"-10, batch {t['recipe']['batch_size']}, lr {t['recipe']['lr']}"
+            + (f" falling linearly over {t['recipe']['decay_epochs']:g} epochs"
+               if t['recipe'].get('decay_epochs') else "")
+            + f", momentum {t['recipe']['momentum']}, {t['recipe']['init']} init): "
             + (f"{t['seconds']:.2f} s of training, {t['epochs']} epochs, {t['accuracy']:.4f}"
                if t["seconds"] is not None else f"not reached in {t['epochs']} epochs"))
     if memory and test is not None and dataset == "mnist":
