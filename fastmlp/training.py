@@ -77,9 +77,10 @@ class ThreadTuner:
     """Chooses, while a fit runs, whether the compiled step uses all of Numba's threads or one.
 
     On a VM two vCPUs can share one physical core for seconds at a time, and another program may
-    take one of them. Measured on the 2-core Zen 3 VM: the same independent per-thread work ran
-    1.0× to 1.7× slower on two threads than on one, in phases of seconds; a Fashion-MNIST
-    batch-10 epoch took 1.8 s or 4.2 s on two threads (2.3 s on one).
+    take one of them. Measured on the 2-core Zen 3 VM: the same independent per-thread work took
+    0.8–1.1× its one-thread time on two threads in some phases and 1.4–1.8× in others, phases
+    lasting seconds; a Fashion-MNIST batch-10 epoch took 1.8 s or 4.2 s on two threads (2.3 s
+    on one).
 
     So the steps run in segments of about ``SEGMENT_SECONDS``, and now and then a shorter one
     (``PROBE_SHARE``) runs on the other thread count; the faster count is kept. A probe that loses
@@ -221,8 +222,8 @@ class Trainer:
                     np.copyto(dst, src)
                 stop = min(step + self.chunk, end)
                 ls, c, s = self.thread_tuner.run(
-                    lambda begin, end: self.train_steps(
-                        self.X, self.y, order, self.batch_size, begin, end, epoch, self.params,
+                    lambda first, last: self.train_steps(
+                        self.X, self.y, order, self.batch_size, first, last, epoch, self.params,
                         self.state, self.ws, self.plan, self.images),
                     step, stop)
                 if not math.isfinite(ls):

@@ -297,6 +297,7 @@ def test_thread_tuner_keeps_the_faster_thread_count_and_probes_less_while_it_win
 def test_switching_thread_counts_mid_fit_does_not_change_the_result(hidden, density):
     # zero-skipping first layer, and large dense layers on Numba's threads (batch 10)
     import numba
+
     from fastmlp.optimizers import Adam
     from fastmlp.training import Trainer
     if numba.config.NUMBA_NUM_THREADS < 2:
