@@ -164,6 +164,14 @@ class FastmlpRunner:
     def accuracy(self, X, y):
         return self.net.evaluate(X, y)["accuracy"]
 
+    def thread_tuning(self):
+        """How the fit's ThreadTuner ended: Numba threads in use and switches made, or None
+        when it was not active (one thread, or a step on BLAS only)."""
+        tuner = self.trainer.thread_tuner
+        if not tuner.active:
+            return None
+        return {"threads": tuner.counts[tuner.current], "switches": tuner.switches}
+
 
 def _installed(module):
     import importlib.util
@@ -328,7 +336,8 @@ def worker(spec):
     runner.setup(X, y, tuple(spec["hidden"]), spec["batch"])
     runner.epoch(0)
     times = [runner.epoch(e) for e in range(1, spec["repeats"] + 1)]
-    return {"times": times, "version": runner.version()}
+    tuning = runner.thread_tuning() if hasattr(runner, "thread_tuning") else None
+    return {"times": times, "version": runner.version(), "thread_tuning": tuning}
 
 
 _WORKER = ("import json, sys\nfrom fastmlp.bench import worker\n"
@@ -337,8 +346,9 @@ _WORKER = ("import json, sys\nfrom fastmlp.bench import worker\n"
 
 def time_epochs_isolated(runners, spec, rounds):
     """Each runner in a fresh process, alternating (the order reversed every other round);
-    returns ({name: [seconds of every timed epoch]}, {name: version})."""
-    times, versions = {r.name: [] for r in runners}, {}
+    returns ({name: [seconds of every timed epoch]}, {name: version}, {name: [each process's
+    thread tuning]} for the runners that tune their threads)."""
+    times, versions, tuning = {r.name: [] for r in runners}, {}, {}
     for k in range(rounds):
         for r in (runners if k % 2 == 0 else runners[::-1]):
             proc = subprocess.run([sys.executable, "-c", _WORKER,
@@ -349,7 +359,9 @@ def time_epochs_isolated(runners, spec, rounds):
             out = json.loads(proc.stdout.strip().splitlines()[-1])
             times[r.name] += out["times"]
             versions[r.name] = out["version"]
-    return times, versions
+            if out["thread_tuning"] is not None:
+                tuning.setdefault(r.name, []).append(out["thread_tuning"])
+    return times, versions, tuning
 
 
 def time_epochs(runners, X, y, hidden, batch, repeats):
@@ -547,18 +559,25 @@ def run(batch_sizes=(10, 256), hidden=(300,), repeats=3, samples=60000, runner_n
         if isolated:
             spec = {"dataset": dataset, "data_dir": data_dir, "samples": samples,
                     "hidden": list(hidden), "batch": batch, "repeats": repeats, "model": model}
-            times, versions = time_epochs_isolated(runners, spec, rounds)
+            times, versions, tuning = time_epochs_isolated(runners, spec, rounds)
             result["versions"].update(versions)
         else:
             times = time_epochs(runners, X, y, hidden, batch, repeats)
             result["versions"].update({r.name: r.version() for r in runners})
+            tuning = {r.name: [r.thread_tuning()] for r in runners
+                      if hasattr(r, "thread_tuning") and r.thread_tuning() is not None}
         med = {k: statistics.median(v) for k, v in times.items()}
-        entry = {"floor_s": flops / rate, "median_s": med, "times_s": times}
+        entry = {"floor_s": flops / rate, "median_s": med, "times_s": times,
+                 "thread_tuning": tuning}
         if sparse_flops and uses_sparse_input(probe, X, batch):
             entry["sparse_floor_s"] = sparse_flops / rate
         result["batches"][batch] = entry
         log("")
         log(format_table(batch, med, flops / rate, entry.get("sparse_floor_s")))
+        for name, runs in tuning.items():
+            log(f"{name}'s thread tuner, per process: "
+                + ", ".join(f"ended on {t['threads']} thread{'s' * (t['threads'] != 1)} after "
+                            f"{t['switches']} switch{'es' * (t['switches'] != 1)}" for t in runs))
     if tta and test is not None and dataset == "mnist":
         time.sleep(SETTLE_SECONDS)
         result["time_to_accuracy"] = time_to_accuracy(X, y, *test)

@@ -93,6 +93,7 @@ class ThreadTuner:
     SEGMENT_SECONDS = 0.05
     PROBE_EVERY = (8, 64)
     PROBE_SHARE = 0.25  # a probe's length, as a share of a segment's
+    SHORTEST_MEASURE = 0.004  # seconds: a shorter segment only sizes the next one
     SWITCH_BELOW = 0.9  # switch when the other count's time per step is under this share of ours
 
     def __init__(self, active=True):
@@ -105,6 +106,7 @@ class ThreadTuner:
         self.probe_every = self.PROBE_EVERY[0]
         self.segment_steps = 4
         self.warm = False  # the first segment (compilation, cold caches) is not measured
+        self.last_current = None  # the last segment's seconds per step on the current count
         self.switches = 0
 
     def next_choice(self):
@@ -129,30 +131,39 @@ class ThreadTuner:
                 numba.set_num_threads(self.counts[choice])
                 t0 = time.perf_counter()
                 ls, c, s = steps(begin, stop)
-                per_step = (time.perf_counter() - t0) / (stop - begin)
+                seconds = time.perf_counter() - t0
                 loss_sum, correct, seen = loss_sum + ls, correct + c, seen + s
-                begin = stop
                 if not math.isfinite(ls):
                     break
-                self.record(choice, per_step)
+                self.record(choice, seconds, stop - begin)
+                begin = stop
         finally:
             numba.set_num_threads(self.full)
         return loss_sum, correct, seen
 
-    def record(self, choice, per_step):
-        """One segment's seconds per step on ``counts[choice]`` threads."""
+    def record(self, choice, seconds, steps):
+        """A segment of ``steps`` steps took ``seconds`` on ``counts[choice]`` threads."""
+        per_step = seconds / steps
         self.segment_steps = max(1, min(4096, int(self.SEGMENT_SECONDS / max(per_step, 1e-9))))
         if not self.warm:
             self.warm = True
             return
-        self.seconds_per_step[choice] = per_step
+        if seconds < self.SHORTEST_MEASURE:  # too short to judge by (the first ones of a fit)
+            return
         probed = choice != self.current
+        if probed:
+            self.seconds_per_step[choice] = per_step
+        else:  # the better of its last two: one segment slowed by a blip does not switch
+            last = self.last_current
+            self.seconds_per_step[choice] = per_step if last is None else min(per_step, last)
+            self.last_current = per_step
         self.segments = 0 if probed else self.segments + 1
         other, mine = self.seconds_per_step[1 - self.current], self.seconds_per_step[self.current]
         if other is not None and mine is not None and other < self.SWITCH_BELOW * mine:
             self.current = 1 - self.current
             self.switches += 1
             self.probe_every = self.PROBE_EVERY[0]
+            self.last_current = None
         elif probed:
             self.probe_every = min(2 * self.probe_every, self.PROBE_EVERY[1])
 

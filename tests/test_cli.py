@@ -193,6 +193,11 @@ def test_bench_quick_smoke(tmp_path):
     assert all(t > 0 for t in entry["median_s"].values()) and entry["floor_s"] > 0
     assert result["sgemm_gflops"] > 0
     assert 0 < entry["sparse_floor_s"] < entry["floor_s"]  # MNIST: the zero-skipping path
+    # ... on Numba's threads, whose count the ThreadTuner chose in each process
+    runs = entry["thread_tuning"]["fastmlp-numba"]
+    assert runs and all(run["threads"] >= 1 and run["switches"] >= 0 for run in runs)
+    assert "fastmlp-numpy" not in entry["thread_tuning"]
+    assert "fastmlp-numba's thread tuner, per process: ended on" in proc.stdout
 
 
 def test_bench_on_dense_fashion_mnist_with_two_hidden_layers_in_separate_processes(tmp_path):
@@ -209,6 +214,7 @@ def test_bench_on_dense_fashion_mnist_with_two_hidden_layers_in_separate_process
     assert result["timing"].startswith("each runner in its own process")
     entry = result["batches"]["64"]
     assert set(entry["median_s"]) == {"fastmlp-numba", "torch"} and "sparse_floor_s" not in entry
+    assert entry["thread_tuning"] == {}  # batch 64 of dense data: the step is BLAS's
     assert "torch" in result["versions"]["torch"] and result["gemm_gflops"]["blas"] > 0
     assert "784-32-16-10" in proc.stdout
     bad = fastmlp("bench", "--hidden", "32,x", cwd=tmp_path, check=False)

@@ -267,29 +267,33 @@ def test_mostly_zero_inputs_skip_zeros_unless_the_layers_above_need_both_blas_th
 def test_thread_tuner_keeps_the_faster_thread_count_and_probes_less_while_it_wins():
     from fastmlp.training import ThreadTuner
     tuner = ThreadTuner()
-    tuner.record(0, 9.0)  # the first segment (compilation) is not measured
+    tuner.record(0, 9.0, 1)  # the first segment (compilation) is not measured
+    tuner.record(0, 0.001, 1)  # nor one too short to judge by: it only sizes the next
     assert tuner.seconds_per_step == [None, None]
+    assert tuner.segment_steps == int(ThreadTuner.SEGMENT_SECONDS / 0.001)
     assert tuner.next_choice() == 0
-    tuner.record(0, 1.0)
+    tuner.record(0, 1.0, 1)
     assert tuner.next_choice() == 1  # the other count, once measured ...
-    tuner.record(1, 0.95)  # ... is not faster by enough: keep all threads, probe later
+    tuner.record(1, 0.95, 1)  # ... is not faster by enough: keep all threads, probe later
     assert (tuner.current, tuner.switches, tuner.probe_every) == (0, 0, 16)
     for _ in range(16):
         assert tuner.next_choice() == 0
-        tuner.record(0, 1.0)
+        tuner.record(0, 1.0, 1)
     assert tuner.next_choice() == 1
-    tuner.record(1, 0.5)  # one thread now twice as fast: switch, and probe soon again
+    tuner.record(1, 0.5, 1)  # one thread now twice as fast: switch, and probe soon again
     assert (tuner.current, tuner.switches, tuner.probe_every) == (1, 1, 8)
     for _ in range(8):
         assert tuner.next_choice() == 1
-        tuner.record(1, 0.5)
-    tuner.record(0, 1.2)
-    tuner.record(1, 1.5)  # the current count slows down past the last probe: switch back
+        tuner.record(1, 0.5, 1)
+    tuner.record(0, 1.2, 1)
+    tuner.record(1, 1.5, 1)  # one slow segment on the current count: a blip, kept
+    assert (tuner.current, tuner.switches) == (1, 1)
+    tuner.record(1, 1.5, 1)  # two: it slowed down past the last probe, switch back
     assert (tuner.current, tuner.switches) == (0, 2)
     for _ in range(10):  # losing probes: the wait doubles up to its cap
         while tuner.next_choice() == 0:
-            tuner.record(0, 1.0)
-        tuner.record(1, 2.0)
+            tuner.record(0, 1.0, 1)
+        tuner.record(1, 2.0, 1)
     assert tuner.probe_every == ThreadTuner.PROBE_EVERY[1]
 
 
@@ -314,6 +318,7 @@ def test_switching_thread_counts_mid_fit_does_not_change_the_result(hidden, dens
         assert tuner.active
         if alternate:  # a segment of one step each, every one on the other thread count
             tuner.SEGMENT_SECONDS, tuner.PROBE_EVERY, tuner.SWITCH_BELOW = 0.0, (0, 0), np.inf
+            tuner.SHORTEST_MEASURE = 0.0
         else:
             tuner.active = False
         for epoch in range(2):
