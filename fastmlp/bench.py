@@ -381,7 +381,7 @@ def time_epochs(runners, X, y, hidden, batch, repeats):
 
 # ---- time to accuracy, memory, start-up -----------------------------------------------------------
 # Chosen on the validation split (the last 5,000 training images; its accuracy runs ~0.3 points
-# above the test set's, so 98.3 % there stands in for 98 % here) among 22 variants of lr, batch,
+# above the test set's, so 98.3 % there stands in for 98 % here) among 20 variants of lr, batch,
 # width and schedule (bench/results/2026-11-23-zen3-tta-recipes.json): the lr falls linearly to
 # 2 % of its start over decay_epochs, set at every check. To 98.3 % validation accuracy: the old
 # recipe (batch 128, lr 0.1, no decay) 4.0 epochs, 1.72 s; this one 2.63 epochs, 1.16 s.
