@@ -51,58 +51,72 @@ def dense_forward_ref(x, W, b, act, out):
 
 
 @njit(cache=True)
-def dense_forward_cols(x, W, b, act, out, h0, h1):
-    """Columns h0..h1-1 of out <- f(x @ W + b), without BLAS: for a few rows (a small
+def dense_partial_product(x, W, k0, k1, part):
+    """part (n, d_out) <- x[:, k0:k1] @ W[k0:k1], without BLAS: for a few rows (a small
     minibatch) BLAS copies all of W into its packed format on every call, which costs more
-    than the product. Here each block of four rows of W is read once, from L1, for every row
-    of x; four inputs that are all zero are skipped."""
-    n, d_in = x.shape
-    bias = b[h0:h1]
+    than the product. Four rows of W at a time are read once, from L1, for every row of x,
+    along whole rows of W; four inputs that are all zero are skipped."""
+    n = x.shape[0]
     for i in range(n):
-        o = out[i, h0:h1]
-        for h in range(o.shape[0]):
-            o[h] = bias[h]
-    k = 0
-    while k + 4 <= d_in:
-        w0, w1, w2, w3 = W[k, h0:h1], W[k + 1, h0:h1], W[k + 2, h0:h1], W[k + 3, h0:h1]
+        p = part[i]
+        for h in range(p.shape[0]):
+            p[h] = 0
+    k = k0
+    while k + 4 <= k1:
+        w0, w1, w2, w3 = W[k], W[k + 1], W[k + 2], W[k + 3]
         for i in range(n):
             c0, c1, c2, c3 = x[i, k], x[i, k + 1], x[i, k + 2], x[i, k + 3]
             if c0 != 0 or c1 != 0 or c2 != 0 or c3 != 0:
-                o = out[i, h0:h1]  # (slices from 0: LLVM vectorises these loops, not h0..h1)
-                for h in range(o.shape[0]):
-                    o[h] += c0 * w0[h] + c1 * w1[h] + c2 * w2[h] + c3 * w3[h]
+                p = part[i]
+                for h in range(p.shape[0]):
+                    p[h] += c0 * w0[h] + c1 * w1[h] + c2 * w2[h] + c3 * w3[h]
         k += 4
-    while k < d_in:
-        w0 = W[k, h0:h1]
+    while k < k1:
+        w0 = W[k]
         for i in range(n):
             c0 = x[i, k]
             if c0 != 0:
-                o = out[i, h0:h1]
-                for h in range(o.shape[0]):
-                    o[h] += c0 * w0[h]
+                p = part[i]
+                for h in range(p.shape[0]):
+                    p[h] += c0 * w0[h]
         k += 1
-    if act != IDENTITY:
-        for i in range(n):
-            o = out[i, h0:h1]
-            for h in range(o.shape[0]):
+
+
+@njit(cache=True)
+def dense_sum_partials(parts, b, act, out):
+    """out (n, d_out) <- f(Σ_t parts[t] + b), parts[t] holding (n, d_out) values row-major."""
+    n, m = out.shape
+    for i in range(n):
+        o = out[i]
+        for h in range(m):
+            o[h] = b[h]
+        for t in range(parts.shape[0]):
+            p = parts[t][i * m:i * m + m]
+            for h in range(m):
+                o[h] += p[h]
+        if act != IDENTITY:
+            for h in range(m):
                 o[h] = _act_scalar(o[h], act)
 
 
-# Columns per thread in the forward on threads: whole cache lines of float32 each
-COLUMN_ALIGN = 16
+# Rows of W per thread in the forward on threads: a multiple of the four read at a time
+ROW_ALIGN = 4
 
 
 @njit(cache=True, parallel=True)
-def dense_forward_threaded(x, W, b, act, out, threads):
-    """dense_forward as ``train_steps`` runs a large layer on a small minibatch: a block of
-    columns per thread (dense_forward_cols)."""
-    for t in prange(threads):
-        h0, h1 = thread_block(W.shape[1], threads, t, COLUMN_ALIGN)
-        if h1 > h0:
-            dense_forward_cols(x, W, b, act, out, h0, h1)
+def dense_forward_threaded(x, W, b, act, out, parts):
+    """dense_forward as ``train_steps`` runs a large layer on a small minibatch: a block of W's
+    rows per thread, each thread's partial product in its own parts[t] (at least n·d_out
+    values), then their sum. Whole rows of W stream faster than a block of columns of each."""
+    n, m = out.shape
+    T = parts.shape[0]
+    for t in prange(T):
+        k0, k1 = thread_block(W.shape[0], T, t, ROW_ALIGN)
+        dense_partial_product(x, W, k0, k1, parts[t][:n * m].reshape(n, m))
+    dense_sum_partials(parts, b, act, out)
 
 
-def dense_forward_threaded_ref(x, W, b, act, out, threads):
+def dense_forward_threaded_ref(x, W, b, act, out, parts):
     dense_forward_ref(x, W, b, act, out)
 
 

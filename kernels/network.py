@@ -26,9 +26,10 @@ from .conv import (N_GEOM, cols_size, conv_backward_block, conv_backward_ref, co
                    conv_forward_ref, maxpool_backward_ref, maxpool_backward_row,
                    maxpool_forward_ref, maxpool_forward_sample, sum_partials)
 from .data import copy_rows, gather_rows, gather_rows_ref, thread_block
-from .dense import (COLUMN_ALIGN, THREADED_MIN_WEIGHTS, column_sums, dense_backward,
-                    dense_backward_ref, dense_delta_below, dense_forward, dense_forward_cols,
-                    dense_forward_ref, dense_grad_update_rows, grad_block_rows)
+from .dense import (ROW_ALIGN, THREADED_MIN_WEIGHTS, column_sums, dense_backward,
+                    dense_backward_ref, dense_delta_below, dense_forward, dense_forward_ref,
+                    dense_grad_update_rows, dense_partial_product, dense_sum_partials,
+                    grad_block_rows)
 from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward_ref, dropout_row,
                       stream_key)
 from .loss import output_loss, output_loss_ref
@@ -53,7 +54,7 @@ Params = namedtuple("Params", "W b")
 OptState = namedtuple("OptState", "s1W s1b s2W s2b hyper t corr")
 Workspace = namedtuple("Workspace", "acts deltas gW gb masks argmax xb yb nz_idx nz_val nz_cnt "
                                     "col_ptr col_row col_val col_counts scratch partial cols "
-                                    "aug_scratch xt")
+                                    "aug_scratch xt parts")
 
 
 def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed, dtype,
@@ -212,6 +213,10 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
         xt=np.zeros((threads, max([grad_block_rows(*params.W[l].shape, dtype.itemsize)
                                    * batch_size for l in threaded_dense_layers(params, plan)]
                                   + [0]) if training else 0), dtype),
+        # per thread: its partial product of a threaded dense layer's forward (dense.py)
+        parts=np.zeros((threads, max([batch_size * params.W[l].shape[1]
+                                      for l in threaded_dense_layers(params, plan)] + [0])
+                        if training else 0), dtype),
     )
 
 
@@ -374,11 +379,12 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
             below = ws.acts[l - 1] if l > 0 else ws.xb
             inp = below[:nb]
             if kind == DENSE and l != plan.sparse_layer and W.size >= plan.threaded_min:
-                T = ws.xt.shape[0]
-                for t in prange(T):  # a block of columns per thread
-                    h0, h1 = thread_block(W.shape[1], T, t, COLUMN_ALIGN)
-                    if h1 > h0:
-                        dense_forward_cols(inp, W, b, act, a, h0, h1)
+                parts, m = ws.parts, W.shape[1]
+                T = parts.shape[0]
+                for t in prange(T):  # a block of W's rows per thread, then the partials summed
+                    k0, k1 = thread_block(W.shape[0], T, t, ROW_ALIGN)
+                    dense_partial_product(inp, W, k0, k1, parts[t][:nb * m].reshape(nb, m))
+                dense_sum_partials(parts, b, act, a[:nb])
             elif kind == DENSE and l != plan.sparse_layer:
                 dense_forward(inp, W, b, act, a[:nb])
             elif kind == FLATTEN:
