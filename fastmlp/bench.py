@@ -173,6 +173,11 @@ class FastmlpRunner:
         return {"threads": tuner.counts[tuner.current], "switches": tuner.switches}
 
 
+def thread_tuning(runner):
+    """How a fastmlp runner's ThreadTuner ended; None for the peers, and when it was idle."""
+    return runner.thread_tuning() if isinstance(runner, FastmlpRunner) else None
+
+
 def _installed(module):
     import importlib.util
     return importlib.util.find_spec(module) is not None
@@ -336,8 +341,7 @@ def worker(spec):
     runner.setup(X, y, tuple(spec["hidden"]), spec["batch"])
     runner.epoch(0)
     times = [runner.epoch(e) for e in range(1, spec["repeats"] + 1)]
-    tuning = runner.thread_tuning() if hasattr(runner, "thread_tuning") else None
-    return {"times": times, "version": runner.version(), "thread_tuning": tuning}
+    return {"times": times, "version": runner.version(), "thread_tuning": thread_tuning(runner)}
 
 
 _WORKER = ("import json, sys\nfrom fastmlp.bench import worker\n"
@@ -564,8 +568,7 @@ def run(batch_sizes=(10, 256), hidden=(300,), repeats=3, samples=60000, runner_n
         else:
             times = time_epochs(runners, X, y, hidden, batch, repeats)
             result["versions"].update({r.name: r.version() for r in runners})
-            tuning = {r.name: [r.thread_tuning()] for r in runners
-                      if hasattr(r, "thread_tuning") and r.thread_tuning() is not None}
+            tuning = {r.name: [t] for r in runners if (t := thread_tuning(r)) is not None}
         med = {k: statistics.median(v) for k, v in times.items()}
         entry = {"floor_s": flops / rate, "median_s": med, "times_s": times,
                  "thread_tuning": tuning}
