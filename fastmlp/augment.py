@@ -46,14 +46,15 @@ class Augment:
         return "Augment(" + ", ".join(f"{k}={v:g}" for k, v in self.config().items()) + ")"
 
     def tables(self, image_shape):
-        """(params, Gaussian kernel, (h, w, c)) as the compiled step takes them."""
+        """(params, elastic field basis, (h, w, c)) as the compiled step takes them."""
         params = np.zeros(K.augment.N_PARAMS)
         params[K.augment.SHIFT] = self.shift
         params[K.augment.ROTATE] = math.radians(self.rotate)
         params[K.augment.SCALE] = self.scale
         params[K.augment.ALPHA] = self.elastic_alpha
-        kernel = K.augment.gaussian_kernel(self.elastic_sigma if self.elastic_alpha else 0)
-        return params, kernel, np.asarray(image_shape, np.int64)
+        h, w = image_shape[:2]
+        basis = K.augment.field_basis(h, w, self.elastic_sigma, self.elastic_alpha)
+        return params, basis, np.asarray(image_shape, np.int64)
 
     def apply(self, X, image_shape, seed=0, epoch=0, step=0):
         """A distorted copy of the images X (n, h·w·c) — the ones fit would train on at that
@@ -61,10 +62,11 @@ class Augment:
         import numba
         X = np.array(X, dtype=np.float64 if X.dtype == np.float64 else np.float32, copy=True)
         X = X.reshape(X.shape[0], -1)
-        params, kernel, shape = self.tables(image_shape)
-        scratch = np.zeros((numba.get_num_threads(), K.augment.scratch_size(*shape)))
+        params, basis, shape = self.tables(image_shape)
+        scratch = np.zeros((numba.get_num_threads(),
+                            K.augment.scratch_size(*shape, basis.shape[0])))
         key = np.uint64(K.stream_key(seed, epoch, step, K.augment.STREAM))  # as fit draws
-        K.augment.augment_batch(X, key, params, kernel, shape, scratch)
+        K.augment.augment_batch(X, key, params, basis, shape, scratch)
         return X
 
 

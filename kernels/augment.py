@@ -5,11 +5,16 @@ Each sample's draws come from a counter-based hash of (seed, epoch, step, row in
 dropout's masks do: both backends distort alike, and a resumed run sees the very images an
 uninterrupted one saw. Output pixel p samples the input, bilinearly (zero outside), at
 
-    c + R(-θ)(p - c - t) / s  +  α · (G_σ * u)(p)
+    c + R(-θ)(p - c - t) / s  +  f(p)
 
-with c the image centre, t a shift, θ an angle, s a scale and u a field of uniform(-1, 1)
-displacements smoothed by a Gaussian of σ pixels (zero beyond the image) and scaled by α.
-``params`` holds the maxima (see the names below); ``kernel`` the normalised Gaussian.
+with c the image centre, t a shift, θ an angle, s a scale and f Simard's elastic displacement:
+α times a field of uniform(-1, 1) draws smoothed by a Gaussian of σ pixels (zero beyond the
+image). That smoothing is linear and separable, F = α G_y U G_xᵀ, so F has the covariance
+α²/3 · (G_y G_yᵀ) ⊗ (G_x G_xᵀ); each factor's leading eigenpairs (σ = 4 on 28 pixels: 8 of 28)
+hold all but 1e-5 of its variance. The field is drawn in that basis, F = A_y Z A_xᵀ with Z an
+r×r matrix of uniform(-1, 1) draws: the same covariance, 3x fewer operations and 8x fewer
+draws than smoothing a full field. ``params`` holds the maxima (see the names below), ``basis``
+the factors (``field_basis``).
 """
 import math
 
@@ -22,6 +27,7 @@ from .dropout import _GOLDEN, mix64
 SHIFT, ROTATE, SCALE, ALPHA = range(4)  # max shift (pixels), max angle (radians), max scale, α
 N_PARAMS = 4
 STREAM = 1_000_003  # the "layer" of the augmentation stream (dropout uses layer indices)
+FIELD_TOLERANCE = 1e-5  # the share of either smoothing's variance the basis may leave out
 _S11 = np.uint64(11)
 _TO_UNIT = 1.0 / 9007199254740992.0  # 2**-53
 
@@ -35,10 +41,47 @@ def gaussian_kernel(sigma):
     return k / k.sum()
 
 
-def scratch_size(h, w, c):
+def blur_matrix(n, sigma):
+    """The n×n matrix of the 1-D smoothing by ``gaussian_kernel(sigma)``, zeros beyond the ends."""
+    k = gaussian_kernel(sigma)
+    r = k.shape[0] // 2
+    m = np.zeros((n, n))
+    for i in range(n):
+        for j in range(max(0, i - r), min(n, i + r + 1)):
+            m[i, j] = k[j - i + r]
+    return m
+
+
+def _leading_factor(n, sigma, tolerance):
+    """A (n×r) with A Aᵀ ≈ G Gᵀ, G the blur: its r leading singular pairs, each vector's
+    largest entry made positive (so that the basis does not hang on LAPACK's choice of signs)."""
+    u, s, _ = np.linalg.svd(blur_matrix(n, sigma))
+    energy = s ** 2
+    left = np.cumsum(energy[::-1])[::-1] / energy.sum()  # left[r]: share dropped keeping r
+    r = next((k for k in range(1, n) if left[k] < tolerance), n)
+    u = u[:, :r] * np.sign(u[np.abs(u[:, :r]).argmax(axis=0), np.arange(r)])
+    return u * s[:r]
+
+
+def field_basis(h, w, sigma, alpha, tolerance=FIELD_TOLERANCE):
+    """The elastic field's factors as the kernels take them: (r, h + w) float64, row a holding
+    α·A_y[:, a] (h values) then A_x[:, a] (w values), the narrower factor padded with zeros;
+    (0, h + w) when α is 0."""
+    if alpha == 0:
+        return np.zeros((0, h + w))
+    ay, ax = _leading_factor(h, sigma, tolerance), _leading_factor(w, sigma, tolerance)
+    r = max(ay.shape[1], ax.shape[1])
+    basis = np.zeros((r, h + w))
+    basis[:ay.shape[1], :h] = alpha * ay.T
+    basis[:ax.shape[1], h:] = ax.T
+    return basis
+
+
+def scratch_size(h, w, c, rank):
     """Values of one thread's scratch (float64): the source image inside a one-pixel border of
-    zeros, and three planes (displacement fields, then source coordinates)."""
-    return (h + 2) * (w + 2) * c + 3 * h * w
+    zeros, the two displacement fields (then source coordinates), and the products Z A_xᵀ
+    of both fields (``rank`` rows of w each: the basis' rows)."""
+    return (h + 2) * (w + 2) * c + 2 * h * w + 2 * rank * w
 
 
 @njit(cache=True, inline="always")
@@ -48,37 +91,38 @@ def _unit(key, counter):
 
 
 @njit(cache=True, inline="always")
-def _smooth_columns(src, dst, kernel, h, w):
-    """dst (h×w) <- src (h×w) convolved along its first axis with the Gaussian, zeros beyond
-    the edges; each output sums its taps in increasing order, as the twin."""
-    r, K = kernel.shape[0] // 2, kernel.shape[0]
-    for y in range(h):
-        out = dst[y * w:y * w + w]
+def _draw_fields(key, first, basis, h, w, fx, fy, tmp):
+    """fx, fy (h×w, row-major) <- A_y Z A_xᵀ for two r×r matrices Z of uniform(-1, 1) draws:
+    Z[a, b] is counter first + a·r + b for fx, that plus r² for fy. Every sum runs in
+    increasing order of its index, as the twin's; both fields share each pass over the basis."""
+    r = basis.shape[0]
+    for a in range(r):  # tmp's rows: Z_x A_xᵀ, then Z_y A_xᵀ
+        tx, ty = tmp[a * w:(a + 1) * w], tmp[(r + a) * w:(r + a + 1) * w]
         for x in range(w):
-            out[x] = 0.0
-        for k in range(max(0, r - y), min(K, h + r - y)):
-            g = kernel[k]
-            row = src[(y + k - r) * w:(y + k - r) * w + w]
+            tx[x] = 0.0
+            ty[x] = 0.0
+        for b in range(r):
+            zx = 2 * _unit(key, first + a * r + b) - 1
+            zy = 2 * _unit(key, first + r * r + a * r + b) - 1
+            ax = basis[b, h:h + w]
             for x in range(w):
-                out[x] += g * row[x]
-
-
-@njit(cache=True, inline="always")
-def _smooth(field, tmp, kernel, h, w):
-    """field (h×w, row-major) <- itself convolved with the separable Gaussian (first along y,
-    then along x), zeros beyond the edges, left TRANSPOSED: the result at (y, x) is
-    field[x * h + y]. Both passes run along the first axis, whose rows LLVM vectorises."""
-    _smooth_columns(field, tmp, kernel, h, w)
+                tx[x] += zx * ax[x]
+                ty[x] += zy * ax[x]
     for y in range(h):
+        ox, oy = fx[y * w:(y + 1) * w], fy[y * w:(y + 1) * w]
         for x in range(w):
-            field[x * h + y] = tmp[y * w + x]
-    _smooth_columns(field, tmp, kernel, w, h)
-    for j in range(h * w):
-        field[j] = tmp[j]
+            ox[x] = 0.0
+            oy[x] = 0.0
+        for a in range(r):
+            g = basis[a, y]
+            tx, ty = tmp[a * w:(a + 1) * w], tmp[(r + a) * w:(r + a + 1) * w]
+            for x in range(w):
+                ox[x] += g * tx[x]
+                oy[x] += g * ty[x]
 
 
 @njit(cache=True)
-def augment_row(row, key, i, params, kernel, shape, scratch):
+def augment_row(row, key, i, params, basis, shape, scratch):
     """Distort sample ``i``'s image ``row`` (h·w·c values, channels last) in place."""
     h, w, c = shape[0], shape[1], shape[2]
     k = mix64(key + np.uint64(i + 1) * _GOLDEN)
@@ -91,7 +135,7 @@ def augment_row(row, key, i, params, kernel, shape, scratch):
     n, W2 = h * w, w + 2
     m = (h + 2) * W2 * c  # the source image inside a border of zeros, one pixel wide
     src = scratch[:m]
-    fx, fy, tmp = scratch[m:m + n], scratch[m + n:m + 2 * n], scratch[m + 2 * n:m + 3 * n]
+    sxs, sys_, tmp = scratch[m:m + n], scratch[m + n:m + 2 * n], scratch[m + 2 * n:]
     for j in range(W2 * c):
         src[j] = 0.0
         src[m - W2 * c + j] = 0.0
@@ -103,27 +147,18 @@ def augment_row(row, key, i, params, kernel, shape, scratch):
         dst, line = src[p + c:p + c + w * c], row[y * w * c:(y + 1) * w * c]
         for j in range(w * c):
             dst[j] = line[j]
-    alpha = params[ALPHA]
-    if alpha != 0:
-        for j in range(n):  # uniform(-1, 1) displacement fields, then smoothed
-            fx[j] = 2 * _unit(k, 4 + j) - 1
-            fy[j] = 2 * _unit(k, 4 + n + j) - 1
-        _smooth(fx, tmp, kernel, h, w)
-        _smooth(fy, tmp, kernel, h, w)
-    sxs, sys_ = tmp, fx  # the source coordinates of every output pixel, then its taps
-    for y in range(h):
+    elastic = params[ALPHA] != 0
+    if elastic:  # the displacement fields, then the affine map added to them
+        _draw_fields(k, 4, basis, h, w, sxs, sys_, tmp)
+    for y in range(h):  # the source coordinates of every output pixel
         for x in range(w):
             dx, dy = x - cx - tx, y - cy - ty
             sx = cx + cos * dx + sin * dy
-            if alpha != 0:
-                sx += alpha * fx[x * h + y]
-            sxs[y * w + x] = sx
-    for y in range(h):
-        for x in range(w):
-            dx, dy = x - cx - tx, y - cy - ty
             sy = cy - sin * dx + cos * dy
-            if alpha != 0:
-                sy += alpha * fy[x * h + y]
+            if elastic:
+                sx += sxs[y * w + x]
+                sy += sys_[y * w + x]
+            sxs[y * w + x] = sx
             sys_[y * w + x] = sy
     for j in range(n):
         sx, sy = sxs[j], sys_[j]
@@ -145,13 +180,13 @@ def augment_row(row, key, i, params, kernel, shape, scratch):
 
 
 @njit(cache=True, parallel=True)
-def augment_batch(x, key, params, kernel, shape, scratch):
+def augment_batch(x, key, params, basis, shape, scratch):
     """augment_row for every row of x; thread t takes one contiguous block of rows."""
     n, T = x.shape[0], scratch.shape[0]
     for t in prange(T):
         lo, hi = thread_block(n, T, t)
         for i in range(lo, hi):
-            augment_row(x[i], key, i, params, kernel, shape, scratch[t])
+            augment_row(x[i], key, i, params, basis, shape, scratch[t])
 
 
 # ---- the NumPy twin ------------------------------------------------------------------------
@@ -169,20 +204,20 @@ def _units(key, i, counters):
     return (z >> _S11).astype(np.float64) * _TO_UNIT
 
 
-def _smooth_ref(field, kernel):
-    r = kernel.shape[0] // 2
-    h, w = field.shape
-    padded = np.zeros((h + 2 * r, w))
-    padded[r:r + h] = field
-    tmp = sum(kernel[k] * padded[k:k + h] for k in range(kernel.shape[0]))
-    padded = np.zeros((h, w + 2 * r))
-    padded[:, r:r + w] = tmp
-    return sum(kernel[k] * padded[:, k:k + w] for k in range(kernel.shape[0]))
+def _field_ref(key, i, first, basis, h, w):
+    r = basis.shape[0]
+    z = (2 * _units(key, i, np.arange(first, first + r * r)) - 1).reshape(r, r)
+    t = np.zeros((r, w))
+    for b in range(r):
+        t += z[:, b:b + 1] * basis[b, h:]
+    field = np.zeros((h, w))
+    for a in range(r):
+        field += basis[a, :h, None] * t[a]
+    return field
 
 
-def augment_batch_ref(x, key, params, kernel, shape, scratch=None):
+def augment_batch_ref(x, key, params, basis, shape, scratch=None):
     h, w, c = (int(v) for v in shape)
-    n = h * w
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
     for i in range(x.shape[0]):
@@ -194,9 +229,9 @@ def augment_batch_ref(x, key, params, kernel, shape, scratch=None):
         dx, dy = xs - cx - tx, ys - cy - ty
         sx, sy = cx + cos * dx + sin * dy, cy - sin * dx + cos * dy
         if params[ALPHA] != 0:
-            f = 2 * _units(key, i, np.arange(4, 4 + 2 * n)) - 1
-            sx = sx + params[ALPHA] * _smooth_ref(f[:n].reshape(h, w), kernel)
-            sy = sy + params[ALPHA] * _smooth_ref(f[n:].reshape(h, w), kernel)
+            r2 = basis.shape[0] ** 2
+            sx = sx + _field_ref(key, i, 4, basis, h, w)
+            sy = sy + _field_ref(key, i, 4 + r2, basis, h, w)
         img = x[i].reshape(h, w, c).astype(np.float64)
         x0, y0 = np.floor(sx), np.floor(sy)
         ax, ay = (sx - x0)[..., None], (sy - y0)[..., None]

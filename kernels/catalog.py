@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import activations as A
-from .augment import STREAM, augment_batch, augment_batch_ref, gaussian_kernel, scratch_size
+from .augment import STREAM, augment_batch, augment_batch_ref, field_basis, scratch_size
 from .conv import (IN_C, IN_H, IN_W, K_H, K_W, OUT_C, OUT_H, OUT_W, conv_backward,
                    conv_backward_ref, conv_forward, conv_forward_ref, conv_geometry, cols_size,
                    maxpool_backward, maxpool_backward_ref, maxpool_forward, maxpool_forward_ref)
@@ -223,7 +223,7 @@ def _train_steps_case(rng, c):
         plan = plan._replace(sample_weight=(2 * rng.random(n)).astype(c.dtype))
     if c.act == A.TANH:  # distorted images (the inputs as one row of pixels: any shape works)
         params_aug = np.array([1.5, np.radians(10), 0.1, 4.0])
-        plan = plan._replace(aug=params_aug, aug_kernel=gaussian_kernel(1.5),
+        plan = plan._replace(aug=params_aug, aug_basis=field_basis(1, c.n_in, 1.5, 4.0),
                              aug_shape=np.array([1, c.n_in, 1], np.int64))
         ws = make_workspace(params, plan, c.n_in, c.batch, c.dtype)
     return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, 4, params, state, ws, plan,
@@ -370,9 +370,10 @@ def _augment_case(rng, c):
     x = _sparse_images(rng, c.batch, int(np.prod(shape)), c.dtype, density=0.5)
     sigma = (0.0, 4.0, 1.0, 2.5)[c.act]
     params = np.array([2.0, np.radians(12), 0.15, 6.0 if sigma else 0.0])
-    return (x, np.uint64(stream_key(3, c.batch, 7, STREAM)), params, gaussian_kernel(sigma),
+    basis = field_basis(shape[0], shape[1], sigma, params[3])
+    return (x, np.uint64(stream_key(3, c.batch, 7, STREAM)), params, basis,
             np.array(shape, np.int64), np.zeros((numba.get_num_threads(),
-                                                 scratch_size(*shape))))
+                                                 scratch_size(*shape, basis.shape[0]))))
 
 
 def _mlp_flops(c):

@@ -48,7 +48,7 @@ PARAM_KINDS = (DENSE, CONV)
 PARALLEL_COLUMNS_MIN_ROWS = 64
 
 Plan = namedtuple("Plan", "kind act in_act threshold scale max_norm loss optimizer sparse_layer "
-                          "first_param seed sample_weight width geom aug aug_kernel aug_shape "
+                          "first_param seed sample_weight width geom aug aug_basis aug_shape "
                           "threaded_min")
 Params = namedtuple("Params", "W b")
 OptState = namedtuple("OptState", "s1W s1b s2W s2b hyper t corr")
@@ -66,7 +66,7 @@ def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed
     ``widths``: each layer's output size per sample (h·w·c for images); without it, the sizes
     follow from the parameters (dense and dropout layers only). ``geoms``: the geometry row
     (``conv.conv_geometry``) of each conv and pooling layer, None elsewhere. ``augment``:
-    (params, Gaussian kernel, (h, w, c)) of the distortions applied to each minibatch
+    (params, elastic field basis, (h, w, c)) of the distortions applied to each minibatch
     (``augment.py``), or None. ``threaded_min``: the fewest weights of a dense layer that the
     training step runs on Numba's threads (``dense.THREADED_MIN_WEIGHTS``)."""
     from .dropout import keep_threshold
@@ -101,7 +101,8 @@ def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed
                 width=np.zeros(L, np.int64) if widths is None else np.asarray(widths, np.int64),
                 geom=geom,
                 aug=np.zeros(N_PARAMS) if augment is None else np.asarray(augment[0], np.float64),
-                aug_kernel=np.ones(1) if augment is None else np.asarray(augment[1], np.float64),
+                aug_basis=np.zeros((0, 0)) if augment is None
+                else np.asarray(augment[1], np.float64),
                 aug_shape=np.zeros(0, np.int64) if augment is None
                 else np.asarray(augment[2], np.int64), threaded_min=int(threaded_min))
 
@@ -207,7 +208,8 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
                                      zip(plan.kind, plan.geom)] + [0])), dtype),
         # per thread: the distortions' source image and displacement fields, in float64 as the
         # twin computes them (so that float32 fits distort bitwise alike too)
-        aug_scratch=np.zeros((threads, augment_scratch_size(*plan.aug_shape)
+        aug_scratch=np.zeros((threads, augment_scratch_size(*plan.aug_shape,
+                                                            plan.aug_basis.shape[0])
                               if len(plan.aug_shape) and training else 0), np.float64),
         # per thread: a block of a threaded dense layer's input, transposed (dense.py)
         xt=np.zeros((threads, max([grad_block_rows(*params.W[l].shape, dtype.itemsize)
@@ -363,12 +365,12 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
             if augmenting:  # each image distorted where it was gathered
                 key = stream_key(plan.seed, epoch, step, STREAM)
                 xb, aug_scratch = ws.xb, ws.aug_scratch
-                aug, aug_kernel, aug_shape = plan.aug, plan.aug_kernel, plan.aug_shape
+                aug, aug_basis, aug_shape = plan.aug, plan.aug_basis, plan.aug_shape
                 T = aug_scratch.shape[0]
                 for t in prange(T):
                     lo, hi = thread_block(nb, T, t)
                     for i in range(lo, hi):
-                        augment_row(xb[i], key, i, aug, aug_kernel, aug_shape, aug_scratch[t])
+                        augment_row(xb[i], key, i, aug, aug_basis, aug_shape, aug_scratch[t])
         x = ws.xb[:nb]
 
         # ---- forward, layer by layer
@@ -526,7 +528,7 @@ def train_steps_ref(X, y, order, batch_size, step_begin, step_end, epoch, params
         gather_rows_ref(X, rows, ws.xb)
         if len(plan.aug_shape):
             augment_batch_ref(ws.xb[:nb], np.uint64(stream_key(plan.seed, epoch, step, STREAM)),
-                              plan.aug, plan.aug_kernel, plan.aug_shape)
+                              plan.aug, plan.aug_basis, plan.aug_shape)
         x = ws.xb[:nb]
         labels = y[rows]
 

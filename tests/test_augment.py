@@ -30,36 +30,62 @@ def test_distortions_equal_scipy_bilinear_sampling_at_the_drawn_coordinates(elas
     side = 12
     aug = Augment(shift=2, rotate=15, scale=0.1, elastic_alpha=8 if elastic else 0,
                   elastic_sigma=2)
-    params, kernel, shape = aug.tables((side, side, 1))
+    params, basis, shape = aug.tables((side, side, 1))
     key = np.uint64(K.stream_key(5, 1, 2, K.augment.STREAM))
     out = X.copy()
-    K.augment.augment_batch_ref(out, key, params, kernel, shape)
+    K.augment.augment_batch_ref(out, key, params, basis, shape)
     fast = X.copy()
-    scratch = np.zeros((2, K.augment.scratch_size(side, side, 1)))
-    K.augment.augment_batch(fast, key, params, kernel, shape, scratch)
+    scratch = np.zeros((2, K.augment.scratch_size(side, side, 1, basis.shape[0])))
+    K.augment.augment_batch(fast, key, params, basis, shape, scratch)
     np.testing.assert_array_equal(fast, out)
     out32, fast32 = X.astype(np.float32), X.astype(np.float32)  # float32 images: bitwise too
-    K.augment.augment_batch_ref(out32, key, params, kernel, shape)
-    K.augment.augment_batch(fast32, key, params, kernel, shape, scratch)
+    K.augment.augment_batch_ref(out32, key, params, basis, shape)
+    K.augment.augment_batch(fast32, key, params, basis, shape, scratch)
     np.testing.assert_array_equal(fast32, out32)
     ys, xs = np.mgrid[0:side, 0:side].astype(np.float64)
     c = (side - 1) / 2
     for i in range(len(X)):
-        u = K.augment._units(key, i, np.arange(4 + 2 * side * side))
+        r = basis.shape[0]
+        u = K.augment._units(key, i, np.arange(4 + 2 * r * r))
         tx, ty = (2 * u[:2] - 1) * 2
         theta, s = (2 * u[2] - 1) * math.radians(15), 1 + (2 * u[3] - 1) * 0.1
         assert abs(tx) <= 2 and abs(theta) <= math.radians(15) and 0.9 <= s <= 1.1
         dx, dy = xs - c - tx, ys - c - ty  # inverse map: rotate by -theta, scale by 1/s
         sx = c + (math.cos(theta) * dx + math.sin(theta) * dy) / s
         sy = c + (-math.sin(theta) * dx + math.cos(theta) * dy) / s
-        if elastic:
-            fields = (2 * u[4:] - 1).reshape(2, side, side)
-            smooth = [ndimage.correlate(f, np.outer(kernel, kernel), mode="constant")
-                      for f in fields]
-            sx, sy = sx + 8 * smooth[0], sy + 8 * smooth[1]
+        if elastic:  # α A_y Z A_xᵀ, the basis' rows holding α A_y then A_x
+            z = (2 * u[4:] - 1).reshape(2, r, r)
+            fx, fy = (basis[:, :side].T @ zk @ basis[:, side:] for zk in z)
+            sx, sy = sx + fx, sy + fy
         expected = ndimage.map_coordinates(X[i].reshape(side, side), [sy, sx], order=1,
                                            mode="grid-constant", cval=0.0)
         np.testing.assert_allclose(out[i].reshape(side, side), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("h, w, sigma", [(28, 28, 4.0), (12, 17, 2.0), (9, 6, 1.0)])
+def test_elastic_fields_have_the_covariance_of_smoothed_uniform_noise(h, w, sigma):
+    """Simard's field is α·(G * U), U uniform(-1, 1): covariance α²/3 (G_y G_yᵀ) ⊗ (G_x G_xᵀ).
+    The basis must reproduce each factor (scipy's smoothing, zeros beyond the edges) but for
+    the share of its variance it may leave out; drawn fields must match scipy-smoothed ones."""
+    alpha = 5.0
+    basis = K.augment.field_basis(h, w, sigma, alpha)
+    kernel = K.augment.gaussian_kernel(sigma)
+    for n, factor, scale in ((h, basis[:, :h].T, alpha), (w, basis[:, h:].T, 1.0)):
+        blur = ndimage.correlate1d(np.eye(n), kernel, axis=0, mode="constant")
+        exact = scale ** 2 * blur @ blur.T
+        dropped = np.linalg.norm(factor @ factor.T - exact) / np.trace(exact)
+        assert dropped <= K.augment.FIELD_TOLERANCE
+    draws = 3000
+    key = np.uint64(K.stream_key(1, 2, 3, K.augment.STREAM))
+    fields = np.array([K.augment._field_ref(key, i, 4, basis, h, w) for i in range(draws)])
+    rng = np.random.default_rng(0)
+    smoothed = np.array([alpha * ndimage.correlate(rng.uniform(-1, 1, (h, w)),
+                                                   np.outer(kernel, kernel), mode="constant")
+                         for _ in range(draws)])
+    assert abs(fields.mean()) < 0.1 * smoothed.std()
+    np.testing.assert_allclose(fields.var(axis=0), smoothed.var(axis=0), rtol=0.15)
+    corr = np.corrcoef(fields[:, h // 2, :].T)[w // 2]  # along a row, from its middle
+    np.testing.assert_allclose(corr, np.corrcoef(smoothed[:, h // 2, :].T)[w // 2], atol=0.1)
 
 
 def test_draws_depend_on_seed_epoch_step_and_row_only():
