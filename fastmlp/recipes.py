@@ -60,10 +60,10 @@ RECIPES = {
                 "lr_schedule": CosineDecay(50), "momentum_schedule": LinearRamp(0.5, 0.95, 20)},
     },
     "augmented-mlp": {
-        "about": "Simard et al.'s MLP with elastic distortions: 784-800-10 ReLU, every image "
-                 "elastically distorted (alpha 34, sigma 4) anew each epoch, Adam 1e-3 "
-                 "cosine-decayed, batch 128, 80 epochs (Simard 2003: 99.3 %)",
-        "network": {"hidden": [800], "activation": "relu", "init": "he"},
+        "about": "Simard et al.'s MLP with elastic distortions, twice as wide: 784-1600-10 ReLU, "
+                 "every image elastically distorted (alpha 34, sigma 4) anew each epoch, Adam "
+                 "1e-3 cosine-decayed, batch 128, 80 epochs (Simard 2003, 800 hidden: 99.3 %)",
+        "network": {"hidden": [1600], "activation": "relu", "init": "he"},
         "fit": {"epochs": 80, "batch_size": 128, "optimizer": Adam(lr=1e-3),
                 "lr_schedule": CosineDecay(80),
                 "augment": Augment(elastic_alpha=34, elastic_sigma=4)},
