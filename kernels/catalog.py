@@ -223,7 +223,9 @@ def _train_steps_case(rng, c):
         plan = plan._replace(sample_weight=(2 * rng.random(n)).astype(c.dtype))
     if c.act == A.TANH:  # distorted images (the inputs as one row of pixels: any shape works)
         params_aug = np.array([1.5, np.radians(10), 0.1, 4.0])
-        plan = plan._replace(aug=params_aug, aug_basis=field_basis(1, c.n_in, 1.5, 4.0),
+        # σ grows with the row: a field costs ~r²·n with r ≈ n/σ basis vectors (augment.py)
+        plan = plan._replace(aug=params_aug,
+                             aug_basis=field_basis(1, c.n_in, max(1.5, c.n_in / 16), 4.0),
                              aug_shape=np.array([1, c.n_in, 1], np.int64))
         ws = make_workspace(params, plan, c.n_in, c.batch, c.dtype)
     return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, 4, params, state, ws, plan,
