@@ -86,7 +86,11 @@ def update_span(code, w, g, s1, s2, h, c1, c2, decay):
             w[i] -= lr * gi / (np.sqrt(s) + eps)
 
 
-@njit(cache=True)
+# error_model="numpy": a float division by zero gives inf or nan, as in the twin, instead of a
+# test before each division that keeps LLVM from vectorising the loop (Adam on 1024x1024
+# weights: 4.0 ms a step with the test, 1.2 ms without). Numba's parallel bodies, where
+# update_span is also inlined, always compile this way.
+@njit(cache=True, error_model="numpy")
 def optimizer_update(code, w, g, s1, s2, h, c1, c2, decay):
     """In place, on arrays of any shape (C-contiguous): w, s1, s2 <- one optimizer step."""
     update_span(code, w.reshape(-1), g.reshape(-1), s1.reshape(-1), s2.reshape(-1), h, c1, c2,

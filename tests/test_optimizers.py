@@ -164,3 +164,35 @@ def test_checkpoint_resumes_every_optimizer_bitwise_from_mid_epoch(tmp_path, nam
     with pytest.raises(ValueError, match="was trained with optimizer"):
         Network([20, 16, 4], seed=2, backend=backend, dropout=0.3).fit(
             X, y, resume=ck, epochs=3, batch_size=16, optimizer=other, verbose=0)
+
+
+@pytest.mark.parametrize("kernel", ["optimizer_update", "dense_grad_update_rows"])
+def test_update_loops_compile_to_vector_code(kernel):
+    """Adam's, RMSprop's and Adagrad's update loops (a square root and a division each) are
+    vectorised where they run outside Numba's parallel bodies. A float division under Numba's
+    default (Python) error model tests its divisor first, which keeps LLVM from vectorising the
+    loop: Adam on 1024x1024 weights took 4 ms a step that way instead of 1.2. The kernel is
+    compiled afresh from its source with its own options (code loaded from the cache cannot be
+    inspected)."""
+    import re
+
+    from numba import njit
+
+    from fastmlp.kernels import dense, optim
+
+    dispatcher = getattr(optim if kernel == "optimizer_update" else dense, kernel)
+    options = {k: v for k, v in dispatcher.targetoptions.items() if k != "nopython"}
+    options["cache"] = False
+    fresh = njit(**options)(dispatcher.py_func)
+    h = np.zeros(optim.N_HYPER, np.float32)
+    h[optim.ONE] = 1
+    w = np.zeros((4, 4), np.float32)
+    if kernel == "optimizer_update":
+        fresh(optim.ADAM, w, w.copy(), w.copy(), w.copy(), h, 1.0, 1.0, True)
+    else:
+        x, d = np.zeros((3, 4), np.float32), np.zeros((3, 4), np.float32)
+        fresh(x, d, 0, 4, w, w.copy(), w.copy(), w.copy(), optim.ADAM, h, 1.0, 1.0,
+              np.zeros(64, np.float32))
+    ir = "\n".join(fresh.inspect_llvm().values())
+    vector_sqrt = re.findall(r"call (?:\w+ )*<\d+ x float> @llvm\.sqrt\.v\d+f32", ir)
+    assert len(vector_sqrt) >= 3, f"{kernel}: {len(vector_sqrt)} vectorised square roots"
