@@ -161,7 +161,7 @@ def dense_delta_below(delta, W, x, x_act, delta_prev):
     derivative_mul(delta_prev, x, x_act)
 
 
-@njit(cache=True, error_model="numpy")  # the update vectorised: see optim.optimizer_update
+@njit(cache=True, error_model="numpy")  # vectorises update_span: see its docstring
 def dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, code, h, c1, c2, xt):
     """Rows j0..j1-1 of the weight gradient, gW <- xᵀδ, made a block of rows at a time, each
     block then taking one step of optimizer ``code`` on the same rows of W and its state S1,

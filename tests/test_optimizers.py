@@ -169,11 +169,9 @@ def test_checkpoint_resumes_every_optimizer_bitwise_from_mid_epoch(tmp_path, nam
 @pytest.mark.parametrize("kernel", ["optimizer_update", "dense_grad_update_rows"])
 def test_update_loops_compile_to_vector_code(kernel):
     """Adam's, RMSprop's and Adagrad's update loops (a square root and a division each) are
-    vectorised where they run outside Numba's parallel bodies. A float division under Numba's
-    default (Python) error model tests its divisor first, which keeps LLVM from vectorising the
-    loop: Adam on 1024x1024 weights took 4 ms a step that way instead of 1.2. The kernel is
-    compiled afresh from its source with its own options (code loaded from the cache cannot be
-    inspected)."""
+    vectorised where they run outside Numba's parallel bodies (see optim.update_span). The
+    kernel is compiled afresh from its source with its own options (code loaded from the cache
+    cannot be inspected)."""
     import re
 
     from numba import njit
