@@ -20,9 +20,8 @@ from .network import (CONV, DENSE, DROPOUT, FLATTEN, POOL, forward, forward_ref,
 from .optim import (ADAM, N_HYPER, ONE, OPTIMIZER_CODES, max_norm_columns, max_norm_columns_ref,
                     optimizer_update, optimizer_update_ref)
 from .registry import register
-from .sparse_input import (catch_up_rows, catch_up_rows_ref, sparse_input_backward_update,
-                           sparse_input_backward_update_ref, sparse_input_forward,
-                           sparse_input_forward_ref)
+from .sparse_input import (sparse_input_backward_update, sparse_input_backward_update_ref,
+                           sparse_input_forward, sparse_input_forward_ref)
 
 
 def _normal(rng, shape, dtype, scale=1.0):
@@ -120,26 +119,6 @@ def _sparse_backward_case(rng, c):
             np.zeros(c.n_in + 1, np.int64), np.zeros(c.batch * c.n_in, np.int32),
             np.zeros(c.batch * c.n_in, c.dtype), np.zeros((1, c.n_in), np.int64),
             np.zeros((numba.get_num_threads(), c.n_out), c.dtype))
-
-
-def _catch_up_case(rng, c):
-    """Rows up to 40 steps behind step 50 (some current), state of every optimizer's kind. Even
-    batches: the rows the minibatch's column lists mark, no weight decay, and some rows whose
-    state is zero (their replay stops early); odd: every row, with weight decay."""
-    import numba
-    shape = (c.n_in, c.n_out)
-    S1, S2 = (np.abs(_normal(rng, shape, c.dtype, 0.01)) for _ in range(2))
-    h = _hyper(c, nesterov=c.batch % 4 == 1)
-    col_ptr = np.zeros(0, np.int64)
-    if c.batch % 2 == 0:
-        h[4] = 0  # optim.WEIGHT_DECAY
-        S1[::3] = 0
-        S2[::3] = 0
-        col_ptr = np.concatenate([[0], np.cumsum(rng.random(c.n_in) < 0.5)]).astype(np.int64)
-    threads = numba.get_num_threads()
-    return (_normal(rng, shape, c.dtype, 0.1), S1, S2, c.optimizer, h,
-            rng.integers(10, 51, c.n_in).astype(np.int64), 50, col_ptr,
-            np.zeros((threads, c.n_out), c.dtype), np.zeros((threads, 2), c.dtype))
 
 
 def _loss_case(rng, c):
@@ -426,8 +405,6 @@ register("sparse_input_forward", fast=sparse_input_forward, reference=sparse_inp
 register("sparse_input_backward_update", fast=sparse_input_backward_update,
          reference=sparse_input_backward_update_ref, make_case=_sparse_backward_case,
          outputs=(4, 5, 6), flops=_mlp_flops, variants=OPTIMIZERS, parallel=True)
-register("catch_up_rows", fast=catch_up_rows, reference=catch_up_rows_ref,
-         make_case=_catch_up_case, outputs=(0, 1, 2, 5), variants=OPTIMIZERS, parallel=True)
 register("output_loss", fast=output_loss, reference=output_loss_ref, make_case=_loss_case,
          outputs=(3,), compares_return=True, variants=LOSSES, output_layer=True)
 register("output_activation", fast=output_activation, reference=output_activation_ref,

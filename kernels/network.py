@@ -33,11 +33,10 @@ from .dense import (ROW_ALIGN, THREADED_MIN_WEIGHTS, column_sums, dense_backward
 from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward_ref, dropout_row,
                       stream_key)
 from .loss import output_loss, output_loss_ref
-from .optim import (max_norm_columns, max_norm_columns_ref, optimizer_update,
-                    optimizer_update_ref, store_bias_corrections)
-from .sparse_input import (build_columns, catch_up_row, column_cursors, count_columns,
-                           fill_columns, forward_row, fused_update_row, product_row,
-                           record_nonzeros)
+from .optim import (ADAM, BETA1, BETA2, max_norm_columns, max_norm_columns_ref, optimizer_update,
+                    optimizer_update_ref)
+from .sparse_input import (build_columns, column_cursors, count_columns,
+                           fill_columns, forward_row, fused_update_row)
 
 DENSE, DROPOUT, CONV, POOL, FLATTEN = 0, 1, 2, 3, 4
 LAYER_KINDS = {"dense": DENSE, "dropout": DROPOUT, "conv2d": CONV, "maxpool2d": POOL,
@@ -50,17 +49,17 @@ PARALLEL_COLUMNS_MIN_ROWS = 64
 
 Plan = namedtuple("Plan", "kind act in_act threshold scale max_norm loss optimizer sparse_layer "
                           "first_param seed sample_weight width geom aug aug_basis aug_shape "
-                          "threaded_min lazy_rows")
+                          "threaded_min")
 Params = namedtuple("Params", "W b")
 OptState = namedtuple("OptState", "s1W s1b s2W s2b hyper t corr")
 Workspace = namedtuple("Workspace", "acts deltas gW gb masks argmax xb yb nz_idx nz_val nz_cnt "
                                     "col_ptr col_row col_val col_counts scratch partial cols "
-                                    "aug_scratch xt parts row_step step_corr")
+                                    "aug_scratch xt parts")
 
 
 def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed, dtype,
               sample_weight=None, widths=None, geoms=None, augment=None,
-              threaded_min=THREADED_MIN_WEIGHTS, lazy_rows=True):
+              threaded_min=THREADED_MIN_WEIGHTS):
     """The layer table. ``kinds``/``acts``/``rates``/``max_norms`` hold one entry per layer
     (activation codes of layers without one are ignored; a max-norm of 0 is off).
     ``sample_weight``: one weight per training sample that scales its loss gradient, or None.
@@ -69,10 +68,7 @@ def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed
     (``conv.conv_geometry``) of each conv and pooling layer, None elsewhere. ``augment``:
     (params, elastic field basis, (h, w, c)) of the distortions applied to each minibatch
     (``augment.py``), or None. ``threaded_min``: the fewest weights of a dense layer that the
-    training step runs on Numba's threads (``dense.THREADED_MIN_WEIGHTS``). ``lazy_rows``: the
-    zero-skipping layer updates only the rows of W its minibatch touches and replays the missed
-    steps of the others when they are next read (``sparse_input.py``: the same weights bitwise);
-    not with a max-norm on that layer, which reads every row at every step."""
+    training step runs on Numba's threads (``dense.THREADED_MIN_WEIGHTS``)."""
     from .dropout import keep_threshold
     dtype = np.dtype(dtype)
     L = len(kinds)
@@ -108,8 +104,7 @@ def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed
                 aug_basis=np.zeros((0, 0)) if augment is None
                 else np.asarray(augment[1], np.float64),
                 aug_shape=np.zeros(0, np.int64) if augment is None
-                else np.asarray(augment[2], np.int64), threaded_min=int(threaded_min),
-                lazy_rows=bool(lazy_rows and sparse_input and max_norms[first_param] == 0))
+                else np.asarray(augment[2], np.int64), threaded_min=int(threaded_min))
 
 
 # Every per-layer tuple has a multiple of this many entries (zero-size arrays after the last
@@ -224,10 +219,6 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
         parts=np.zeros((threads, max([batch_size * params.W[l].shape[1]
                                       for l in threaded_dense_layers(params, plan)] + [0])
                         if training else 0), dtype),
-        # lazy rows: the step each row of the zero-skipping layer's W is current at, and per
-        # thread the bias corrections of a replayed step
-        row_step=np.zeros(sparse_in if training and plan.lazy_rows else 0, np.int64),
-        step_corr=np.zeros((threads, 2), dtype),
     )
 
 
@@ -323,6 +314,17 @@ def forward_ref(X, rows, params, plan, ws, images):
 
 # ---- training ----------------------------------------------------------------------------
 @njit(cache=True)
+def store_bias_corrections(code, h, t, corr):
+    """corr <- Adam's (1 - β1ᵗ, 1 - β2ᵗ) for step t, else (1, 1), in the parameters' dtype."""
+    if code == ADAM:
+        corr[0] = 1.0 - float(h[BETA1]) ** t
+        corr[1] = 1.0 - float(h[BETA2]) ** t
+    else:
+        corr[0] = 1.0
+        corr[1] = 1.0
+
+
+@njit(cache=True)
 def scale_rows(d, weights, rows):
     """d[i] *= weights[rows[i]]: each sample's share of the minibatch gradient, weighted."""
     for i in range(d.shape[0]):
@@ -350,9 +352,6 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
     loss_sum = 0.0
     correct = 0
     seen = 0
-    lazy = plan.lazy_rows
-    if lazy:  # every row is current when a call begins (the last call ended by catching up)
-        ws.row_step[:] = state.t[0]
     for step in range(step_begin, step_end):
         start = step * batch_size
         stop = min(start + batch_size, n)
@@ -390,51 +389,14 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                 dense_sum_partials(parts, b, act, a[:nb])
             elif kind == DENSE and l != plan.sparse_layer:
                 dense_forward(inp, W, b, act, a[:nb])
-            elif l == plan.sparse_layer:
-                # the zero-skipping layer: each row's nonzeros; their lists per input column
-                # (the transpose the update reads); with lazy rows, the rows of W they touch
-                # brought up to date; then the products, a block of samples per thread
-                from_X = l == 0 and not augmenting
-                nz_idx, nz_val, nz_cnt = ws.nz_idx, ws.nz_val, ws.nz_cnt
-                col_counts, col_ptr, col_row, col_val = (ws.col_counts, ws.col_ptr, ws.col_row,
-                                                         ws.col_val)
-                T = ws.scratch.shape[0]
-                for t in prange(T):
-                    lo, hi = thread_block(nb, T, t)
-                    for i in range(lo, hi):
-                        row = X[rows[i]] if from_X else below[i]
-                        nz_cnt[i] = record_nonzeros(row, nz_idx[i], nz_val[i])
-                blocks = col_counts.shape[0]
-                if nb >= PARALLEL_COLUMNS_MIN_ROWS and blocks > 1:
-                    for t in prange(blocks):
-                        lo, hi = thread_block(nb, blocks, t)
-                        count_columns(nz_idx, nz_cnt, lo, hi, col_counts[t])
-                    column_cursors(col_counts, col_ptr.shape[0] - 1, col_ptr)
-                    for t in prange(blocks):
-                        lo, hi = thread_block(nb, blocks, t)
-                        fill_columns(nz_idx, nz_val, nz_cnt, lo, hi, col_counts[t], col_row,
-                                     col_val)
-                else:
-                    build_columns(nz_idx, nz_val, nz_cnt, nb, col_counts, col_ptr, col_row,
-                                  col_val)
-                if lazy:
-                    S1, S2, row_step, now = state.s1W[l], state.s2W[l], ws.row_step, state.t[0]
-                    zero, corr, code, m = ws.scratch, ws.step_corr, plan.optimizer, W.shape[1]
-                    for t in prange(T):
-                        j0, j1 = thread_block(W.shape[0], T, t)
-                        for j in range(j0, j1):
-                            if col_ptr[j + 1] > col_ptr[j]:
-                                catch_up_row(j, W, S1, S2, code, h, row_step, now, zero[t][:m],
-                                             corr[t])
-                for t in prange(T):
-                    lo, hi = thread_block(nb, T, t)
-                    for i in range(lo, hi):
-                        product_row(W, b, act, a[i], nz_idx[i], nz_val[i], nz_cnt[i])
             elif kind == FLATTEN:
                 if l == 0:  # elsewhere it shares its input's buffer
                     copy_rows(x, a)
             else:  # the kinds that run per sample on Numba's threads, a block of samples each
+                sparse = l == plan.sparse_layer  # dense, on the nonzeros of each input row
+                from_X = sparse and l == 0 and not augmenting
                 mask, arg, cols = ws.masks[l], ws.argmax[l], ws.cols
+                nz_idx, nz_val, nz_cnt = ws.nz_idx, ws.nz_val, ws.nz_cnt
                 key = stream_key(plan.seed, epoch, step, l) if kind == DROPOUT else np.uint64(0)
                 threshold, scale = plan.threshold[l], plan.scale[l]
                 need = cols_size(g) if kind == CONV else 0
@@ -446,7 +408,11 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                             conv_forward_block(inp, W, b, act, g, lo, hi, cols[t][:need], a)
                     else:
                         for i in range(lo, hi):
-                            if kind == POOL:
+                            if sparse:
+                                row = X[rows[i]] if from_X else below[i]
+                                nz_cnt[i] = forward_row(row, W, b, act, a[i], nz_idx[i],
+                                                        nz_val[i])
+                            elif kind == POOL:
                                 if images is not None:
                                     maxpool_forward_sample(inp[i], g, a[i], arg[i])
                             else:
@@ -474,21 +440,32 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
             # δ of the layer below, where some layer below has parameters to learn
             d_below = ws.deltas[l - 1][:nb] if l > plan.first_param else d[:0]
             if l == plan.sparse_layer:
-                # the weight gradient folded into the update, row by row, from the column lists
-                # the forward built; with lazy rows, only the rows the minibatch touches
-                col_ptr, col_row, col_val = ws.col_ptr, ws.col_row, ws.col_val
-                scratch, row_step, now = ws.scratch, ws.row_step, state.t[0]
+                # the minibatch's nonzeros per input column (the transpose the update reads)
+                nz_idx, nz_val, nz_cnt = ws.nz_idx, ws.nz_val, ws.nz_cnt
+                col_counts, col_ptr, col_row, col_val = (ws.col_counts, ws.col_ptr, ws.col_row,
+                                                         ws.col_val)
+                blocks = col_counts.shape[0]
+                if nb >= PARALLEL_COLUMNS_MIN_ROWS and blocks > 1:
+                    for t in prange(blocks):
+                        lo, hi = thread_block(nb, blocks, t)
+                        count_columns(nz_idx, nz_cnt, lo, hi, col_counts[t])
+                    column_cursors(col_counts, col_ptr.shape[0] - 1, col_ptr)
+                    for t in prange(blocks):
+                        lo, hi = thread_block(nb, blocks, t)
+                        fill_columns(nz_idx, nz_val, nz_cnt, lo, hi, col_counts[t], col_row,
+                                     col_val)
+                else:
+                    build_columns(nz_idx, nz_val, nz_cnt, nb, col_counts, col_ptr, col_row,
+                                  col_val)
+                scratch = ws.scratch
                 T, n_out = scratch.shape[0], W.shape[1]
                 # thread t: one contiguous block of rows and its own scratch row (interleaved
                 # rows would share cache lines between the threads)
                 for t in prange(T):
                     j0, j1 = thread_block(W.shape[0], T, t)
                     for j in range(j0, j1):
-                        if not lazy or col_ptr[j + 1] > col_ptr[j]:
-                            fused_update_row(j, W, S1, S2, d, col_ptr, col_row, col_val, code,
-                                             h, c1, c2, scratch[t][:n_out])
-                            if lazy:
-                                row_step[j] = now
+                        fused_update_row(j, W, S1, S2, d, col_ptr, col_row, col_val, code, h,
+                                         c1, c2, scratch[t][:n_out])
                 column_sums(d, gb)
                 optimizer_update(code, b, gb, s1b, s2b, h, c1, c2, False)
             elif kind == DENSE and W.size >= plan.threaded_min:
@@ -533,15 +510,6 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                 dropout_backward(d, ws.masks[l][:nb], inp, x_act, d_below)
             if plan.max_norm[l] > 0:
                 max_norm_columns(W, plan.max_norm[l], ws.scratch[0][:W.shape[1]])
-    if lazy:  # every row brought up to date, for whatever reads W next
-        l = plan.sparse_layer
-        W, S1, S2, row_step, now = params.W[l], state.s1W[l], state.s2W[l], ws.row_step, state.t[0]
-        zero, corr, code, m = ws.scratch, ws.step_corr, plan.optimizer, W.shape[1]
-        T = zero.shape[0]
-        for t in prange(T):
-            j0, j1 = thread_block(W.shape[0], T, t)
-            for j in range(j0, j1):
-                catch_up_row(j, W, S1, S2, code, h, row_step, now, zero[t][:m], corr[t])
     return loss_sum, correct, seen
 
 

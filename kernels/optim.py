@@ -92,53 +92,6 @@ def update_span(code, w, g, s1, s2, h, c1, c2, decay):
             w[i] -= lr * gi / (np.sqrt(s) + eps)
 
 
-@njit(cache=True)
-def store_bias_corrections(code, h, t, corr):
-    """corr <- Adam's (1 - β1ᵗ, 1 - β2ᵗ) for step t, else (1, 1), in the parameters' dtype."""
-    if code == ADAM:
-        corr[0] = 1.0 - float(h[BETA1]) ** t
-        corr[1] = 1.0 - float(h[BETA2]) ** t
-    else:
-        corr[0] = 1.0
-        corr[1] = 1.0
-
-
-@njit(cache=True, inline="always")
-def zero_step_is_noop(code, s1, s2, h):
-    """Whether a step with a zero gradient leaves a weight row w and its state s1, s2 exactly as
-    they are (for finite w): without weight decay, Adagrad's always does; the others' once their
-    state is all zero (SGD's velocity, RMSprop's mean square, Adam's two moments)."""
-    if h[WEIGHT_DECAY] != 0:
-        return False
-    if code == ADAGRAD:
-        return True
-    for i in range(s1.shape[0]):
-        if s1[i] != 0:
-            return False
-    if code == ADAM:
-        for i in range(s2.shape[0]):
-            if s2[i] != 0:
-                return False
-    return True
-
-
-# A row whose state may have reached zero is tested every this many replayed steps.
-NOOP_CHECK_STEPS = 16
-
-
-@njit(cache=True, inline="always")
-def replay_zero_steps(code, w, s1, s2, h, t0, t1, zero, corr):
-    """Steps t0+1 .. t1 of optimizer ``code`` with a zero gradient on the weight row w and its
-    state: exactly the operations those steps would have done, so the row ends up bitwise as if
-    it had been updated at each of them. ``zero``: a row of zeros as long as w; ``corr``: two
-    scratch slots for Adam's bias corrections. Stops early once the steps are no-ops."""
-    for t in range(t0 + 1, t1 + 1):
-        if (t - t0 - 1) % NOOP_CHECK_STEPS == 0 and zero_step_is_noop(code, s1, s2, h):
-            return
-        store_bias_corrections(code, h, t, corr)
-        update_span(code, w, zero, s1, s2, h, corr[0], corr[1], True)
-
-
 @njit(cache=True, error_model="numpy")  # see update_span
 def optimizer_update(code, w, g, s1, s2, h, c1, c2, decay):
     """In place, on arrays of any shape (C-contiguous): w, s1, s2 <- one optimizer step."""

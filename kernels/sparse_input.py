@@ -11,7 +11,7 @@ from numba import njit, prange
 
 from .activations import IDENTITY, activate_ref, _act_scalar
 from .data import thread_block
-from .optim import optimizer_update_ref, replay_zero_steps, update_span
+from .optim import optimizer_update_ref, update_span
 
 
 @njit(cache=True, inline="always")  # inlined where it is called: as fast as writing it out
@@ -35,35 +35,22 @@ def add_scaled_rows(dst, src, rows, scales, begin, end):
 
 
 @njit(cache=True)
-def record_nonzeros(x, nz_idx, nz_val):
-    """nz_idx / nz_val <- the positions and values of x's nonzeros; returns how many."""
+def forward_row(x, W, b, act, o, nz_idx, nz_val):
+    """o <- f(x @ W + b) for one input row x, skipping its zeros; returns how many nonzeros
+    it recorded in nz_idx / nz_val."""
+    n_in, n_out = W.shape
     nnz = 0
-    for j in range(x.shape[0]):
+    for j in range(n_in):
         if x[j] != 0:
             nz_idx[nnz] = j
             nz_val[nnz] = x[j]
             nnz += 1
-    return nnz
-
-
-@njit(cache=True)
-def product_row(W, b, act, o, nz_idx, nz_val, nnz):
-    """o <- f(x @ W + b) from the nnz nonzeros of one input row x (record_nonzeros)."""
-    n_out = W.shape[1]
     for h in range(n_out):
         o[h] = b[h]
     add_scaled_rows(o, W, nz_idx, nz_val, 0, nnz)
     if act != IDENTITY:
         for h in range(n_out):
             o[h] = _act_scalar(o[h], act)
-
-
-@njit(cache=True)
-def forward_row(x, W, b, act, o, nz_idx, nz_val):
-    """o <- f(x @ W + b) for one input row x, skipping its zeros; returns how many nonzeros
-    it recorded in nz_idx / nz_val."""
-    nnz = record_nonzeros(x, nz_idx, nz_val)
-    product_row(W, b, act, o, nz_idx, nz_val, nnz)
     return nnz
 
 
@@ -100,50 +87,6 @@ def fused_update_row(j, W, S1, S2, delta, col_ptr, col_row, col_val, code, h, c1
         g[k] = 0
     add_scaled_rows(g, delta, col_row, col_val, col_ptr[j], col_ptr[j + 1])
     update_span(code, W[j], g, S1[j], S2[j], h, c1, c2, True)
-
-
-# ---- lazy rows: a row of W that no input of a minibatch touches gets a zero gradient, and for
-# SGD that step still moves it (its velocity decays and is applied): a pass over all of W and
-# its state per step, which at small minibatches costs more than the rest of the step. So the
-# training step updates only the rows its minibatch touches, and keeps for each row the step it
-# is current at; before a row is read it replays the zero-gradient steps it missed
-# (optim.replay_zero_steps: the same operations, so the weights are bitwise those of updating
-# every row at every step).
-@njit(cache=True, inline="always")  # inlined into the prange loops
-def catch_up_row(j, W, S1, S2, code, h, row_step, t, zero, corr):
-    """Row j of W and of its state S1, S2 <- as at step t, from row_step[j] (the step it is
-    current at); ``zero`` is scratch as long as a row, ``corr`` two slots."""
-    if row_step[j] < t:
-        for k in range(zero.shape[0]):
-            zero[k] = 0
-        replay_zero_steps(code, W[j], S1[j], S2[j], h, row_step[j], t, zero, corr)
-        row_step[j] = t
-
-
-@njit(cache=True, parallel=True)
-def catch_up_rows(W, S1, S2, code, h, row_step, t, col_ptr, scratch, corr):
-    """Every row of W that is behind step t is brought up to it; if col_ptr is not empty, only
-    the rows it gives nonzeros (a minibatch's column lists). scratch (threads, d_out) and corr
-    (threads, 2) are per-thread scratch."""
-    T = scratch.shape[0]
-    touched_only = col_ptr.shape[0] > 0
-    for th in prange(T):
-        j0, j1 = thread_block(W.shape[0], T, th)
-        for j in range(j0, j1):
-            if not touched_only or col_ptr[j + 1] > col_ptr[j]:
-                catch_up_row(j, W, S1, S2, code, h, row_step, t, scratch[th][:W.shape[1]],
-                             corr[th])
-
-
-def catch_up_rows_ref(W, S1, S2, code, h, row_step, t, col_ptr, scratch, corr):
-    from .optim import bias_corrections
-    rows = np.arange(W.shape[0]) if col_ptr.shape[0] == 0 else np.flatnonzero(np.diff(col_ptr))
-    zero = np.zeros(W.shape[1], W.dtype)
-    for j in rows:
-        for s in range(row_step[j] + 1, t + 1):
-            c1, c2 = (W.dtype.type(c) for c in bias_corrections(code, h, s))
-            optimizer_update_ref(code, W[j], zero, S1[j], S2[j], h, c1, c2, True)
-        row_step[j] = max(row_step[j], t)
 
 
 @njit(cache=True)

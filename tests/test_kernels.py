@@ -153,65 +153,6 @@ def test_column_lists_built_in_blocks(blocks):
     assert ptr[-1] == np.count_nonzero(x)
 
 
-LAZY_VARIANTS = [("sgd", 0.0), ("sgd", 1e-3), ("nesterov", 0.0), ("sgd-no-momentum", 0.0),
-                 ("adam", 0.0), ("adamw", 1e-2), ("rmsprop", 0.0), ("adagrad", 0.0),
-                 ("adagrad", 1e-3)]
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("variant", LAZY_VARIANTS, ids=lambda v: f"{v[0]}-wd{v[1]:g}")
-def test_lazy_rows_give_the_weights_of_updating_every_row(variant, dtype):
-    """The zero-skipping layer updates only the rows of W its minibatch touches and replays the
-    steps a row missed when it is next read, or when the call ends. Weights and optimizer state
-    must come out bitwise as when every row is updated at every step: over calls of a few steps,
-    the lr and momentum changed between calls, a ragged last step, inputs that are never
-    nonzero, and a second epoch in one call."""
-    from fastmlp.kernels import make_state, train_steps
-    from fastmlp.kernels.catalog import _sparse_images, network_case
-    from fastmlp.kernels.optim import BETA1, LR
-    name, weight_decay = variant
-    code = OPTIMIZER_CODES["sgd" if name in ("nesterov", "sgd-no-momentum") else
-                           "adam" if name == "adamw" else name]
-    hyper = (0.05, 0.0 if name == "sgd-no-momentum" else 0.9, 0.99, 1e-6, weight_decay,
-             float(name == "nesterov"), float(name == "adamw"))
-    rng = np.random.default_rng(7)
-    c = Case(batch=6, n_in=40, n_out=12, dtype=dtype, optimizer=code)
-    params, plan, ws = network_case(rng, c, input_dropout=False)
-    X = _sparse_images(rng, 50, c.n_in, dtype, density=0.08)
-    X[:, :4] = 0
-    y = rng.integers(0, 10, 50).astype(np.int64)
-    results = []
-    for lazy in (True, False):
-        lazy_plan = plan._replace(lazy_rows=lazy)
-        p = copy_args((params,))[0]
-        state = make_state(p, code, hyper, dtype)
-        order = np.random.default_rng(1).permutation(50)
-        train_steps(X, y, order, 6, 0, 5, 0, p, state, ws, lazy_plan, None)
-        state.hyper[LR] *= 0.5
-        state.hyper[BETA1] *= 0.9
-        train_steps(X, y, order, 6, 5, 9, 0, p, state, ws, lazy_plan, None)
-        train_steps(X, y, np.random.default_rng(2).permutation(50), 6, 0, 9, 1, p, state, ws,
-                    lazy_plan, None)
-        results.append((p, state))
-    (lazy_p, lazy_s), (eager_p, eager_s) = results
-    assert plan.lazy_rows and lazy_s.t[0] == eager_s.t[0] == 18
-    for what, a, b in [("W", lazy_p.W, eager_p.W), ("b", lazy_p.b, eager_p.b),
-                       ("s1W", lazy_s.s1W, eager_s.s1W), ("s2W", lazy_s.s2W, eager_s.s2W),
-                       ("s1b", lazy_s.s1b, eager_s.s1b)]:
-        for layer, (u, v) in enumerate(zip(a, b)):
-            np.testing.assert_array_equal(u, v, err_msg=f"{what}[{layer}]")
-    assert not np.array_equal(lazy_p.W[0], params.W[0])
-
-
-def test_a_max_norm_on_the_zero_skipping_layer_turns_lazy_rows_off():
-    from fastmlp.kernels import DENSE, make_plan
-    kinds, acts, rates = [DENSE, DENSE], [1, 0], [0.0, 0.0]
-    assert make_plan(kinds, acts, rates, [0.0, 0.0], 0, 0, True, 0, np.float32).lazy_rows
-    assert make_plan(kinds, acts, rates, [0.0, 3.0], 0, 0, True, 0, np.float32).lazy_rows
-    assert not make_plan(kinds, acts, rates, [3.0, 0.0], 0, 0, True, 0, np.float32).lazy_rows
-    assert not make_plan(kinds, acts, rates, [0.0, 0.0], 0, 0, False, 0, np.float32).lazy_rows
-
-
 def test_a_new_numba_cache_dir_is_stamped_and_kept(tmp_path, monkeypatch):
     """$NUMBA_CACHE_DIR's folder does not exist before the first compile: the guard stamps it
     then, so that the next process keeps (and loads) what the first one wrote."""
