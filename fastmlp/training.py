@@ -49,11 +49,11 @@ def uses_sparse_input(net, X, batch_size):
 
 def plan_uses_threads(plan, params=None):
     """Whether the compiled step runs Numba's threads (prange loops): the zero-skipping layer,
-    augmentation, dropout, convolution and pooling, and (in training: pass ``params``) dense
-    layers of at least ``plan.threaded_min`` weights."""
-    return bool(plan.sparse_layer >= 0 or len(plan.aug_shape) > 0
-                or np.isin(plan.kind, (K.DROPOUT, K.CONV, K.POOL)).any()
-                or (params is not None and K.threaded_dense_layers(params, plan)))
+    dropout, convolution and pooling, and (in training: pass ``params``) dense layers of at
+    least ``plan.threaded_min`` weights. Augmentation runs on them only beside one of those."""
+    if params is not None:
+        return K.layers_use_threads(params, plan)
+    return bool(plan.sparse_layer >= 0 or np.isin(plan.kind, (K.DROPOUT, K.CONV, K.POOL)).any())
 
 
 def one_blas_thread(active=True):

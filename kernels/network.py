@@ -147,6 +147,15 @@ def threaded_dense_layers(params, plan):
             if k == DENSE and l != plan.sparse_layer and W.size >= plan.threaded_min]
 
 
+def layers_use_threads(params, plan):
+    """Whether the training step's layers run on Numba's threads: the zero-skipping layer,
+    dropout, convolution and pooling, and the threaded dense layers. Augmentation runs on them
+    only then; in a step whose products are all BLAS's it runs on one thread, so that BLAS
+    keeps its threads (Numba's and BLAS's threads would spin against each other)."""
+    return bool(plan.sparse_layer >= 0 or np.isin(plan.kind, (DROPOUT, CONV, POOL)).any()
+                or threaded_dense_layers(params, plan))
+
+
 def layer_widths(params, plan, n_in):
     """Each layer's output size per sample: from the table, or else from the parameters."""
     widths = []
@@ -207,9 +216,10 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
         cols=np.zeros((threads, max([cols_size(g) if k == CONV else 0 for k, g in
                                      zip(plan.kind, plan.geom)] + [0])), dtype),
         # per thread: the distortions' source image and displacement fields, in float64 as the
-        # twin computes them (so that float32 fits distort bitwise alike too)
-        aug_scratch=np.zeros((threads, augment_scratch_size(*plan.aug_shape,
-                                                            plan.aug_basis.shape[0])
+        # twin computes them (so that float32 fits distort bitwise alike too); one thread's
+        # only, where no layer runs on Numba's threads (see layers_use_threads)
+        aug_scratch=np.zeros((threads if layers_use_threads(params, plan) else 1,
+                              augment_scratch_size(*plan.aug_shape, plan.aug_basis.shape[0])
                               if len(plan.aug_shape) and training else 0), np.float64),
         # per thread: a block of a threaded dense layer's input, transposed (dense.py)
         xt=np.zeros((threads, max([grad_block_rows(*params.W[l].shape, dtype.itemsize)
@@ -367,10 +377,15 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                 xb, aug_scratch = ws.xb, ws.aug_scratch
                 aug, aug_basis, aug_shape = plan.aug, plan.aug_basis, plan.aug_shape
                 T = aug_scratch.shape[0]
-                for t in prange(T):
-                    lo, hi = thread_block(nb, T, t)
-                    for i in range(lo, hi):
-                        augment_row(xb[i], key, i, aug, aug_basis, aug_shape, aug_scratch[t])
+                if T == 1:  # the layers' products are BLAS's, on its threads
+                    for i in range(nb):
+                        augment_row(xb[i], key, i, aug, aug_basis, aug_shape, aug_scratch[0])
+                else:
+                    for t in prange(T):
+                        lo, hi = thread_block(nb, T, t)
+                        for i in range(lo, hi):
+                            augment_row(xb[i], key, i, aug, aug_basis, aug_shape,
+                                        aug_scratch[t])
         x = ws.xb[:nb]
 
         # ---- forward, layer by layer

@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 
+import numba
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -13,6 +14,7 @@ from fastmlp import Network
 from fastmlp import kernels as K
 from fastmlp.augment import Augment, expand_mnist
 from fastmlp.optimizers import Adam
+from fastmlp.training import plan_uses_threads
 
 
 def digit_like(n=6, side=12, seed=0):
@@ -128,6 +130,19 @@ def test_fit_with_augmentation_agrees_across_backends_and_learns(sparse):
     assert not np.allclose(plain.weights[0], nets["numba"].weights[0])
     assert nets["numba"].evaluate(X, y)["accuracy"] > 0.9
     assert nets["numba"].train_config["augment"]["rotate"] == 10
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_augmentation_runs_on_numba_threads_only_beside_layers_that_do(sparse):
+    """Beside the zero-skipping layer the distortions take Numba's threads; in a step whose
+    products are all BLAS's they run on one thread and BLAS keeps its threads."""
+    net = Network([144, 32, 4], seed=3)
+    params = net._params()
+    plan = net._plan(sparse_input=sparse, augment=Augment(shift=1).tables((12, 12, 1)))
+    ws = K.make_workspace(params, plan, 144, 32, np.float32)
+    assert K.layers_use_threads(params, plan) == sparse
+    assert plan_uses_threads(plan, params) == sparse  # BLAS limited to one thread, or not
+    assert ws.aug_scratch.shape[0] == (numba.get_num_threads() if sparse else 1)
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
