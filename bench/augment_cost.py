@@ -1,13 +1,13 @@
 """Epoch seconds with and without augmentation (784-800-10 b128, 784-300-10 b256, Adam): the
-cost of on-the-fly distortions through Network.fit.
+cost of on-the-fly distortions through Network.fit, on MNIST or (``fashion``) Fashion-MNIST.
 
-    FASTMLP_DATA=../shared/data/mnist python bench/augment_cost.py
+    FASTMLP_DATA=../shared/data/mnist python bench/augment_cost.py [fashion]
 """
-import json, numpy as np
-from fastmlp import Network, load_mnist
+import json, sys
+from fastmlp import Network, load_fashion_mnist, load_mnist
 from fastmlp.augment import Augment
 from fastmlp.optimizers import Adam
-(X, y), _ = load_mnist()
+(X, y), _ = load_fashion_mnist() if sys.argv[1:] == ["fashion"] else load_mnist()
 out = {}
 for sizes, batch in (([784, 800, 10], 128), ([784, 300, 10], 256)):
     for name, aug in (("none", None), ("affine", Augment(shift=2, rotate=8, scale=0.08)),
