@@ -1,5 +1,6 @@
-"""Epoch seconds with and without augmentation (784-800-10 b128, 784-300-10 b256, Adam): the
-cost of on-the-fly distortions through Network.fit, on MNIST or (``fashion``) Fashion-MNIST.
+"""Epoch seconds with and without augmentation (784-800-10 b128, 784-300-10 b256,
+784-1024-1024-10 b256, Adam): the cost of on-the-fly distortions through Network.fit, on MNIST
+or (``fashion``) Fashion-MNIST.
 
     FASTMLP_DATA=../shared/data/mnist python bench/augment_cost.py [fashion]
 """
@@ -9,11 +10,12 @@ from fastmlp.augment import Augment
 from fastmlp.optimizers import Adam
 (X, y), _ = load_fashion_mnist() if sys.argv[1:] == ["fashion"] else load_mnist()
 out = {}
-for sizes, batch in (([784, 800, 10], 128), ([784, 300, 10], 256)):
+for sizes, batch in (([784, 800, 10], 128), ([784, 300, 10], 256), ([784, 1024, 1024, 10], 256)):
     for name, aug in (("none", None), ("affine", Augment(shift=2, rotate=8, scale=0.08)),
                       ("elastic", Augment(shift=2, rotate=8, scale=0.08, elastic_alpha=34, elastic_sigma=4)), ("none-again", None)):
         net = Network(sizes, seed=0)
         h = net.fit(X, y, epochs=3, batch_size=batch, optimizer=Adam(1e-3), augment=aug, verbose=0)
-        out[f"{sizes[1]}-b{batch}-{name}"] = round(min(h.history["epoch_time"][1:]), 3)
-        print(f"{sizes[1]}-b{batch}-{name}", out[f"{sizes[1]}-b{batch}-{name}"], flush=True)
+        key = f"{'-'.join(map(str, sizes[1:-1]))}-b{batch}-{name}"
+        out[key] = round(min(h.history["epoch_time"][1:]), 3)
+        print(key, out[key], flush=True)
 print(json.dumps(out))
