@@ -48,12 +48,9 @@ def uses_sparse_input(net, X, batch_size):
 
 
 def plan_uses_threads(plan, params=None):
-    """Whether the compiled step runs Numba's threads (prange loops): the zero-skipping layer,
-    dropout, convolution and pooling, and (in training: pass ``params``) dense layers of at
-    least ``plan.threaded_min`` weights. Augmentation runs on them only beside one of those."""
-    if params is not None:
-        return K.layers_use_threads(params, plan)
-    return bool(plan.sparse_layer >= 0 or np.isin(plan.kind, (K.DROPOUT, K.CONV, K.POOL)).any())
+    """Whether the compiled step runs Numba's threads (prange loops): see
+    ``kernels.layers_use_threads`` (pass ``params`` in training)."""
+    return K.layers_use_threads(params, plan)
 
 
 def one_blas_thread(active=True):
@@ -192,13 +189,13 @@ class Trainer:
         self.plan = net._plan(optimizer.code, self.sparse, sample_weight, augment,
                               K.THREADED_MIN_WEIGHTS if batch_size <= SMALL_BATCH_ROWS
                               else NO_THREADED_DENSE)
-        self.limit_blas = net.backend == "numba" and plan_uses_threads(self.plan, self.params)
+        numba_threads = net.backend == "numba" and plan_uses_threads(self.plan, self.params)
+        self.limit_blas = numba_threads
         self.state = K.make_state(self.params, optimizer.code, optimizer.hyper(), net.dtype)
         self.ws = K.make_workspace(self.params, self.plan, net.n_features, batch_size, net.dtype)
         self.train_steps = K.train_steps if net.backend == "numba" else K.train_steps_ref
         self.images = K.image_code(self.plan)
-        self.thread_tuner = ThreadTuner(active=net.backend == "numba"
-                                        and plan_uses_threads(self.plan, self.params))
+        self.thread_tuner = ThreadTuner(active=numba_threads)
         self._saved = None
 
     def slot_arrays(self):

@@ -168,7 +168,7 @@ def augment_row(row, key, i, params, basis, shape, scratch):
                 sy += sys_[y * w + x]
             sxs[y * w + x] = sx
             sys_[y * w + x] = sy
-    if c == 1:  # the same sums, without a loop over channels (a third faster)
+    if c == 1:  # the same sums without a loop over channels: a quarter less time per image
         for j in range(n):
             sx, sy = sxs[j], sys_[j]
             x0, y0 = math.floor(sx), math.floor(sy)

@@ -148,12 +148,13 @@ def threaded_dense_layers(params, plan):
 
 
 def layers_use_threads(params, plan):
-    """Whether the training step's layers run on Numba's threads: the zero-skipping layer,
-    dropout, convolution and pooling, and the threaded dense layers. Augmentation runs on them
-    only then; in a step whose products are all BLAS's it runs on one thread, so that BLAS
-    keeps its threads (Numba's and BLAS's threads would spin against each other)."""
+    """Whether the step's layers run on Numba's threads: the zero-skipping layer, dropout,
+    convolution and pooling, and in training (``params`` given; None for inference) the
+    threaded dense layers. Augmentation runs on them only then; in a step whose products are
+    all BLAS's it runs on one thread, so that BLAS keeps its threads (Numba's and BLAS's
+    threads would spin against each other)."""
     return bool(plan.sparse_layer >= 0 or np.isin(plan.kind, (DROPOUT, CONV, POOL)).any()
-                or threaded_dense_layers(params, plan))
+                or (params is not None and threaded_dense_layers(params, plan)))
 
 
 def layer_widths(params, plan, n_in):
