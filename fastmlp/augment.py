@@ -5,7 +5,10 @@
 and y, a rotation of up to ``rotate`` degrees, a scaling by up to ``scale`` (0.1: 0.9x-1.1x),
 and Simard's elastic distortion (uniform random displacements smoothed by a Gaussian of
 ``elastic_sigma`` pixels, times ``elastic_alpha``); each is off at 0, its default. Never a copy
-of the training set: each minibatch is distorted where it is gathered.
+of the training set: each minibatch is distorted where it is gathered. ``interpolation`` is
+how the distorted image samples the original: ``"bilinear"`` (Simard's, the default) or
+``"nearest"`` (torchvision's ``RandomAffine`` default: no new faint pixels at the strokes'
+edges, so the images stay as sparse as the originals).
 """
 import math
 
@@ -25,7 +28,14 @@ def _nonnegative(value, name, high=None):
 class Augment:
     """Random distortions of training images, drawn anew for every sample of every epoch."""
 
-    def __init__(self, shift=0.0, rotate=0.0, scale=0.0, elastic_alpha=0.0, elastic_sigma=4.0):
+    INTERPOLATIONS = ("bilinear", "nearest")
+
+    def __init__(self, shift=0.0, rotate=0.0, scale=0.0, elastic_alpha=0.0, elastic_sigma=4.0,
+                 interpolation="bilinear"):
+        if interpolation not in self.INTERPOLATIONS:
+            raise ValueError(f"Augment interpolation must be one of {self.INTERPOLATIONS}, got "
+                             f"{interpolation!r}")
+        self.interpolation = interpolation
         self.shift = _nonnegative(shift, "shift")
         self.rotate = _nonnegative(rotate, "rotate (degrees)", 180)
         self.scale = _nonnegative(scale, "scale", 1)
@@ -40,10 +50,12 @@ class Augment:
 
     def config(self):
         return {"shift": self.shift, "rotate": self.rotate, "scale": self.scale,
-                "elastic_alpha": self.elastic_alpha, "elastic_sigma": self.elastic_sigma}
+                "elastic_alpha": self.elastic_alpha, "elastic_sigma": self.elastic_sigma,
+                "interpolation": self.interpolation}
 
     def __repr__(self):
-        return "Augment(" + ", ".join(f"{k}={v:g}" for k, v in self.config().items()) + ")"
+        return "Augment(" + ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v:g}"
+                                      for k, v in self.config().items()) + ")"
 
     def tables(self, image_shape):
         """(params, elastic field basis, (h, w, c)) as the compiled step takes them."""
@@ -52,6 +64,7 @@ class Augment:
         params[K.augment.ROTATE] = math.radians(self.rotate)
         params[K.augment.SCALE] = self.scale
         params[K.augment.ALPHA] = self.elastic_alpha
+        params[K.augment.NEAREST] = self.interpolation == "nearest"
         h, w = image_shape[:2]
         basis = K.augment.field_basis(h, w, self.elastic_sigma, self.elastic_alpha)
         return params, basis, np.asarray(image_shape, np.int64)

@@ -122,6 +122,8 @@ def build_parser():
     a.add_argument("--scale", type=float, default=0.1, help="fraction (default 0.1)")
     a.add_argument("--elastic-alpha", type=float, default=34.0, help="default 34 (Simard)")
     a.add_argument("--elastic-sigma", type=float, default=4.0, help="default 4 (Simard)")
+    a.add_argument("--interpolation", choices=["bilinear", "nearest"], default="bilinear",
+                   help="how the distorted images sample the originals (default bilinear)")
     a.add_argument("--seed", type=int, default=0)
 
     w = sub.add_parser("sweep", help="a study: many trainings over widths, seeds, training-set "
@@ -395,7 +397,7 @@ def cmd_augment_preview(args):
     if not 1 <= args.count <= 64:
         raise CLIError(f"--count must be in [1, 64], got {args.count}")
     augment = Augment(args.shift, args.rotate, args.scale, args.elastic_alpha,
-                      args.elastic_sigma)
+                      args.elastic_sigma, interpolation=args.interpolation)
     require_matplotlib()
     name, (Xt, _) = _load_data(args, 0, test_only=True)
     shape = (32, 32, 3) if name == "cifar10" else None

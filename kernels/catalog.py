@@ -222,7 +222,7 @@ def _train_steps_case(rng, c):
     if c.batch % 2 == 0:  # weighted samples
         plan = plan._replace(sample_weight=(2 * rng.random(n)).astype(c.dtype))
     if c.act == A.TANH:  # distorted images (the inputs as one row of pixels: any shape works)
-        params_aug = np.array([1.5, np.radians(10), 0.1, 4.0])
+        params_aug = np.array([1.5, np.radians(10), 0.1, 4.0, c.batch % 3 == 1])  # some nearest
         # σ grows with the row: a field costs ~r²·n with r ≈ n/σ basis vectors (augment.py)
         plan = plan._replace(aug=params_aug,
                              aug_basis=field_basis(1, c.n_in, max(1.5, c.n_in / 16), 4.0),
@@ -366,12 +366,14 @@ def _conv_flops(c):
 
 def _augment_case(rng, c):
     """Images of the case's shape (28x28 at n_in = 784), every distortion on, elastic with σ
-    from the activation code (0: none)."""
+    from the activation code (0: none), resampled bilinearly or (odd n_out, several images:
+    one small image may map back onto itself) nearest."""
     import numba
     shape = (28, 28, 1) if c.n_in == 784 else (4 + c.n_in % 5, 3 + c.n_out % 6, 1 + c.batch % 3)
     x = _sparse_images(rng, c.batch, int(np.prod(shape)), c.dtype, density=0.5)
     sigma = (0.0, 4.0, 1.0, 2.5)[c.act]
-    params = np.array([2.0, np.radians(12), 0.15, 6.0 if sigma else 0.0])
+    params = np.array([2.0, np.radians(12), 0.15, 6.0 if sigma else 0.0,
+                       c.n_out % 2 == 1 and c.batch > 1])
     basis = field_basis(shape[0], shape[1], sigma, params[3])
     return (x, np.uint64(stream_key(3, c.batch, 7, STREAM)), params, basis,
             np.array(shape, np.int64), np.zeros((numba.get_num_threads(),

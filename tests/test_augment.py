@@ -1,4 +1,5 @@
-"""Augmentation: the distortions against scipy's bilinear resampling at the same coordinates,
+"""Augmentation: the distortions against scipy's bilinear and nearest-neighbour resampling at the
+same coordinates,
 determinism, both backends in a fit, bitwise resume, Nielsen's expansion, the preview, and
 bad settings."""
 import math
@@ -26,12 +27,13 @@ def digit_like(n=6, side=12, seed=0):
     return X.reshape(n, -1)
 
 
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
 @pytest.mark.parametrize("elastic", [False, True])
-def test_distortions_equal_scipy_bilinear_sampling_at_the_drawn_coordinates(elastic):
+def test_distortions_equal_scipy_sampling_at_the_drawn_coordinates(elastic, interpolation):
     X = digit_like()
     side = 12
     aug = Augment(shift=2, rotate=15, scale=0.1, elastic_alpha=8 if elastic else 0,
-                  elastic_sigma=2)
+                  elastic_sigma=2, interpolation=interpolation)
     params, basis, shape = aug.tables((side, side, 1))
     key = np.uint64(K.stream_key(5, 1, 2, K.augment.STREAM))
     out = X.copy()
@@ -59,7 +61,8 @@ def test_distortions_equal_scipy_bilinear_sampling_at_the_drawn_coordinates(elas
             z = (2 * u[4:] - 1).reshape(2, r, r)
             fx, fy = (basis[:, :side].T @ zk @ basis[:, side:] for zk in z)
             sx, sy = sx + fx, sy + fy
-        expected = ndimage.map_coordinates(X[i].reshape(side, side), [sy, sx], order=1,
+        expected = ndimage.map_coordinates(X[i].reshape(side, side), [sy, sx],
+                                           order=1 if interpolation == "bilinear" else 0,
                                            mode="grid-constant", cval=0.0)
         np.testing.assert_allclose(out[i].reshape(side, side), expected, atol=1e-12)
 
@@ -102,6 +105,31 @@ def test_draws_depend_on_seed_epoch_step_and_row_only():
     np.testing.assert_array_equal(Augment().apply(X, (12, 12, 1)), X)  # all off: identity
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_nearest_resampling_adds_no_new_values_and_keeps_the_images_sparse(channels):
+    """Every pixel of a nearest-neighbour distortion is one of the image's own pixels (all its
+    channels together) or zero; bilinear resampling spreads the strokes' edges."""
+    rng = np.random.default_rng(1)
+    side = 16
+    X = np.repeat(digit_like(40, side, seed=2), channels, axis=1).reshape(40, side * side, channels)
+    X = (X * rng.uniform(0.5, 1, channels)).reshape(40, -1)
+    shape = (side, side, channels)
+    kw = dict(shift=2, rotate=12, elastic_alpha=8, elastic_sigma=2)
+    near = Augment(interpolation="nearest", **kw).apply(X, shape, seed=4)
+    bilinear = Augment(**kw).apply(X, shape, seed=4)
+    params, basis, shp = Augment(interpolation="nearest", **kw).tables(shape)
+    twin = X.copy()
+    K.augment.augment_batch_ref(twin, np.uint64(K.stream_key(4, 0, 0, K.augment.STREAM)), params,
+                                basis, shp)
+    np.testing.assert_array_equal(near, twin)
+    for i in range(len(X)):
+        pixels = {tuple(p) for p in X[i].reshape(-1, channels)} | {(0.0,) * channels}
+        assert {tuple(p) for p in near[i].reshape(-1, channels)} <= pixels
+    assert not np.array_equal(near, X)
+    density = lambda a: np.count_nonzero(a) / a.size
+    assert density(near) < 1.1 * density(X) < density(bilinear)
+
+
 def quadrant_data(n=256, seed=0):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 4, n)
@@ -112,12 +140,14 @@ def quadrant_data(n=256, seed=0):
     return X.reshape(n, -1), y
 
 
-@pytest.mark.parametrize("sparse", [True, False])
-def test_fit_with_augmentation_agrees_across_backends_and_learns(sparse):
+@pytest.mark.parametrize("sparse, interpolation", [(True, "bilinear"), (False, "bilinear"),
+                                                   (True, "nearest")])
+def test_fit_with_augmentation_agrees_across_backends_and_learns(sparse, interpolation):
     X, y = quadrant_data()
     if not sparse:
         X = X + 0.05  # dense inputs: the gathered-rows path
-    aug = Augment(shift=1, rotate=10, scale=0.05, elastic_alpha=4, elastic_sigma=2)
+    aug = Augment(shift=1, rotate=10, scale=0.05, elastic_alpha=4, elastic_sigma=2,
+                  interpolation=interpolation)
     nets = {}
     for backend in ("numba", "numpy"):
         nets[backend] = Network([144, 32, 4], seed=3, backend=backend)
@@ -130,6 +160,7 @@ def test_fit_with_augmentation_agrees_across_backends_and_learns(sparse):
     assert not np.allclose(plain.weights[0], nets["numba"].weights[0])
     assert nets["numba"].evaluate(X, y)["accuracy"] > 0.9
     assert nets["numba"].train_config["augment"]["rotate"] == 10
+    assert nets["numba"].train_config["augment"]["interpolation"] == interpolation
 
 
 @pytest.mark.parametrize("sparse", [True, False])
@@ -185,6 +216,8 @@ def test_bad_settings_name_the_argument():
         Augment(scale=1.5)
     with pytest.raises(ValueError, match="elastic_sigma"):
         Augment(elastic_alpha=10, elastic_sigma=0)
+    with pytest.raises(ValueError, match="interpolation must be one of"):
+        Augment(shift=1, interpolation="bicubic")
     X, y = quadrant_data(32)
     with pytest.raises(TypeError, match="augment must be"):
         Network([144, 4]).fit(X, y, augment="elastic", verbose=0)
@@ -195,7 +228,8 @@ def test_bad_settings_name_the_argument():
 def test_preview_cli_writes_a_picture(tmp_path):
     out = tmp_path / "grid.png"
     run = subprocess.run([sys.executable, "-m", "fastmlp", "augment-preview", "--dataset",
-                          "digits", "--out", str(out), "--count", "4"], capture_output=True,
+                          "digits", "--out", str(out), "--count", "4", "--interpolation",
+                          "nearest"], capture_output=True,
                          text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 2000
