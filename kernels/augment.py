@@ -3,7 +3,8 @@ Simard's elastic distortions (Simard, Steinkraus & Platt 2003), applied to the g
 
 Each sample's draws come from a counter-based hash of (seed, epoch, step, row in the batch), as
 dropout's masks do: both backends distort alike, and a resumed run sees the very images an
-uninterrupted one saw. Output pixel p samples the input, bilinearly (zero outside), at
+uninterrupted one saw. Output pixel p samples the input, bilinearly or at the nearest pixel
+(zero outside), at
 
     c + R(-θ)(p - c - t) / s  +  f(p)
 
