@@ -1,7 +1,6 @@
-"""Augmentation: the distortions against scipy's bilinear and nearest-neighbour resampling at the
-same coordinates,
-determinism, both backends in a fit, bitwise resume, Nielsen's expansion, the preview, and
-bad settings."""
+"""Augmentation: the distortions against scipy's bilinear and nearest-neighbour resampling at
+the same coordinates, determinism, both backends in a fit, bitwise resume, Nielsen's expansion,
+the preview, and bad settings."""
 import math
 import subprocess
 import sys
@@ -111,8 +110,8 @@ def test_nearest_resampling_adds_no_new_values_and_keeps_the_images_sparse(chann
     channels together) or zero; bilinear resampling spreads the strokes' edges."""
     rng = np.random.default_rng(1)
     side = 16
-    X = np.repeat(digit_like(40, side, seed=2), channels, axis=1).reshape(40, side * side, channels)
-    X = (X * rng.uniform(0.5, 1, channels)).reshape(40, -1)
+    X = np.repeat(digit_like(40, side, seed=2), channels, axis=1)  # channels last
+    X = (X.reshape(40, side * side, channels) * rng.uniform(0.5, 1, channels)).reshape(40, -1)
     shape = (side, side, channels)
     kw = dict(shift=2, rotate=12, elastic_alpha=8, elastic_sigma=2)
     near = Augment(interpolation="nearest", **kw).apply(X, shape, seed=4)
@@ -126,8 +125,9 @@ def test_nearest_resampling_adds_no_new_values_and_keeps_the_images_sparse(chann
         pixels = {tuple(p) for p in X[i].reshape(-1, channels)} | {(0.0,) * channels}
         assert {tuple(p) for p in near[i].reshape(-1, channels)} <= pixels
     assert not np.array_equal(near, X)
-    density = lambda a: np.count_nonzero(a) / a.size
-    assert density(near) < 1.1 * density(X) < density(bilinear)
+    near_density, density, bilinear_density = (np.count_nonzero(a) / a.size
+                                                for a in (near, X, bilinear))
+    assert near_density < 1.1 * density < bilinear_density
 
 
 def quadrant_data(n=256, seed=0):
