@@ -79,10 +79,10 @@ def field_basis(h, w, sigma, alpha, tolerance=FIELD_TOLERANCE):
 
 
 def scratch_size(h, w, c, rank):
-    """Values of one thread's scratch (float64): the source image inside a one-pixel border of
-    zeros, the two displacement fields (then source coordinates), and the products Z A_xᵀ
-    of both fields (``rank`` rows of w each: the basis' rows)."""
-    return (h + 2) * (w + 2) * c + 2 * h * w + 2 * rank * w
+    """Values of one thread's scratch (float64): the source image inside a border of zeros (one
+    pixel before, two after), the two displacement fields (then source coordinates), and the
+    products Z A_xᵀ of both fields (``rank`` rows of w each: the basis' rows)."""
+    return (h + 3) * (w + 3) * c + 2 * h * w + 2 * rank * w
 
 
 @njit(cache=True, inline="always")
@@ -141,18 +141,22 @@ def augment_row(row, key, i, params, basis, shape, scratch):
     s = 1.0 + (2 * _unit(k, 3) - 1) * params[SCALE]
     cos, sin = math.cos(theta) / s, math.sin(theta) / s
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    n, W2 = h * w, w + 2
-    m = (h + 2) * W2 * c  # the source image inside a border of zeros, one pixel wide
+    # the source image inside a border of zeros, one pixel before it and two after: clamped
+    # into [-1, w] x [-1, h], a point outside reads only zeros (no test per pixel)
+    n, W2 = h * w, w + 3
+    m = (h + 3) * W2 * c
     src = scratch[:m]
     sxs, sys_, tmp = scratch[m:m + n], scratch[m + n:m + 2 * n], scratch[m + 2 * n:]
     for j in range(W2 * c):
         src[j] = 0.0
-        src[m - W2 * c + j] = 0.0
+    for j in range((h + 1) * W2 * c, m):
+        src[j] = 0.0
     for y in range(h):
         p = ((y + 1) * W2) * c
         for j in range(c):
             src[p + j] = 0.0
-            src[p + (w + 1) * c + j] = 0.0
+        for j in range((w + 1) * c, W2 * c):
+            src[p + j] = 0.0
         dst, line = src[p + c:p + c + w * c], row[y * w * c:(y + 1) * w * c]
         for j in range(w * c):
             dst[j] = line[j]
@@ -169,40 +173,31 @@ def augment_row(row, key, i, params, basis, shape, scratch):
                 sy += sys_[y * w + x]
             sxs[y * w + x] = sx
             sys_[y * w + x] = sy
+    right, bottom = float(w), float(h)
     if params[NEAREST] != 0:  # the source pixel nearest each point, half rounded up
         for j in range(n):
-            x0, y0 = math.floor(sxs[j] + 0.5), math.floor(sys_[j] + 0.5)
-            o = j * c
-            if -1.0 <= x0 <= w and -1.0 <= y0 <= h:
-                p = ((int(y0) + 1) * W2 + int(x0) + 1) * c
-                for ch in range(c):
-                    row[o + ch] = src[p + ch]
-            else:
-                for ch in range(c):
-                    row[o + ch] = 0.0
+            x0 = int(min(max(np.floor(sxs[j] + 0.5), -1.0), right))
+            y0 = int(min(max(np.floor(sys_[j] + 0.5), -1.0), bottom))
+            p, o = ((y0 + 1) * W2 + x0 + 1) * c, j * c
+            for ch in range(c):
+                row[o + ch] = src[p + ch]
         return
     if c == 1:  # the same sums without a loop over channels: a quarter less time per image
         for j in range(n):
-            sx, sy = sxs[j], sys_[j]
-            x0, y0 = math.floor(sx), math.floor(sy)
-            if -1.0 <= x0 <= w - 1 and -1.0 <= y0 <= h - 1:
-                p = (int(y0) + 1) * W2 + int(x0) + 1
-                row[j] = _bilinear(src, p, p + W2, 1, sx - x0, sy - y0)
-            else:
-                row[j] = 0.0
+            sx = min(max(sxs[j], -1.0), right)
+            sy = min(max(sys_[j], -1.0), bottom)
+            x0, y0 = np.floor(sx), np.floor(sy)
+            p = (int(y0) + 1) * W2 + int(x0) + 1
+            row[j] = _bilinear(src, p, p + W2, 1, sx - x0, sy - y0)
         return
     for j in range(n):
-        sx, sy = sxs[j], sys_[j]
-        x0, y0 = math.floor(sx), math.floor(sy)
-        o = j * c
-        if -1.0 <= x0 <= w - 1 and -1.0 <= y0 <= h - 1:
-            p = ((int(y0) + 1) * W2 + int(x0) + 1) * c
-            q = p + W2 * c
-            for ch in range(c):
-                row[o + ch] = _bilinear(src, p + ch, q + ch, c, sx - x0, sy - y0)
-        else:
-            for ch in range(c):
-                row[o + ch] = 0.0
+        sx = min(max(sxs[j], -1.0), right)
+        sy = min(max(sys_[j], -1.0), bottom)
+        x0, y0 = np.floor(sx), np.floor(sy)
+        p, o = ((int(y0) + 1) * W2 + int(x0) + 1) * c, j * c
+        q = p + W2 * c
+        for ch in range(c):
+            row[o + ch] = _bilinear(src, p + ch, q + ch, c, sx - x0, sy - y0)
 
 
 @njit(cache=True, parallel=True)
