@@ -15,8 +15,7 @@ from .serialization import load_arrays, save_arrays
 from .kernels.optim import BETA1
 from .schedules import Schedule
 from .schedules import evaluate as evaluate_schedule
-from .training import (Trainer, kernels_need_compiling, one_blas_thread, plan_uses_threads,
-                       uses_sparse_input)
+from .training import Trainer, kernels_need_compiling, one_blas_thread, uses_sparse_input
 from .validation import check_choice, check_features, check_int, check_labels
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -268,7 +267,7 @@ class Network:
         rows = np.empty(batch, np.int64)  # the rows of one batch: no index the size of X
         forward = K.forward if self.backend == "numba" else K.forward_ref
         images = K.image_code(plan)
-        with one_blas_thread(self.backend == "numba" and plan_uses_threads(plan)):
+        with one_blas_thread(self.backend == "numba" and K.layers_use_threads(None, plan)):
             for start in range(0, n, batch):
                 stop = min(start + batch, n)
                 np.add(offsets[:stop - start], start, out=rows[:stop - start])

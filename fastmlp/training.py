@@ -47,12 +47,6 @@ def uses_sparse_input(net, X, batch_size):
     return bool(np.count_nonzero(X) < SPARSE_INPUT_DENSITY * X.size)
 
 
-def plan_uses_threads(plan, params=None):
-    """Whether the compiled step runs Numba's threads (prange loops): see
-    ``kernels.layers_use_threads`` (pass ``params`` in training)."""
-    return K.layers_use_threads(params, plan)
-
-
 def one_blas_thread(active=True):
     """While Numba's threads work, BLAS gets one thread: BLAS threads spinning beside them
     (OpenBLAS spins ~0.1 s after each call) would starve both on a small machine."""
@@ -189,7 +183,7 @@ class Trainer:
         self.plan = net._plan(optimizer.code, self.sparse, sample_weight, augment,
                               K.THREADED_MIN_WEIGHTS if batch_size <= SMALL_BATCH_ROWS
                               else NO_THREADED_DENSE)
-        numba_threads = net.backend == "numba" and plan_uses_threads(self.plan, self.params)
+        numba_threads = net.backend == "numba" and K.layers_use_threads(self.params, self.plan)
         self.limit_blas = numba_threads
         self.state = K.make_state(self.params, optimizer.code, optimizer.hyper(), net.dtype)
         self.ws = K.make_workspace(self.params, self.plan, net.n_features, batch_size, net.dtype)

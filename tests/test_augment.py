@@ -14,7 +14,7 @@ from fastmlp import Network
 from fastmlp import kernels as K
 from fastmlp.augment import Augment, expand_mnist
 from fastmlp.optimizers import Adam
-from fastmlp.training import plan_uses_threads
+from fastmlp.training import Trainer
 
 
 def digit_like(n=6, side=12, seed=0):
@@ -167,13 +167,15 @@ def test_fit_with_augmentation_agrees_across_backends_and_learns(sparse, interpo
 def test_augmentation_runs_on_numba_threads_only_beside_layers_that_do(sparse):
     """Beside the zero-skipping layer the distortions take Numba's threads; in a step whose
     products are all BLAS's they run on one thread and BLAS keeps its threads."""
+    X, y = quadrant_data(64)
+    if not sparse:
+        X = X + 0.05  # dense inputs: every product is BLAS's
     net = Network([144, 32, 4], seed=3)
-    params = net._params()
-    plan = net._plan(sparse_input=sparse, augment=Augment(shift=1).tables((12, 12, 1)))
-    ws = K.make_workspace(params, plan, 144, 32, np.float32)
-    assert K.layers_use_threads(params, plan) == sparse
-    assert plan_uses_threads(plan, params) == sparse  # BLAS limited to one thread, or not
-    assert ws.aug_scratch.shape[0] == (numba.get_num_threads() if sparse else 1)
+    trainer = Trainer(net, X, y, 32, Adam(1e-3), augment=Augment(shift=1).tables((12, 12, 1)))
+    assert trainer.sparse == sparse
+    assert K.layers_use_threads(trainer.params, trainer.plan) == sparse
+    assert trainer.limit_blas == sparse  # BLAS limited to one thread, or not
+    assert trainer.ws.aug_scratch.shape[0] == (numba.get_num_threads() if sparse else 1)
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
