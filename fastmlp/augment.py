@@ -59,12 +59,8 @@ class Augment:
 
     def tables(self, image_shape):
         """(params, elastic field basis, (h, w, c)) as the compiled step takes them."""
-        params = np.zeros(K.augment.N_PARAMS)
-        params[K.augment.SHIFT] = self.shift
-        params[K.augment.ROTATE] = math.radians(self.rotate)
-        params[K.augment.SCALE] = self.scale
-        params[K.augment.ALPHA] = self.elastic_alpha
-        params[K.augment.NEAREST] = self.interpolation == "nearest"
+        params = K.augment.augment_params(self.shift, math.radians(self.rotate), self.scale,
+                                          self.elastic_alpha, self.interpolation == "nearest")
         h, w = image_shape[:2]
         basis = K.augment.field_basis(h, w, self.elastic_sigma, self.elastic_alpha)
         return params, basis, np.asarray(image_shape, np.int64)

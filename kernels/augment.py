@@ -33,6 +33,15 @@ _S11 = np.uint64(11)
 _TO_UNIT = 1.0 / 9007199254740992.0  # 2**-53
 
 
+def augment_params(shift=0.0, rotate=0.0, scale=0.0, alpha=0.0, nearest=False):
+    """The kernels' parameter table (float64, indexed by SHIFT ... NEAREST): maximum shift in
+    pixels, maximum angle in radians, maximum scale, the elastic α, nearest-neighbour sampling."""
+    params = np.zeros(N_PARAMS)
+    params[SHIFT], params[ROTATE], params[SCALE], params[ALPHA] = shift, rotate, scale, alpha
+    params[NEAREST] = bool(nearest)
+    return params
+
+
 def gaussian_kernel(sigma):
     """The normalised Gaussian of σ pixels, radius ceil(3σ) (float64); [1] for σ = 0."""
     if sigma <= 0:

@@ -2,7 +2,8 @@
 import numpy as np
 
 from . import activations as A
-from .augment import STREAM, augment_batch, augment_batch_ref, field_basis, scratch_size
+from .augment import (STREAM, augment_batch, augment_batch_ref, augment_params, field_basis,
+                      scratch_size)
 from .conv import (IN_C, IN_H, IN_W, K_H, K_W, OUT_C, OUT_H, OUT_W, conv_backward,
                    conv_backward_ref, conv_forward, conv_forward_ref, conv_geometry, cols_size,
                    maxpool_backward, maxpool_backward_ref, maxpool_forward, maxpool_forward_ref)
@@ -222,7 +223,7 @@ def _train_steps_case(rng, c):
     if c.batch % 2 == 0:  # weighted samples
         plan = plan._replace(sample_weight=(2 * rng.random(n)).astype(c.dtype))
     if c.act == A.TANH:  # distorted images (the inputs as one row of pixels: any shape works)
-        params_aug = np.array([1.5, np.radians(10), 0.1, 4.0, c.batch % 3 == 1])  # some nearest
+        params_aug = augment_params(1.5, np.radians(10), 0.1, 4.0, nearest=c.batch % 3 == 1)
         # σ grows with the row: a field costs ~r²·n with r ≈ n/σ basis vectors (augment.py)
         plan = plan._replace(aug=params_aug,
                              aug_basis=field_basis(1, c.n_in, max(1.5, c.n_in / 16), 4.0),
@@ -372,9 +373,10 @@ def _augment_case(rng, c):
     shape = (28, 28, 1) if c.n_in == 784 else (4 + c.n_in % 5, 3 + c.n_out % 6, 1 + c.batch % 3)
     x = _sparse_images(rng, c.batch, int(np.prod(shape)), c.dtype, density=0.5)
     sigma = (0.0, 4.0, 1.0, 2.5)[c.act]
-    params = np.array([2.0, np.radians(12), 0.15, 6.0 if sigma else 0.0,
-                       c.n_out % 2 == 1 and c.batch > 1])
-    basis = field_basis(shape[0], shape[1], sigma, params[3])
+    alpha = 6.0 if sigma else 0.0
+    params = augment_params(2.0, np.radians(12), 0.15, alpha,
+                            nearest=c.n_out % 2 == 1 and c.batch > 1)
+    basis = field_basis(shape[0], shape[1], sigma, alpha)
     return (x, np.uint64(stream_key(3, c.batch, 7, STREAM)), params, basis,
             np.array(shape, np.int64), np.zeros((numba.get_num_threads(),
                                                  scratch_size(*shape, basis.shape[0]))))

@@ -20,7 +20,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .augment import (N_PARAMS, STREAM, augment_batch_ref, augment_row,
+from .augment import (STREAM, augment_batch_ref, augment_params, augment_row,
                       scratch_size as augment_scratch_size)
 from .conv import (N_GEOM, cols_size, conv_backward_block, conv_backward_ref, conv_forward_block,
                    conv_forward_ref, maxpool_backward_ref, maxpool_backward_row,
@@ -100,7 +100,7 @@ def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed
                 else np.ascontiguousarray(sample_weight, dtype),
                 width=np.zeros(L, np.int64) if widths is None else np.asarray(widths, np.int64),
                 geom=geom,
-                aug=np.zeros(N_PARAMS) if augment is None else np.asarray(augment[0], np.float64),
+                aug=augment_params() if augment is None else np.asarray(augment[0], np.float64),
                 aug_basis=np.zeros((0, 0)) if augment is None
                 else np.asarray(augment[1], np.float64),
                 aug_shape=np.zeros(0, np.int64) if augment is None
