@@ -1,20 +1,33 @@
 """Epoch seconds with and without augmentation (784-800-10 b128, 784-300-10 b256,
 784-1024-1024-10 b256, Adam): the cost of on-the-fly distortions through Network.fit, on MNIST
 or (``fashion``) Fashion-MNIST, with bilinear (the default) and nearest-neighbour resampling;
-each ratio against the faster of the two runs without distortions.
+each ratio against the faster of the two runs without distortions. Prints the machine (CPU,
+ISA, BLAS), the best fp32 GEMM rate measured in a fresh process, and each network's floor (its
+epoch's FLOPs at that rate; for sparse data also the zero-skipping path's useful FLOPs).
 
     FASTMLP_DATA=../shared/data/mnist python bench/augment_cost.py [fashion]
 """
 import json, sys
+import numpy as np
 from fastmlp import Network, load_fashion_mnist, load_mnist
+from fastmlp.bench import epoch_flops, gemm_rates, machine
+from fastmlp.training import SPARSE_INPUT_DENSITY
 from fastmlp.augment import Augment
 from fastmlp.optimizers import Adam
 (X, y), _ = load_fashion_mnist() if sys.argv[1:] == ["fashion"] else load_mnist()
 affine = dict(shift=2, rotate=8, scale=0.08)
 elastic = dict(affine, elastic_alpha=34, elastic_sigma=4)
-out = {}
+rates = gemm_rates()
+rate = max(rates.values())
+out = {"machine": machine(), "gemm_gflops": {k: round(v / 1e9, 1) for k, v in rates.items()}}
+nonzero = np.count_nonzero(X) / X.size
+print(json.dumps(out), flush=True)
 for sizes, batch in (([784, 800, 10], 128), ([784, 300, 10], 256), ([784, 1024, 1024, 10], 256)):
     net_name = f"{'-'.join(map(str, sizes[1:-1]))}-b{batch}"
+    out[f"{net_name}-floor"] = round(epoch_flops(sizes, len(y)) / rate, 3)
+    if nonzero < SPARSE_INPUT_DENSITY:  # fit may take the zero-skipping path
+        out[f"{net_name}-zero-skipping-floor"] = round(epoch_flops(sizes, len(y), nonzero) / rate,
+                                                       3)
     for name, aug in (("none", None), ("affine", Augment(**affine)),
                       ("elastic", Augment(**elastic)),
                       ("affine-nearest", Augment(**affine, interpolation="nearest")),
