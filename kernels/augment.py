@@ -210,6 +210,12 @@ def augment_row(row, key, i, params, basis, shape, scratch):
             sys_[y * w + x] = sy
     right, bottom = float(w), float(h)
     if params[NEAREST] != 0:  # the source pixel nearest each point, half rounded up
+        if c == 1:  # without the loop over channels: a third less time per image
+            for j in range(n):
+                x0 = int(min(max(np.floor(sxs[j] + 0.5), -1.0), right))
+                y0 = int(min(max(np.floor(sys_[j] + 0.5), -1.0), bottom))
+                row[j] = src[(y0 + 1) * W2 + x0 + 1]
+            return
         for j in range(n):
             x0 = int(min(max(np.floor(sxs[j] + 0.5), -1.0), right))
             y0 = int(min(max(np.floor(sys_[j] + 0.5), -1.0), bottom))
