@@ -29,6 +29,7 @@ SHIFT, ROTATE, SCALE, ALPHA, NEAREST = range(5)  # max shift (pixels), max angle
 N_PARAMS = 5  # max scale, α; NEAREST 1 for nearest-neighbour resampling, 0 for bilinear
 STREAM = 1_000_003  # the "layer" of the augmentation stream (dropout uses layer indices)
 FIELD_TOLERANCE = 1e-5  # the share of either smoothing's variance the basis may leave out
+TERMS = 8  # the field's sums add this many products per pass over a row (zeros past the rank)
 _S11 = np.uint64(11)
 _TO_UNIT = 1.0 / 9007199254740992.0  # 2**-53
 
@@ -89,9 +90,10 @@ def field_basis(h, w, sigma, alpha, tolerance=FIELD_TOLERANCE):
 
 def scratch_size(h, w, c, rank):
     """Values of one thread's scratch (float64): the source image inside a border of zeros (one
-    pixel before, two after), the two displacement fields (then source coordinates), and the
-    products Z A_xᵀ of both fields (``rank`` rows of w each: the basis' rows)."""
-    return (h + 3) * (w + 3) * c + 2 * h * w + 2 * rank * w
+    pixel before, two after); the source coordinates of every pixel (x, then y); h rows of both
+    displacement fields side by side; and ``rank`` rounded up to whole blocks of TERMS rows of
+    the products Z A_xᵀ of both fields, side by side (the rows past ``rank`` zeros)."""
+    return (h + 3) * (w + 3) * c + 4 * h * w + 2 * -(-rank // TERMS) * TERMS * w
 
 
 @njit(cache=True, inline="always")
@@ -101,60 +103,77 @@ def _unit(key, counter):
 
 
 @njit(cache=True, inline="always")
-def _draw_fields(key, first, basis, h, w, fx, fy, tmp):
-    """fx, fy (h×w, row-major) <- A_y Z A_xᵀ for two r×r matrices Z of uniform(-1, 1) draws:
-    Z[a, b] is counter first + a·r + b for fx, that plus r² for fy. Every sum runs in
-    increasing order of its index, as the twin's; both fields share each pass over the basis,
-    and four terms are added per pass over a row (fewer loads and stores of the sums)."""
-    r = basis.shape[0]
-    for a in range(r):  # tmp's rows: Z_x A_xᵀ, then Z_y A_xᵀ
-        tx, ty = tmp[a * w:(a + 1) * w], tmp[(r + a) * w:(r + a + 1) * w]
-        for x in range(w):
-            tx[x] = 0.0
-            ty[x] = 0.0
+def _add_terms(out, first, coefs, rows, n):
+    """out[:n] (+)= the sum of coefs[k] * rows[k][:n] over k in order (TERMS of each), from 0.0
+    if ``first``."""
+    c0, c1, c2, c3, c4, c5, c6, c7 = coefs
+    v0, v1, v2, v3, v4, v5, v6, v7 = rows
+    if first:
+        for x in range(n):
+            out[x] = (0.0 + c0 * v0[x] + c1 * v1[x] + c2 * v2[x] + c3 * v3[x]
+                      + c4 * v4[x] + c5 * v5[x] + c6 * v6[x] + c7 * v7[x])
+    else:
+        for x in range(n):
+            out[x] = (out[x] + c0 * v0[x] + c1 * v1[x] + c2 * v2[x] + c3 * v3[x]
+                      + c4 * v4[x] + c5 * v5[x] + c6 * v6[x] + c7 * v7[x])
+
+
+@njit(cache=True, inline="always")
+def _draw(key, counter, b, r):
+    """Z's entry b of a row (counter its first), or 0.0 past the rank r."""
+    return 2 * _unit(key, counter + b) - 1 if b < r else 0.0
+
+
+@njit(cache=True, inline="always")
+def _basis_x(basis, b, h, w):
+    """A_x's column b as the basis holds it, or column 0 past the rank (weighted by 0.0)."""
+    b = b if b < basis.shape[0] else 0
+    return basis[b, h:h + w]
+
+
+@njit(cache=True, inline="always")
+def _basis_y(basis, a, y):
+    """α·A_y[y, a] as the basis holds it, or 0.0 past the rank."""
+    return basis[a, y] if a < basis.shape[0] else 0.0
+
+
+@njit(cache=True, inline="always")
+def _draw_fields(key, first, basis, h, w, fields, tmp):
+    """Row y of ``fields`` (2w values) <- row y of A_y Z A_xᵀ for two r×r matrices Z of
+    uniform(-1, 1) draws, the x-field's then the y-field's: Z[a, b] is counter first + a·r + b
+    for the x-field, that plus r² for the y-field. Every sum runs in increasing order of its
+    index, as the twin's; TERMS products are added per pass (the terms past r are zeros), and
+    both fields share each pass of the second product: long passes with few loads and stores of
+    the sums are what let the compiled loops run at full vector width."""
+    r, w2 = basis.shape[0], 2 * w
+    r_pad = -(-r // TERMS) * TERMS
+    for a in range(r_pad):  # tmp's row a: (Z_x A_xᵀ)[a], then (Z_y A_xᵀ)[a]
+        tx, ty = tmp[a * w2:a * w2 + w], tmp[a * w2 + w:(a + 1) * w2]
+        if a >= r:
+            tmp[a * w2:(a + 1) * w2] = 0.0
+            continue
         cx, cy = first + a * r, first + r * r + a * r
-        b = 0
-        while b + 4 <= r:
-            zx0, zx1 = 2 * _unit(key, cx + b) - 1, 2 * _unit(key, cx + b + 1) - 1
-            zx2, zx3 = 2 * _unit(key, cx + b + 2) - 1, 2 * _unit(key, cx + b + 3) - 1
-            zy0, zy1 = 2 * _unit(key, cy + b) - 1, 2 * _unit(key, cy + b + 1) - 1
-            zy2, zy3 = 2 * _unit(key, cy + b + 2) - 1, 2 * _unit(key, cy + b + 3) - 1
-            a0, a1 = basis[b, h:h + w], basis[b + 1, h:h + w]
-            a2, a3 = basis[b + 2, h:h + w], basis[b + 3, h:h + w]
-            for x in range(w):
-                tx[x] = tx[x] + zx0 * a0[x] + zx1 * a1[x] + zx2 * a2[x] + zx3 * a3[x]
-                ty[x] = ty[x] + zy0 * a0[x] + zy1 * a1[x] + zy2 * a2[x] + zy3 * a3[x]
-            b += 4
-        while b < r:
-            zx, zy = 2 * _unit(key, cx + b) - 1, 2 * _unit(key, cy + b) - 1
-            ax = basis[b, h:h + w]
-            for x in range(w):
-                tx[x] += zx * ax[x]
-                ty[x] += zy * ax[x]
-            b += 1
+        for b in range(0, r_pad, TERMS):
+            rows = (_basis_x(basis, b, h, w), _basis_x(basis, b + 1, h, w),
+                    _basis_x(basis, b + 2, h, w), _basis_x(basis, b + 3, h, w),
+                    _basis_x(basis, b + 4, h, w), _basis_x(basis, b + 5, h, w),
+                    _basis_x(basis, b + 6, h, w), _basis_x(basis, b + 7, h, w))
+            for out, c in ((tx, cx), (ty, cy)):
+                z = (_draw(key, c, b, r), _draw(key, c, b + 1, r), _draw(key, c, b + 2, r),
+                     _draw(key, c, b + 3, r), _draw(key, c, b + 4, r), _draw(key, c, b + 5, r),
+                     _draw(key, c, b + 6, r), _draw(key, c, b + 7, r))
+                _add_terms(out, b == 0, z, rows, w)
     for y in range(h):
-        ox, oy = fx[y * w:(y + 1) * w], fy[y * w:(y + 1) * w]
-        for x in range(w):
-            ox[x] = 0.0
-            oy[x] = 0.0
-        a = 0
-        while a + 4 <= r:
-            g0, g1, g2, g3 = basis[a, y], basis[a + 1, y], basis[a + 2, y], basis[a + 3, y]
-            t0, t1 = tmp[a * w:(a + 1) * w], tmp[(a + 1) * w:(a + 2) * w]
-            t2, t3 = tmp[(a + 2) * w:(a + 3) * w], tmp[(a + 3) * w:(a + 4) * w]
-            u0, u1 = tmp[(r + a) * w:(r + a + 1) * w], tmp[(r + a + 1) * w:(r + a + 2) * w]
-            u2, u3 = tmp[(r + a + 2) * w:(r + a + 3) * w], tmp[(r + a + 3) * w:(r + a + 4) * w]
-            for x in range(w):
-                ox[x] = ox[x] + g0 * t0[x] + g1 * t1[x] + g2 * t2[x] + g3 * t3[x]
-                oy[x] = oy[x] + g0 * u0[x] + g1 * u1[x] + g2 * u2[x] + g3 * u3[x]
-            a += 4
-        while a < r:
-            g = basis[a, y]
-            tx, ty = tmp[a * w:(a + 1) * w], tmp[(r + a) * w:(r + a + 1) * w]
-            for x in range(w):
-                ox[x] += g * tx[x]
-                oy[x] += g * ty[x]
-            a += 1
+        out = fields[y * w2:(y + 1) * w2]
+        for a in range(0, r_pad, TERMS):
+            g = (_basis_y(basis, a, y), _basis_y(basis, a + 1, y), _basis_y(basis, a + 2, y),
+                 _basis_y(basis, a + 3, y), _basis_y(basis, a + 4, y), _basis_y(basis, a + 5, y),
+                 _basis_y(basis, a + 6, y), _basis_y(basis, a + 7, y))
+            rows = (tmp[a * w2:(a + 1) * w2], tmp[(a + 1) * w2:(a + 2) * w2],
+                    tmp[(a + 2) * w2:(a + 3) * w2], tmp[(a + 3) * w2:(a + 4) * w2],
+                    tmp[(a + 4) * w2:(a + 5) * w2], tmp[(a + 5) * w2:(a + 6) * w2],
+                    tmp[(a + 6) * w2:(a + 7) * w2], tmp[(a + 7) * w2:(a + 8) * w2])
+            _add_terms(out, a == 0, g, rows, w2)
 
 
 @njit(cache=True, inline="always")
@@ -178,10 +197,11 @@ def augment_row(row, key, i, params, basis, shape, scratch):
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
     # the source image inside a border of zeros, one pixel before it and two after: clamped
     # into [-1, w] x [-1, h], a point outside reads only zeros (no test per pixel)
-    n, W2 = h * w, w + 3
+    n, W2, w2 = h * w, w + 3, 2 * w
     m = (h + 3) * W2 * c
     src = scratch[:m]
-    sxs, sys_, tmp = scratch[m:m + n], scratch[m + n:m + 2 * n], scratch[m + 2 * n:]
+    sxs, sys_ = scratch[m:m + n], scratch[m + n:m + 2 * n]
+    fields, tmp = scratch[m + 2 * n:m + 4 * n], scratch[m + 4 * n:]
     for j in range(W2 * c):
         src[j] = 0.0
     for j in range((h + 1) * W2 * c, m):
@@ -195,19 +215,20 @@ def augment_row(row, key, i, params, basis, shape, scratch):
         dst, line = src[p + c:p + c + w * c], row[y * w * c:(y + 1) * w * c]
         for j in range(w * c):
             dst[j] = line[j]
-    elastic = params[ALPHA] != 0
-    if elastic:  # the displacement fields, then the affine map added to them
-        _draw_fields(k, 4, basis, h, w, sxs, sys_, tmp)
-    for y in range(h):  # the source coordinates of every output pixel
-        for x in range(w):
-            dx, dy = x - cx - tx, y - cy - ty
-            sx = cx + cos * dx + sin * dy
-            sy = cy - sin * dx + cos * dy
-            if elastic:
-                sx += sxs[y * w + x]
-                sy += sys_[y * w + x]
-            sxs[y * w + x] = sx
-            sys_[y * w + x] = sy
+    if params[ALPHA] != 0:  # the source coordinates: the affine map plus the displacements
+        _draw_fields(k, 4, basis, h, w, fields, tmp)
+        for y in range(h):
+            fx, fy = fields[y * w2:y * w2 + w], fields[y * w2 + w:(y + 1) * w2]
+            for x in range(w):
+                dx, dy = x - cx - tx, y - cy - ty
+                sxs[y * w + x] = cx + cos * dx + sin * dy + fx[x]
+                sys_[y * w + x] = cy - sin * dx + cos * dy + fy[x]
+    else:
+        for y in range(h):
+            for x in range(w):
+                dx, dy = x - cx - tx, y - cy - ty
+                sxs[y * w + x] = cx + cos * dx + sin * dy
+                sys_[y * w + x] = cy - sin * dx + cos * dy
     right, bottom = float(w), float(h)
     if params[NEAREST] != 0:  # the source pixel nearest each point, half rounded up
         if c == 1:  # without the loop over channels: a third less time per image
