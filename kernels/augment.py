@@ -185,8 +185,10 @@ def _bilinear(src, p, q, c, ax, ay):
 
 
 @njit(cache=True)
-def augment_row(row, key, i, params, basis, shape, scratch):
-    """Distort sample ``i``'s image ``row`` (h·w·c values, channels last) in place."""
+def augment_row(image, row, key, i, params, basis, shape, scratch):
+    """Distort sample ``i``'s ``image`` (h·w·c values, channels last) into ``row``, which may be
+    the image itself (a minibatch's row distorted where it was gathered) or not (distorted as it
+    is gathered: no copy of the rows first)."""
     h, w, c = shape[0], shape[1], shape[2]
     k = mix64(key + np.uint64(i + 1) * _GOLDEN)
     tx = (2 * _unit(k, 0) - 1) * params[SHIFT]
@@ -212,7 +214,7 @@ def augment_row(row, key, i, params, basis, shape, scratch):
             src[p + j] = 0.0
         for j in range((w + 1) * c, W2 * c):
             src[p + j] = 0.0
-        dst, line = src[p + c:p + c + w * c], row[y * w * c:(y + 1) * w * c]
+        dst, line = src[p + c:p + c + w * c], image[y * w * c:(y + 1) * w * c]
         for j in range(w * c):
             dst[j] = line[j]
     if params[ALPHA] != 0:  # the source coordinates: the affine map plus the displacements
@@ -269,7 +271,7 @@ def augment_batch(x, key, params, basis, shape, scratch):
     for t in prange(T):
         lo, hi = thread_block(n, T, t)
         for i in range(lo, hi):
-            augment_row(x[i], key, i, params, basis, shape, scratch[t])
+            augment_row(x[i], x[i], key, i, params, basis, shape, scratch[t])
 
 
 # ---- the NumPy twin ------------------------------------------------------------------------

@@ -370,23 +370,23 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
         rows = order[start:stop]
         for i in range(nb):
             ws.yb[i] = y[rows[i]]
-        if plan.sparse_layer != 0 or augmenting:  # else the zero-skipping layer reads X itself
+        if images is not None and augmenting:  # each image distorted as it is gathered
+            key = stream_key(plan.seed, epoch, step, STREAM)
+            xb, aug_scratch = ws.xb, ws.aug_scratch
+            aug, aug_basis, aug_shape = plan.aug, plan.aug_basis, plan.aug_shape
+            T = aug_scratch.shape[0]
+            if T == 1:  # the layers' products are BLAS's, on its threads
+                for i in range(nb):
+                    augment_row(X[rows[i]], xb[i], key, i, aug, aug_basis, aug_shape,
+                                aug_scratch[0])
+            else:
+                for t in prange(T):
+                    lo, hi = thread_block(nb, T, t)
+                    for i in range(lo, hi):
+                        augment_row(X[rows[i]], xb[i], key, i, aug, aug_basis, aug_shape,
+                                    aug_scratch[t])
+        elif plan.sparse_layer != 0:  # else the zero-skipping layer reads X itself
             gather_rows(X, rows, ws.xb)
-        if images is not None:
-            if augmenting:  # each image distorted where it was gathered
-                key = stream_key(plan.seed, epoch, step, STREAM)
-                xb, aug_scratch = ws.xb, ws.aug_scratch
-                aug, aug_basis, aug_shape = plan.aug, plan.aug_basis, plan.aug_shape
-                T = aug_scratch.shape[0]
-                if T == 1:  # the layers' products are BLAS's, on its threads
-                    for i in range(nb):
-                        augment_row(xb[i], key, i, aug, aug_basis, aug_shape, aug_scratch[0])
-                else:
-                    for t in prange(T):
-                        lo, hi = thread_block(nb, T, t)
-                        for i in range(lo, hi):
-                            augment_row(xb[i], key, i, aug, aug_basis, aug_shape,
-                                        aug_scratch[t])
         x = ws.xb[:nb]
 
         # ---- forward, layer by layer
