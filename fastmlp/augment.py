@@ -5,7 +5,7 @@
 and y, a rotation of up to ``rotate`` degrees, a scaling by up to ``scale`` (0.1: 0.9x-1.1x),
 and Simard's elastic distortion (uniform random displacements smoothed by a Gaussian of
 ``elastic_sigma`` pixels, times ``elastic_alpha``); each is off at 0, its default. Never a copy
-of the training set: each minibatch is distorted where it is gathered. ``interpolation`` is
+of the training set: each minibatch is distorted as it is gathered. ``interpolation`` is
 how the distorted image samples the original: ``"bilinear"`` (Simard's, the default) or
 ``"nearest"`` (torchvision's ``RandomAffine`` default: no new faint pixels at the strokes'
 edges, so the images stay as sparse as the originals).

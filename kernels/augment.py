@@ -1,5 +1,5 @@
-"""Distortions of a minibatch's images on the fly: random shifts, rotations, scalings and
-Simard's elastic distortions (Simard, Steinkraus & Platt 2003), applied to the gathered rows.
+"""Distortions of a minibatch's images on the fly, as its rows are gathered: random shifts,
+rotations, scalings and Simard's elastic distortions (Simard, Steinkraus & Platt 2003).
 
 Each sample's draws come from a counter-based hash of (seed, epoch, step, row in the batch), as
 dropout's masks do: both backends distort alike, and a resumed run sees the very images an
