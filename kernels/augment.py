@@ -29,7 +29,7 @@ SHIFT, ROTATE, SCALE, ALPHA, NEAREST = range(5)  # max shift (pixels), max angle
 N_PARAMS = 5  # max scale, α; NEAREST 1 for nearest-neighbour resampling, 0 for bilinear
 STREAM = 1_000_003  # the "layer" of the augmentation stream (dropout uses layer indices)
 FIELD_TOLERANCE = 1e-5  # the share of either smoothing's variance the basis may leave out
-TERMS = 8  # the field's sums add this many products per pass over a row (zeros past the rank)
+TERMS = 8  # the field's sums add this many products per pass over a row (0.0 ones past the rank)
 _S11 = np.uint64(11)
 _TO_UNIT = 1.0 / 9007199254740992.0  # 2**-53
 
@@ -91,9 +91,9 @@ def field_basis(h, w, sigma, alpha, tolerance=FIELD_TOLERANCE):
 def scratch_size(h, w, c, rank):
     """Values of one thread's scratch (float64): the source image inside a border of zeros (one
     pixel before, two after); the source coordinates of every pixel (x, then y); h rows of both
-    displacement fields side by side; and ``rank`` rounded up to whole blocks of TERMS rows of
-    the products Z A_xᵀ of both fields, side by side (the rows past ``rank`` zeros)."""
-    return (h + 3) * (w + 3) * c + 4 * h * w + 2 * -(-rank // TERMS) * TERMS * w
+    displacement fields side by side; and ``rank`` rows of the products Z A_xᵀ of both fields,
+    side by side."""
+    return (h + 3) * (w + 3) * c + 4 * h * w + 2 * rank * w
 
 
 @njit(cache=True, inline="always")
@@ -138,22 +138,26 @@ def _basis_y(basis, a, y):
 
 
 @njit(cache=True, inline="always")
+def _tmp_row(tmp, a, r, w2):
+    """Row a of Z A_xᵀ (both fields side by side), or row 0 past the rank r (weighted by 0.0)."""
+    a = a if a < r else 0
+    return tmp[a * w2:(a + 1) * w2]
+
+
+@njit(cache=True, inline="always")
 def _draw_fields(key, first, basis, h, w, fields, tmp):
     """Row y of ``fields`` (2w values) <- row y of A_y Z A_xᵀ for two r×r matrices Z of
     uniform(-1, 1) draws, the x-field's then the y-field's: Z[a, b] is counter first + a·r + b
     for the x-field, that plus r² for the y-field. Every sum runs in increasing order of its
-    index, as the twin's; TERMS products are added per pass (the terms past r are zeros), and
-    both fields share each pass of the second product: long passes with few loads and stores of
-    the sums are what let the compiled loops run at full vector width."""
+    index, as the twin's; TERMS products are added per pass (past r, a row already used times
+    0.0: the sums unchanged), and both fields share each pass of the second product: long passes
+    with few loads and stores of the sums are what let the compiled loops run at full vector
+    width."""
     r, w2 = basis.shape[0], 2 * w
-    r_pad = -(-r // TERMS) * TERMS
-    for a in range(r_pad):  # tmp's row a: (Z_x A_xᵀ)[a], then (Z_y A_xᵀ)[a]
+    for a in range(r):  # tmp's row a: (Z_x A_xᵀ)[a], then (Z_y A_xᵀ)[a]
         tx, ty = tmp[a * w2:a * w2 + w], tmp[a * w2 + w:(a + 1) * w2]
-        if a >= r:
-            tmp[a * w2:(a + 1) * w2] = 0.0
-            continue
         cx, cy = first + a * r, first + r * r + a * r
-        for b in range(0, r_pad, TERMS):
+        for b in range(0, r, TERMS):
             rows = (_basis_x(basis, b, h, w), _basis_x(basis, b + 1, h, w),
                     _basis_x(basis, b + 2, h, w), _basis_x(basis, b + 3, h, w),
                     _basis_x(basis, b + 4, h, w), _basis_x(basis, b + 5, h, w),
@@ -165,14 +169,14 @@ def _draw_fields(key, first, basis, h, w, fields, tmp):
                 _add_terms(out, b == 0, z, rows, w)
     for y in range(h):
         out = fields[y * w2:(y + 1) * w2]
-        for a in range(0, r_pad, TERMS):
+        for a in range(0, r, TERMS):
             g = (_basis_y(basis, a, y), _basis_y(basis, a + 1, y), _basis_y(basis, a + 2, y),
                  _basis_y(basis, a + 3, y), _basis_y(basis, a + 4, y), _basis_y(basis, a + 5, y),
                  _basis_y(basis, a + 6, y), _basis_y(basis, a + 7, y))
-            rows = (tmp[a * w2:(a + 1) * w2], tmp[(a + 1) * w2:(a + 2) * w2],
-                    tmp[(a + 2) * w2:(a + 3) * w2], tmp[(a + 3) * w2:(a + 4) * w2],
-                    tmp[(a + 4) * w2:(a + 5) * w2], tmp[(a + 5) * w2:(a + 6) * w2],
-                    tmp[(a + 6) * w2:(a + 7) * w2], tmp[(a + 7) * w2:(a + 8) * w2])
+            rows = (_tmp_row(tmp, a, r, w2), _tmp_row(tmp, a + 1, r, w2),
+                    _tmp_row(tmp, a + 2, r, w2), _tmp_row(tmp, a + 3, r, w2),
+                    _tmp_row(tmp, a + 4, r, w2), _tmp_row(tmp, a + 5, r, w2),
+                    _tmp_row(tmp, a + 6, r, w2), _tmp_row(tmp, a + 7, r, w2))
             _add_terms(out, a == 0, g, rows, w2)
 
 
@@ -187,8 +191,7 @@ def _bilinear(src, p, q, c, ax, ay):
 @njit(cache=True)
 def augment_row(image, row, key, i, params, basis, shape, scratch):
     """Distort sample ``i``'s ``image`` (h·w·c values, channels last) into ``row``, which may be
-    the image itself (a minibatch's row distorted where it was gathered) or not (distorted as it
-    is gathered: no copy of the rows first)."""
+    the image itself."""
     h, w, c = shape[0], shape[1], shape[2]
     k = mix64(key + np.uint64(i + 1) * _GOLDEN)
     tx = (2 * _unit(k, 0) - 1) * params[SHIFT]
