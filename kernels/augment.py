@@ -272,7 +272,7 @@ def augment_row(image, row, key, i, params, basis, shape, scratch):
     # then the taps; unsigned indices, which Numba does not test for negative ones
     cu, down = np.uint64(c), np.uint64(W2 * c)
     if nearest:
-        if c == 1:
+        if c == 1:  # one channel: no loop over channels, measured faster
             for j in range(n):
                 row[j] = src[np.uint64(int(taps[j]))]
             return
@@ -281,7 +281,7 @@ def augment_row(image, row, key, i, params, basis, shape, scratch):
             for ch in range(c):
                 row[o + ch] = src[p + np.uint64(ch)]
         return
-    if c == 1:
+    if c == 1:  # likewise
         for j in range(n):
             p = np.uint64(int(taps[j]))
             row[j] = _bilinear(src, p, p + down, cu, fx[j], fy[j])
