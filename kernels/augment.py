@@ -225,11 +225,13 @@ def augment_row(image, row, key, i, params, basis, shape, scratch):
     n, W2, w2 = h * w, w + 3, 2 * w
     m = (h + 3) * W2 * c
     src = scratch[:m]
-    taps, fx, fy = scratch[m:m + n], scratch[m + n:m + 2 * n], scratch[m + 2 * n:m + 3 * n]
+    taps, frac_x, frac_y = (scratch[m:m + n], scratch[m + n:m + 2 * n],
+                            scratch[m + 2 * n:m + 3 * n])
     fields = scratch[m + 3 * n:m + 5 * n]
-    x_sx, x_sy, zero = (scratch[m + 5 * n:m + 5 * n + w], scratch[m + 5 * n + w:m + 5 * n + w2],
-                        scratch[m + 5 * n + w2:m + 5 * n + 3 * w])
-    tmp = scratch[m + 5 * n + 3 * w:]
+    rest = m + 5 * n
+    col_sx, col_sy, no_disp = (scratch[rest:rest + w], scratch[rest + w:rest + w2],
+                               scratch[rest + w2:rest + 3 * w])
+    tmp = scratch[rest + 3 * w:]
     for j in range(W2 * c):
         src[j] = 0.0
     for j in range((h + 1) * W2 * c, m):
@@ -247,7 +249,7 @@ def augment_row(image, row, key, i, params, basis, shape, scratch):
     # terms of column x first, then those of row y, then the displacement (0.0 without one)
     for x in range(w):
         dx = x - cx - tx
-        x_sx[x], x_sy[x], zero[x] = cx + cos * dx, cy - sin * dx, 0.0
+        col_sx[x], col_sy[x], no_disp[x] = cx + cos * dx, cy - sin * dx, 0.0
     elastic = params[ALPHA] != 0
     if elastic:
         _draw_fields(k, 4, basis, h, w, fields, tmp)
@@ -255,20 +257,20 @@ def augment_row(image, row, key, i, params, basis, shape, scratch):
     nearest = params[NEAREST] != 0
     for y in range(h):  # the tap of the bordered image each point reads (and its fractions)
         dy = y - cy - ty
-        y_sx, y_sy = sin * dy, cos * dy
-        ex = fields[y * w2:y * w2 + w] if elastic else zero
-        ey = fields[y * w2 + w:(y + 1) * w2] if elastic else zero
+        row_sx, row_sy = sin * dy, cos * dy
+        disp_x = fields[y * w2:y * w2 + w] if elastic else no_disp
+        disp_y = fields[y * w2 + w:(y + 1) * w2] if elastic else no_disp
         tp = taps[y * w:(y + 1) * w]
         if nearest:
             for x in range(w):
-                tp[x] = _nearest_tap(x_sx[x] + y_sx + ex[x], x_sy[x] + y_sy + ey[x], right,
-                                     bottom, stride)
+                tp[x] = _nearest_tap(col_sx[x] + row_sx + disp_x[x],
+                                     col_sy[x] + row_sy + disp_y[x], right, bottom, stride)
         else:
-            gx, gy = fx[y * w:(y + 1) * w], fy[y * w:(y + 1) * w]
+            fr_x, fr_y = frac_x[y * w:(y + 1) * w], frac_y[y * w:(y + 1) * w]
             for x in range(w):
-                tp[x], gx[x], gy[x] = _bilinear_tap(x_sx[x] + y_sx + ex[x],
-                                                    x_sy[x] + y_sy + ey[x], right, bottom,
-                                                    stride)
+                tp[x], fr_x[x], fr_y[x] = _bilinear_tap(col_sx[x] + row_sx + disp_x[x],
+                                                        col_sy[x] + row_sy + disp_y[x], right,
+                                                        bottom, stride)
     # then the taps; unsigned indices, which Numba does not test for negative ones
     cu, down = np.uint64(c), np.uint64(W2 * c)
     if nearest:
@@ -284,13 +286,13 @@ def augment_row(image, row, key, i, params, basis, shape, scratch):
     if c == 1:  # likewise
         for j in range(n):
             p = np.uint64(int(taps[j]))
-            row[j] = _bilinear(src, p, p + down, cu, fx[j], fy[j])
+            row[j] = _bilinear(src, p, p + down, cu, frac_x[j], frac_y[j])
         return
     for j in range(n):
         p, o = np.uint64(int(taps[j])) * cu, j * c
         for ch in range(c):
             q = p + np.uint64(ch)
-            row[o + ch] = _bilinear(src, q, q + down, cu, fx[j], fy[j])
+            row[o + ch] = _bilinear(src, q, q + down, cu, frac_x[j], frac_y[j])
 
 
 @njit(cache=True, parallel=True)
