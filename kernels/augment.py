@@ -14,7 +14,8 @@ image). That smoothing is linear and separable, F = α G_y U G_xᵀ, so F has th
 α²/3 · (G_y G_yᵀ) ⊗ (G_x G_xᵀ); each factor's leading eigenpairs (σ = 4 on 28 pixels: 8 of 28)
 hold all but 1e-5 of its variance. The field is drawn in that basis, F = A_y Z A_xᵀ with Z an
 r×r matrix of uniform(-1, 1) draws: the same covariance, 3x fewer operations and 8x fewer
-draws than smoothing a full field. ``params`` holds the maxima (see the names below), ``basis``
+draws than smoothing a full field; and as the blur is its own mirror image, each basis vector
+is even or odd, so the field's bottom rows follow from the sums of its top ones. ``params`` holds the maxima (see the names below), ``basis``
 the factors (``field_basis``).
 """
 import math
@@ -63,28 +64,53 @@ def blur_matrix(n, sigma):
     return m
 
 
-def _leading_factor(n, sigma, tolerance):
-    """A (n×r) with A Aᵀ ≈ G Gᵀ, G the blur: its r leading singular pairs, each vector's
-    largest entry made positive (so that the basis does not hang on LAPACK's choice of signs)."""
-    u, s, _ = np.linalg.svd(blur_matrix(n, sigma))
-    energy = s ** 2
+def _leading_factors(n, sigma, tolerance):
+    """The blur's leading singular pairs, split by parity: (even, odd), each (n×k), the
+    vectors times their singular values, so that A Aᵀ ≈ G Gᵀ for A = [even odd]. The blur is
+    symmetric and its own mirror image, so its eigenvectors are even (u[n-1-i] = u[i]) or odd
+    (u[n-1-i] = -u[i]); each is found within its parity's subspace and mirrored exactly, which
+    lets the kernels compute a field's bottom half from the sums of its top half. Each vector's
+    largest entry (the first of a tie) is made positive, so that the basis does not hang on
+    LAPACK's choice of signs."""
+    g, half = blur_matrix(n, sigma), n // 2
+    top = np.arange(half)
+    values, vectors, parities = [], [], []
+    for parity in (1.0, -1.0):
+        q = np.zeros((n, n - half if parity > 0 else half))
+        q[top, top], q[n - 1 - top, top] = math.sqrt(0.5), parity * math.sqrt(0.5)
+        if parity > 0 and n % 2:
+            q[half, half] = 1.0
+        lam, v = np.linalg.eigh(q.T @ g @ q)
+        for k in range(v.shape[1]):
+            u = q @ v[:, k]
+            u[n - 1 - top] = parity * u[top]
+            u *= np.sign(u[np.abs(u).argmax()])
+            values.append(abs(lam[k]))
+            vectors.append(u)
+            parities.append(parity)
+    order = np.argsort(values, kind="stable")[::-1]
+    energy = np.asarray(values)[order] ** 2
     left = np.cumsum(energy[::-1])[::-1] / energy.sum()  # left[r]: share dropped keeping r
     r = next((k for k in range(1, n) if left[k] < tolerance), n)
-    u = u[:, :r] * np.sign(u[np.abs(u[:, :r]).argmax(axis=0), np.arange(r)])
-    return u * s[:r]
+    kept = order[:r]
+    even = [vectors[k] * values[k] for k in kept if parities[k] > 0]
+    odd = [vectors[k] * values[k] for k in kept if parities[k] < 0]
+    return (np.array(even).reshape(-1, n).T, np.array(odd).reshape(-1, n).T)
 
 
 def field_basis(h, w, sigma, alpha, tolerance=FIELD_TOLERANCE):
-    """The elastic field's factors as the kernels take them: (r, h + w) float64, row a holding
-    α·A_y[:, a] (h values) then A_x[:, a] (w values), the narrower factor padded with zeros;
-    (0, h + w) when α is 0."""
+    """The elastic field's factors as the kernels take them: (2m, h + w) float64, row a holding
+    α·A_y[:, a] (h values) then A_x[:, a] (w values). Rows 0..m-1 hold the even vectors, rows
+    m..2m-1 the odd ones, each factor's padded with zeros: m is the most vectors of one parity
+    in either factor. (0, h + w) when α is 0."""
     if alpha == 0:
         return np.zeros((0, h + w))
-    ay, ax = _leading_factor(h, sigma, tolerance), _leading_factor(w, sigma, tolerance)
-    r = max(ay.shape[1], ax.shape[1])
-    basis = np.zeros((r, h + w))
-    basis[:ay.shape[1], :h] = alpha * ay.T
-    basis[:ax.shape[1], h:] = ax.T
+    (ey, oy), (ex, ox) = (_leading_factors(h, sigma, tolerance),
+                          _leading_factors(w, sigma, tolerance))
+    m = max(ey.shape[1], oy.shape[1], ex.shape[1], ox.shape[1])
+    basis = np.zeros((2 * m, h + w))
+    basis[:ey.shape[1], :h], basis[m:m + oy.shape[1], :h] = alpha * ey.T, alpha * oy.T
+    basis[:ex.shape[1], h:], basis[m:m + ox.shape[1], h:] = ex.T, ox.T
     return basis
 
 
@@ -92,9 +118,9 @@ def scratch_size(h, w, c, rank):
     """Values of one thread's scratch (float64): the source image inside a border of zeros (one
     pixel before, two after); the tap each pixel reads and its two fractions (h·w values each);
     h rows of both displacement fields side by side; the affine map's terms of each column (x,
-    then y) and a row of zeros; and ``rank`` rows of the products Z A_xᵀ of both fields, side by
-    side."""
-    return (h + 3) * (w + 3) * c + 5 * h * w + 3 * w + 2 * rank * w
+    then y) and a row of zeros; a row of both fields' odd sums (the middle one's, for odd h);
+    and ``rank`` rows of the products Z A_xᵀ of both fields, side by side."""
+    return (h + 3) * (w + 3) * c + 5 * h * w + 5 * w + 2 * rank * w
 
 
 @njit(cache=True, inline="always")
@@ -133,28 +159,60 @@ def _basis_x(basis, b, h, w):
 
 
 @njit(cache=True, inline="always")
-def _basis_y(basis, a, y):
-    """α·A_y[y, a] as the basis holds it, or 0.0 past the rank."""
-    return basis[a, y] if a < basis.shape[0] else 0.0
+def _coef(basis, block, k, m, y):
+    """α·A_y[y, block + k] as the basis holds it, or 0.0 past the block's m vectors."""
+    return basis[block + k, y] if k < m else 0.0
 
 
 @njit(cache=True, inline="always")
-def _tmp_row(tmp, a, r, w2):
-    """Row a of Z A_xᵀ (both fields side by side), or row 0 past the rank r (weighted by 0.0)."""
-    a = a if a < r else 0
+def _tmp_row(tmp, block, k, m, w2):
+    """Row block + k of Z A_xᵀ (both fields side by side), or the block's first past its m
+    rows (weighted by 0.0)."""
+    a = block + k if k < m else block
     return tmp[a * w2:(a + 1) * w2]
 
 
 @njit(cache=True, inline="always")
-def _draw_fields(key, first, basis, h, w, fields, tmp):
+def _sum4(start, c, v, x):
+    """start + c[0]·v[0][x] + ... + c[3]·v[3][x], in that order."""
+    return start + c[0] * v[0][x] + c[1] * v[1][x] + c[2] * v[2][x] + c[3] * v[3][x]
+
+
+@njit(cache=True, inline="always")
+def _add_mirrored(top, bottom, first, last, ce, re, co, ro, n):
+    """Four more terms of the even sum e (coefficients ce, rows re) and of the odd sum o (co,
+    ro), from 0.0 if ``first``, else from top and bottom; then top, bottom <- e + o, e - o if
+    ``last``, else e, o."""
+    if first and last:
+        for x in range(n):
+            e, o = _sum4(0.0, ce, re, x), _sum4(0.0, co, ro, x)
+            top[x], bottom[x] = e + o, e - o
+    elif first:
+        for x in range(n):
+            top[x], bottom[x] = _sum4(0.0, ce, re, x), _sum4(0.0, co, ro, x)
+    elif last:
+        for x in range(n):
+            e, o = _sum4(top[x], ce, re, x), _sum4(bottom[x], co, ro, x)
+            top[x], bottom[x] = e + o, e - o
+    else:
+        for x in range(n):
+            top[x], bottom[x] = _sum4(top[x], ce, re, x), _sum4(bottom[x], co, ro, x)
+
+
+@njit(cache=True, inline="always")
+def _draw_fields(key, first, basis, h, w, fields, tmp, spare):
     """Row y of ``fields`` (2w values) <- row y of A_y Z A_xᵀ for two r×r matrices Z of
     uniform(-1, 1) draws, the x-field's then the y-field's: Z[a, b] is counter first + a·r + b
-    for the x-field, that plus r² for the y-field. Every sum runs in increasing order of its
-    index, as the twin's; TERMS products are added per pass (past r, a row already used times
-    0.0: the sums unchanged), and both fields share each pass of the second product: long passes
-    with few loads and stores of the sums are what let the compiled loops run at full vector
-    width."""
+    for the x-field, that plus r² for the y-field. The first product adds TERMS products per
+    pass over a row (past r, a row already used times 0.0: the sums unchanged). A_y's first
+    m = r/2 vectors are even and the others odd (``field_basis``), so row y is E + O and row
+    h-1-y is E - O, with E and O the sums over the even and the odd vectors at row y: the second
+    product runs over the top half of the rows, four products of each sum per pass, both
+    fields' rows side by side (long passes with few loads and stores of the sums are what let
+    the compiled loops run at full vector width). ``spare`` holds the middle row's O for odd h.
+    Every sum runs in increasing order of its index, as the twin's."""
     r, w2 = basis.shape[0], 2 * w
+    m = r // 2
     for a in range(r):  # tmp's row a: (Z_x A_xᵀ)[a], then (Z_y A_xᵀ)[a]
         tx, ty = tmp[a * w2:a * w2 + w], tmp[a * w2 + w:(a + 1) * w2]
         cx, cy = first + a * r, first + r * r + a * r
@@ -168,17 +226,19 @@ def _draw_fields(key, first, basis, h, w, fields, tmp):
                      _draw(key, c, b + 3, r), _draw(key, c, b + 4, r), _draw(key, c, b + 5, r),
                      _draw(key, c, b + 6, r), _draw(key, c, b + 7, r))
                 _add_terms(out, b == 0, z, rows, w)
-    for y in range(h):
-        out = fields[y * w2:(y + 1) * w2]
-        for a in range(0, r, TERMS):
-            g = (_basis_y(basis, a, y), _basis_y(basis, a + 1, y), _basis_y(basis, a + 2, y),
-                 _basis_y(basis, a + 3, y), _basis_y(basis, a + 4, y), _basis_y(basis, a + 5, y),
-                 _basis_y(basis, a + 6, y), _basis_y(basis, a + 7, y))
-            rows = (_tmp_row(tmp, a, r, w2), _tmp_row(tmp, a + 1, r, w2),
-                    _tmp_row(tmp, a + 2, r, w2), _tmp_row(tmp, a + 3, r, w2),
-                    _tmp_row(tmp, a + 4, r, w2), _tmp_row(tmp, a + 5, r, w2),
-                    _tmp_row(tmp, a + 6, r, w2), _tmp_row(tmp, a + 7, r, w2))
-            _add_terms(out, a == 0, g, rows, w2)
+    for y in range((h + 1) // 2):
+        top = fields[y * w2:(y + 1) * w2]
+        bottom = fields[(h - 1 - y) * w2:(h - y) * w2] if 2 * y + 1 != h else spare
+        for a in range(0, m, 4):
+            ce = (_coef(basis, 0, a, m, y), _coef(basis, 0, a + 1, m, y),
+                  _coef(basis, 0, a + 2, m, y), _coef(basis, 0, a + 3, m, y))
+            co = (_coef(basis, m, a, m, y), _coef(basis, m, a + 1, m, y),
+                  _coef(basis, m, a + 2, m, y), _coef(basis, m, a + 3, m, y))
+            re = (_tmp_row(tmp, 0, a, m, w2), _tmp_row(tmp, 0, a + 1, m, w2),
+                  _tmp_row(tmp, 0, a + 2, m, w2), _tmp_row(tmp, 0, a + 3, m, w2))
+            ro = (_tmp_row(tmp, m, a, m, w2), _tmp_row(tmp, m, a + 1, m, w2),
+                  _tmp_row(tmp, m, a + 2, m, w2), _tmp_row(tmp, m, a + 3, m, w2))
+            _add_mirrored(top, bottom, a == 0, a + 4 >= m, ce, re, co, ro, w2)
 
 
 @njit(cache=True, inline="always")
@@ -231,7 +291,7 @@ def augment_row(image, row, key, i, params, basis, shape, scratch):
     rest = m + 5 * n
     col_sx, col_sy, no_disp = (scratch[rest:rest + w], scratch[rest + w:rest + w2],
                                scratch[rest + w2:rest + 3 * w])
-    tmp = scratch[rest + 3 * w:]
+    spare, tmp = scratch[rest + 3 * w:rest + 5 * w], scratch[rest + 5 * w:]
     for j in range(W2 * c):
         src[j] = 0.0
     for j in range((h + 1) * W2 * c, m):
@@ -252,7 +312,7 @@ def augment_row(image, row, key, i, params, basis, shape, scratch):
         col_sx[x], col_sy[x], no_disp[x] = cx + cos * dx, cy - sin * dx, 0.0
     elastic = params[ALPHA] != 0
     if elastic:
-        _draw_fields(k, 4, basis, h, w, fields, tmp)
+        _draw_fields(k, 4, basis, h, w, fields, tmp, spare)
     right, bottom, stride = float(w), float(h), float(W2)
     nearest = params[NEAREST] != 0
     for y in range(h):  # the tap of the bordered image each point reads (and its fractions)
@@ -326,10 +386,12 @@ def _field_ref(key, i, first, basis, h, w):
     t = np.zeros((r, w))
     for b in range(r):
         t += z[:, b:b + 1] * basis[b, h:]
-    field = np.zeros((h, w))
-    for a in range(r):
-        field += basis[a, :h, None] * t[a]
-    return field
+    even, odd = np.zeros((h, w)), np.zeros((h, w))  # sums over A_y's even and odd vectors
+    for a in range(r // 2):
+        even += basis[a, :h, None] * t[a]
+    for a in range(r // 2, r):
+        odd += basis[a, :h, None] * t[a]
+    return even + odd
 
 
 def augment_batch_ref(x, key, params, basis, shape, scratch=None):
