@@ -26,11 +26,11 @@ def digit_like(n=6, side=12, seed=0):
     return X.reshape(n, -1)
 
 
+@pytest.mark.parametrize("side", [12, 13])  # 13: the fields' middle row has no mirror
 @pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
 @pytest.mark.parametrize("elastic", [False, True])
-def test_distortions_equal_scipy_sampling_at_the_drawn_coordinates(elastic, interpolation):
-    X = digit_like()
-    side = 12
+def test_distortions_equal_scipy_sampling_at_the_drawn_coordinates(elastic, interpolation, side):
+    X = digit_like(side=side)
     aug = Augment(shift=2, rotate=15, scale=0.1, elastic_alpha=8 if elastic else 0,
                   elastic_sigma=2, interpolation=interpolation)
     params, basis, shape = aug.tables((side, side, 1))
@@ -73,6 +73,11 @@ def test_elastic_fields_have_the_covariance_of_smoothed_uniform_noise(h, w, sigm
     the share of its variance it may leave out; drawn fields must match scipy-smoothed ones."""
     alpha = 5.0
     basis = K.augment.field_basis(h, w, sigma, alpha)
+    m = basis.shape[0] // 2  # the kernels' mirrored rows need each vector exactly even or odd
+    np.testing.assert_array_equal(basis[:m, :h], basis[:m, h - 1::-1])
+    np.testing.assert_array_equal(basis[m:, :h], -basis[m:, h - 1::-1])
+    np.testing.assert_array_equal(basis[:m, h:], basis[:m, :h - 1:-1])
+    np.testing.assert_array_equal(basis[m:, h:], -basis[m:, :h - 1:-1])
     kernel = K.augment.gaussian_kernel(sigma)
     for n, factor, scale in ((h, basis[:, :h].T, alpha), (w, basis[:, h:].T, 1.0)):
         blur = ndimage.correlate1d(np.eye(n), kernel, axis=0, mode="constant")
