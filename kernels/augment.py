@@ -119,8 +119,9 @@ def scratch_size(h, w, c, rank):
     pixel before, two after); the tap each pixel reads and its two fractions (h·w values each);
     h rows of both displacement fields side by side; the affine map's terms of each column (x,
     then y) and a row of zeros; a row of both fields' odd sums (the middle one's, for odd h);
-    and ``rank`` rows of the products Z A_xᵀ of both fields, side by side."""
-    return (h + 3) * (w + 3) * c + 5 * h * w + 5 * w + 2 * rank * w
+    ``rank`` rows of the products Z A_xᵀ of both fields, side by side; and a copy of the image
+    (h·w·c values), which ``augment_batch`` distorts into the image itself."""
+    return (h + 3) * (w + 3) * c + 5 * h * w + 5 * w + 2 * rank * w + h * w * c
 
 
 @njit(cache=True, inline="always")
@@ -250,12 +251,12 @@ def _bilinear(src, p, q, c, ax, ay):
 
 
 @njit(cache=True, inline="always")
-def _nearest_tap(sx, sy, right, bottom, stride):
-    """The index, in the bordered image, of the pixel nearest (sx, sy) (half rounded up),
-    clamped into [-1, w] x [-1, h]; a float64, exact."""
-    x0 = min(max(np.floor(sx + 0.5), -1.0), right)
-    y0 = min(max(np.floor(sy + 0.5), -1.0), bottom)
-    return (y0 + 1.0) * stride + (x0 + 1.0)
+def _nearest_tap(sx, sy, right, bottom):
+    """The index, in the image, of the pixel nearest (sx, sy) (half rounded up), or -1.0 if
+    that pixel is outside the image (w = right, h = bottom); a float64, exact."""
+    x0, y0 = np.floor(sx + 0.5), np.floor(sy + 0.5)
+    inside = (x0 >= 0.0) & (x0 < right) & (y0 >= 0.0) & (y0 < bottom)
+    return y0 * right + x0 if inside else -1.0
 
 
 @njit(cache=True, inline="always")
@@ -270,8 +271,8 @@ def _bilinear_tap(sx, sy, right, bottom, stride):
 
 @njit(cache=True)
 def augment_row(image, row, key, i, params, basis, shape, scratch):
-    """Distort sample ``i``'s ``image`` (h·w·c values, channels last) into ``row``, which may be
-    the image itself."""
+    """Distort sample ``i``'s ``image`` (h·w·c values, channels last) into ``row``, which must
+    not overlap it (nearest sampling reads the image while it writes the row)."""
     h, w, c = shape[0], shape[1], shape[2]
     k = mix64(key + np.uint64(i + 1) * _GOLDEN)
     tx = (2 * _unit(k, 0) - 1) * params[SHIFT]
@@ -280,8 +281,6 @@ def augment_row(image, row, key, i, params, basis, shape, scratch):
     s = 1.0 + (2 * _unit(k, 3) - 1) * params[SCALE]
     cos, sin = math.cos(theta) / s, math.sin(theta) / s
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    # the source image inside a border of zeros, one pixel before it and two after: clamped
-    # into [-1, w] x [-1, h], a point outside reads only zeros (no test per pixel)
     n, W2, w2 = h * w, w + 3, 2 * w
     m = (h + 3) * W2 * c
     src = scratch[:m]
@@ -292,19 +291,24 @@ def augment_row(image, row, key, i, params, basis, shape, scratch):
     col_sx, col_sy, no_disp = (scratch[rest:rest + w], scratch[rest + w:rest + w2],
                                scratch[rest + w2:rest + 3 * w])
     spare, tmp = scratch[rest + 3 * w:rest + 5 * w], scratch[rest + 5 * w:]
-    for j in range(W2 * c):
-        src[j] = 0.0
-    for j in range((h + 1) * W2 * c, m):
-        src[j] = 0.0
-    for y in range(h):
-        p = ((y + 1) * W2) * c
-        for j in range(c):
-            src[p + j] = 0.0
-        for j in range((w + 1) * c, W2 * c):
-            src[p + j] = 0.0
-        dst, line = src[p + c:p + c + w * c], image[y * w * c:(y + 1) * w * c]
-        for j in range(w * c):
-            dst[j] = line[j]
+    # bilinear sampling reads the source inside a border of zeros, one pixel before it and two
+    # after: clamped into [-1, w] x [-1, h], a point outside reads only zeros (no test per
+    # pixel); nearest sampling reads the image itself, a point outside as tap -1
+    nearest = params[NEAREST] != 0
+    if not nearest:
+        for j in range(W2 * c):
+            src[j] = 0.0
+        for j in range((h + 1) * W2 * c, m):
+            src[j] = 0.0
+        for y in range(h):
+            p = ((y + 1) * W2) * c
+            for j in range(c):
+                src[p + j] = 0.0
+            for j in range((w + 1) * c, W2 * c):
+                src[p + j] = 0.0
+            dst, line = src[p + c:p + c + w * c], image[y * w * c:(y + 1) * w * c]
+            for j in range(w * c):
+                dst[j] = line[j]
     # each point's source, c + R(-θ)(p - c - t) / s + f(p), summed in the twin's order: the
     # terms of column x first, then those of row y, then the displacement (0.0 without one)
     for x in range(w):
@@ -314,8 +318,7 @@ def augment_row(image, row, key, i, params, basis, shape, scratch):
     if elastic:
         _draw_fields(k, 4, basis, h, w, fields, tmp, spare)
     right, bottom, stride = float(w), float(h), float(W2)
-    nearest = params[NEAREST] != 0
-    for y in range(h):  # the tap of the bordered image each point reads (and its fractions)
+    for y in range(h):  # the tap each point reads (and for bilinear sampling its fractions)
         dy = y - cy - ty
         row_sx, row_sy = sin * dy, cos * dy
         disp_x = fields[y * w2:y * w2 + w] if elastic else no_disp
@@ -324,7 +327,7 @@ def augment_row(image, row, key, i, params, basis, shape, scratch):
         if nearest:
             for x in range(w):
                 tp[x] = _nearest_tap(col_sx[x] + row_sx + disp_x[x],
-                                     col_sy[x] + row_sy + disp_y[x], right, bottom, stride)
+                                     col_sy[x] + row_sy + disp_y[x], right, bottom)
         else:
             fr_x, fr_y = frac_x[y * w:(y + 1) * w], frac_y[y * w:(y + 1) * w]
             for x in range(w):
@@ -335,13 +338,17 @@ def augment_row(image, row, key, i, params, basis, shape, scratch):
     cu, down = np.uint64(c), np.uint64(W2 * c)
     if nearest:
         if c == 1:  # one channel: no loop over channels, measured faster
-            for j in range(n):
-                row[j] = src[np.uint64(int(taps[j]))]
+            for j in range(n):  # tap -1 reads pixel 0, but writes 0.0
+                t = taps[j]
+                v = image[np.uint64(int(max(t, 0.0)))]
+                row[j] = v if t >= 0.0 else 0.0
             return
         for j in range(n):
-            p, o = np.uint64(int(taps[j])) * cu, j * c
+            t = taps[j]
+            p, o = np.uint64(int(max(t, 0.0))) * cu, j * c
             for ch in range(c):
-                row[o + ch] = src[p + np.uint64(ch)]
+                v = image[p + np.uint64(ch)]
+                row[o + ch] = v if t >= 0.0 else 0.0
         return
     if c == 1:  # likewise
         for j in range(n):
@@ -357,12 +364,16 @@ def augment_row(image, row, key, i, params, basis, shape, scratch):
 
 @njit(cache=True, parallel=True)
 def augment_batch(x, key, params, basis, shape, scratch):
-    """augment_row for every row of x; thread t takes one contiguous block of rows."""
-    n, T = x.shape[0], scratch.shape[0]
+    """augment_row for every row of x, in place, through a copy of the row at the end of the
+    thread's scratch; thread t takes one contiguous block of rows."""
+    n, T, size = x.shape[0], scratch.shape[0], x.shape[1]
     for t in prange(T):
         lo, hi = thread_block(n, T, t)
+        copy = scratch[t][scratch.shape[1] - size:]
         for i in range(lo, hi):
-            augment_row(x[i], x[i], key, i, params, basis, shape, scratch[t])
+            for j in range(size):
+                copy[j] = x[i, j]
+            augment_row(copy, x[i], key, i, params, basis, shape, scratch[t])
 
 
 # ---- the NumPy twin ------------------------------------------------------------------------
