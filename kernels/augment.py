@@ -14,9 +14,9 @@ image). That smoothing is linear and separable, F = α G_y U G_xᵀ, so F has th
 α²/3 · (G_y G_yᵀ) ⊗ (G_x G_xᵀ); each factor's leading eigenpairs (σ = 4 on 28 pixels: 8 of 28)
 hold all but 1e-5 of its variance. The field is drawn in that basis, F = A_y Z A_xᵀ with Z an
 r×r matrix of uniform(-1, 1) draws: the same covariance, 3x fewer operations and 8x fewer
-draws than smoothing a full field; and as the blur is its own mirror image, each basis vector
-is even or odd, so the field's bottom rows follow from the sums of its top ones. ``params`` holds the maxima (see the names below), ``basis``
-the factors (``field_basis``).
+draws than smoothing a full field. As the blur is its own mirror image, each basis vector is
+even or odd, so the field's bottom rows follow from the sums of its top ones. ``params`` holds
+the maxima (see the names below), ``basis`` the factors (``field_basis``).
 """
 import math
 
@@ -116,11 +116,12 @@ def field_basis(h, w, sigma, alpha, tolerance=FIELD_TOLERANCE):
 
 def scratch_size(h, w, c, rank):
     """Values of one thread's scratch (float64): the source image inside a border of zeros (one
-    pixel before, two after); the tap each pixel reads and its two fractions (h·w values each);
-    h rows of both displacement fields side by side; the affine map's terms of each column (x,
-    then y) and a row of zeros; a row of both fields' odd sums (the middle one's, for odd h);
-    ``rank`` rows of the products Z A_xᵀ of both fields, side by side; and a copy of the image
-    (h·w·c values), which ``augment_batch`` distorts into the image itself."""
+    pixel before, two after), which bilinear sampling reads; the tap each pixel reads and its
+    two fractions (h·w values each); h rows of both displacement fields side by side; the
+    affine map's terms of each column (x, then y) and a row of zeros; a row of both fields' odd
+    sums (the middle one's, for odd h); ``rank`` rows of the products Z A_xᵀ of both fields,
+    side by side; and a copy of the image (h·w·c values), which ``augment_batch`` distorts into
+    the image itself."""
     return (h + 3) * (w + 3) * c + 5 * h * w + 5 * w + 2 * rank * w + h * w * c
 
 
