@@ -215,14 +215,14 @@ def _draw_fields(key, first, basis, h, w, fields, tmp, spare):
     Every sum runs in increasing order of its index, as the twin's."""
     r, w2 = basis.shape[0], 2 * w
     m = r // 2
-    for a in range(r):  # tmp's row a: (Z_x A_xᵀ)[a], then (Z_y A_xᵀ)[a]
-        tx, ty = tmp[a * w2:a * w2 + w], tmp[a * w2 + w:(a + 1) * w2]
-        cx, cy = first + a * r, first + r * r + a * r
-        for b in range(0, r, TERMS):
-            rows = (_basis_x(basis, b, h, w), _basis_x(basis, b + 1, h, w),
-                    _basis_x(basis, b + 2, h, w), _basis_x(basis, b + 3, h, w),
-                    _basis_x(basis, b + 4, h, w), _basis_x(basis, b + 5, h, w),
-                    _basis_x(basis, b + 6, h, w), _basis_x(basis, b + 7, h, w))
+    for b in range(0, r, TERMS):  # A_x's rows b..b+7 (taken once), added to every row of tmp
+        rows = (_basis_x(basis, b, h, w), _basis_x(basis, b + 1, h, w),
+                _basis_x(basis, b + 2, h, w), _basis_x(basis, b + 3, h, w),
+                _basis_x(basis, b + 4, h, w), _basis_x(basis, b + 5, h, w),
+                _basis_x(basis, b + 6, h, w), _basis_x(basis, b + 7, h, w))
+        for a in range(r):  # tmp's row a: (Z_x A_xᵀ)[a], then (Z_y A_xᵀ)[a]
+            tx, ty = tmp[a * w2:a * w2 + w], tmp[a * w2 + w:(a + 1) * w2]
+            cx, cy = first + a * r, first + r * r + a * r
             for out, c in ((tx, cx), (ty, cy)):
                 z = (_draw(key, c, b, r), _draw(key, c, b + 1, r), _draw(key, c, b + 2, r),
                      _draw(key, c, b + 3, r), _draw(key, c, b + 4, r), _draw(key, c, b + 5, r),
@@ -252,12 +252,12 @@ def _bilinear(src, p, q, c, ax, ay):
 
 
 @njit(cache=True, inline="always")
-def _nearest_tap(sx, sy, right, bottom):
+def _nearest_tap(sx, sy, width, height):
     """The index, in the image, of the pixel nearest (sx, sy) (half rounded up), or -1.0 if
-    that pixel is outside the image (w = right, h = bottom); a float64, exact."""
+    that pixel is outside the image; a float64, exact."""
     x0, y0 = np.floor(sx + 0.5), np.floor(sy + 0.5)
-    inside = (x0 >= 0.0) & (x0 < right) & (y0 >= 0.0) & (y0 < bottom)
-    return y0 * right + x0 if inside else -1.0
+    inside = (x0 >= 0.0) & (x0 < width) & (y0 >= 0.0) & (y0 < height)
+    return y0 * width + x0 if inside else -1.0
 
 
 @njit(cache=True, inline="always")
