@@ -62,6 +62,9 @@ class Augment:
         params = K.augment.augment_params(self.shift, math.radians(self.rotate), self.scale,
                                           self.elastic_alpha, self.interpolation == "nearest")
         h, w = image_shape[:2]
+        if (h + 3) * (w + 3) > 2 ** 24:  # float32 points index the pixels exactly up to this
+            raise ValueError(f"Augment image_shape: at most 2**24 pixels with a 3-pixel border, "
+                             f"got {h}x{w}")
         basis = K.augment.field_basis(h, w, self.elastic_sigma, self.elastic_alpha)
         return params, basis, np.asarray(image_shape, np.int64)
 
@@ -72,8 +75,9 @@ class Augment:
         X = np.array(X, dtype=np.float64 if X.dtype == np.float64 else np.float32, copy=True)
         X = X.reshape(X.shape[0], -1)
         params, basis, shape = self.tables(image_shape)
+        basis = basis.astype(X.dtype)
         scratch = np.zeros((numba.get_num_threads(),
-                            K.augment.scratch_size(*shape, basis.shape[0])))
+                            K.augment.scratch_size(*shape, basis.shape[0])), X.dtype)
         key = np.uint64(K.stream_key(seed, epoch, step, K.augment.STREAM))  # as fit draws
         K.augment.augment_batch(X, key, params, basis, shape, scratch)
         return X

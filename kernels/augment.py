@@ -17,6 +17,11 @@ r×r matrix of uniform(-1, 1) draws: the same covariance, 3x fewer operations an
 draws than smoothing a full field. As the blur is its own mirror image, each basis vector is
 even or odd, so the field's bottom rows follow from the sums of its top ones. ``params`` holds
 the maxima (see the names below), ``basis`` the factors (``field_basis``).
+
+The draws and the affine map's angle and scale are float64; the points, the fields and the
+sampling are computed in the images' dtype (float32 for float32 images: twice the vector width,
+the points off by at most a few 1e-6 pixel), so the kernels take the basis and the scratch in
+that dtype, and the twin computes in it too.
 """
 import math
 
@@ -115,7 +120,7 @@ def field_basis(h, w, sigma, alpha, tolerance=FIELD_TOLERANCE):
 
 
 def scratch_size(h, w, c, rank):
-    """Values of one thread's scratch (float64): the source image inside a border of zeros (one
+    """Values of one thread's scratch (in the images' dtype): the source image inside a border of zeros (one
     pixel before, two after), which bilinear sampling reads; the tap each pixel reads and its
     two fractions (h·w values each); h rows of both displacement fields side by side; the
     affine map's terms of each column (x, then y) and a row of zeros; a row of both fields' odd
@@ -137,9 +142,10 @@ def _add_terms(out, first, coefs, rows, n):
     if ``first``."""
     c0, c1, c2, c3, c4, c5, c6, c7 = coefs
     v0, v1, v2, v3, v4, v5, v6, v7 = rows
+    zero = out.dtype.type(0.0)
     if first:
         for x in range(n):
-            out[x] = (0.0 + c0 * v0[x] + c1 * v1[x] + c2 * v2[x] + c3 * v3[x]
+            out[x] = (zero + c0 * v0[x] + c1 * v1[x] + c2 * v2[x] + c3 * v3[x]
                       + c4 * v4[x] + c5 * v5[x] + c6 * v6[x] + c7 * v7[x])
     else:
         for x in range(n):
@@ -148,9 +154,9 @@ def _add_terms(out, first, coefs, rows, n):
 
 
 @njit(cache=True, inline="always")
-def _draw(key, counter, b, r):
-    """Z's entry b of a row (counter its first), or 0.0 past the rank r."""
-    return 2 * _unit(key, counter + b) - 1 if b < r else 0.0
+def _draw(key, counter, b, r, T):
+    """Z's entry b of a row (counter its first) as a T, or 0.0 past the rank r."""
+    return T(2 * _unit(key, counter + b) - 1) if b < r else T(0.0)
 
 
 @njit(cache=True, inline="always")
@@ -163,7 +169,7 @@ def _basis_x(basis, b, h, w):
 @njit(cache=True, inline="always")
 def _coef(basis, block, k, m, y):
     """α·A_y[y, block + k] as the basis holds it, or 0.0 past the block's m vectors."""
-    return basis[block + k, y] if k < m else 0.0
+    return basis[block + k, y] if k < m else basis.dtype.type(0.0)
 
 
 @njit(cache=True, inline="always")
@@ -185,13 +191,14 @@ def _add_mirrored(top, bottom, first, last, ce, re, co, ro, n):
     """Four more terms of the even sum e (coefficients ce, rows re) and of the odd sum o (co,
     ro), from 0.0 if ``first``, else from top and bottom; then top, bottom <- e + o, e - o if
     ``last``, else e, o."""
+    zero = top.dtype.type(0.0)
     if first and last:
         for x in range(n):
-            e, o = _sum4(0.0, ce, re, x), _sum4(0.0, co, ro, x)
+            e, o = _sum4(zero, ce, re, x), _sum4(zero, co, ro, x)
             top[x], bottom[x] = e + o, e - o
     elif first:
         for x in range(n):
-            top[x], bottom[x] = _sum4(0.0, ce, re, x), _sum4(0.0, co, ro, x)
+            top[x], bottom[x] = _sum4(zero, ce, re, x), _sum4(zero, co, ro, x)
     elif last:
         for x in range(n):
             e, o = _sum4(top[x], ce, re, x), _sum4(bottom[x], co, ro, x)
@@ -213,7 +220,7 @@ def _draw_fields(key, first, basis, h, w, fields, tmp, spare):
     fields' rows side by side (long passes with few loads and stores of the sums are what let
     the compiled loops run at full vector width). ``spare`` holds the middle row's O for odd h.
     Every sum runs in increasing order of its index, as the twin's."""
-    r, w2 = basis.shape[0], 2 * w
+    r, w2, T = basis.shape[0], 2 * w, fields.dtype.type
     m = r // 2
     for b in range(0, r, TERMS):  # A_x's rows b..b+7 (taken once), added to every row of tmp
         rows = (_basis_x(basis, b, h, w), _basis_x(basis, b + 1, h, w),
@@ -224,9 +231,10 @@ def _draw_fields(key, first, basis, h, w, fields, tmp, spare):
             tx, ty = tmp[a * w2:a * w2 + w], tmp[a * w2 + w:(a + 1) * w2]
             cx, cy = first + a * r, first + r * r + a * r
             for out, c in ((tx, cx), (ty, cy)):
-                z = (_draw(key, c, b, r), _draw(key, c, b + 1, r), _draw(key, c, b + 2, r),
-                     _draw(key, c, b + 3, r), _draw(key, c, b + 4, r), _draw(key, c, b + 5, r),
-                     _draw(key, c, b + 6, r), _draw(key, c, b + 7, r))
+                z = (_draw(key, c, b, r, T), _draw(key, c, b + 1, r, T),
+                     _draw(key, c, b + 2, r, T), _draw(key, c, b + 3, r, T),
+                     _draw(key, c, b + 4, r, T), _draw(key, c, b + 5, r, T),
+                     _draw(key, c, b + 6, r, T), _draw(key, c, b + 7, r, T))
                 _add_terms(out, b == 0, z, rows, w)
     for y in range((h + 1) // 2):
         top = fields[y * w2:(y + 1) * w2]
@@ -244,37 +252,39 @@ def _draw_fields(key, first, basis, h, w, fields, tmp, spare):
 
 
 @njit(cache=True, inline="always")
-def _bilinear(src, p, q, c, ax, ay):
+def _bilinear(src, p, q, c, ax, ay, T):
     """The twin's sum of the four taps, those outside the image on the zero border: src[p] and
-    src[p + c] on row y0, src[q] and src[q + c] on row y0 + 1, at fractions (ax, ay)."""
-    return ((1 - ay) * (1 - ax) * src[p] + (1 - ay) * ax * src[p + c]
-            + ay * (1 - ax) * src[q] + ay * ax * src[q + c])
+    src[p + c] on row y0, src[q] and src[q + c] on row y0 + 1, at fractions (ax, ay); T the
+    fractions' type."""
+    return ((T(1) - ay) * (T(1) - ax) * src[p] + (T(1) - ay) * ax * src[p + c]
+            + ay * (T(1) - ax) * src[q] + ay * ax * src[q + c])
 
 
 @njit(cache=True, inline="always")
-def _nearest_tap(sx, sy, width, height):
+def _nearest_tap(sx, sy, width, height, T):
     """The index, in the image, of the pixel nearest (sx, sy) (half rounded up), or -1.0 if
-    that pixel is outside the image; a float64, exact."""
-    x0, y0 = np.floor(sx + 0.5), np.floor(sy + 0.5)
-    inside = (x0 >= 0.0) & (x0 < width) & (y0 >= 0.0) & (y0 < height)
-    return y0 * width + x0 if inside else -1.0
+    that pixel is outside the image; a T, exact."""
+    x0, y0 = np.floor(sx + T(0.5)), np.floor(sy + T(0.5))
+    inside = (x0 >= T(0.0)) & (x0 < width) & (y0 >= T(0.0)) & (y0 < height)
+    return y0 * width + x0 if inside else T(-1.0)
 
 
 @njit(cache=True, inline="always")
-def _bilinear_tap(sx, sy, right, bottom, stride):
+def _bilinear_tap(sx, sy, right, bottom, stride, T):
     """(sx, sy) clamped into [-1, w] x [-1, h]: the index, in the bordered image, of the pixel
-    at its top left (a float64, exact), and its fractions past that pixel."""
-    sx = min(max(sx, -1.0), right)
-    sy = min(max(sy, -1.0), bottom)
+    at its top left (a T, exact), and its fractions past that pixel."""
+    sx = min(max(sx, T(-1.0)), right)
+    sy = min(max(sy, T(-1.0)), bottom)
     x0, y0 = np.floor(sx), np.floor(sy)
-    return (y0 + 1.0) * stride + (x0 + 1.0), sx - x0, sy - y0
+    return (y0 + T(1.0)) * stride + (x0 + T(1.0)), sx - x0, sy - y0
 
 
 @njit(cache=True)
 def augment_row(image, row, key, i, params, basis, shape, scratch):
     """Distort sample ``i``'s ``image`` (h·w·c values, channels last) into ``row``, which must
-    not overlap it (nearest sampling reads the image while it writes the row)."""
-    h, w, c = shape[0], shape[1], shape[2]
+    not overlap it (nearest sampling reads the image while it writes the row); ``basis`` and
+    ``scratch`` in the row's dtype, which the points and the sampling are computed in."""
+    h, w, c, T = shape[0], shape[1], shape[2], row.dtype.type
     k = mix64(key + np.uint64(i + 1) * _GOLDEN)
     tx = (2 * _unit(k, 0) - 1) * params[SHIFT]
     ty = (2 * _unit(k, 1) - 1) * params[SHIFT]
@@ -318,55 +328,58 @@ def augment_row(image, row, key, i, params, basis, shape, scratch):
     elastic = params[ALPHA] != 0
     if elastic:
         _draw_fields(k, 4, basis, h, w, fields, tmp, spare)
-    right, bottom, stride = float(w), float(h), float(W2)
+    right, bottom, stride = T(w), T(h), T(W2)
     for y in range(h):  # the tap each point reads (and for bilinear sampling its fractions)
         dy = y - cy - ty
-        row_sx, row_sy = sin * dy, cos * dy
+        row_sx, row_sy = T(sin * dy), T(cos * dy)
         disp_x = fields[y * w2:y * w2 + w] if elastic else no_disp
         disp_y = fields[y * w2 + w:(y + 1) * w2] if elastic else no_disp
         tp = taps[y * w:(y + 1) * w]
         if nearest:
             for x in range(w):
                 tp[x] = _nearest_tap(col_sx[x] + row_sx + disp_x[x],
-                                     col_sy[x] + row_sy + disp_y[x], right, bottom)
+                                     col_sy[x] + row_sy + disp_y[x], right, bottom, T)
         else:
             fr_x, fr_y = frac_x[y * w:(y + 1) * w], frac_y[y * w:(y + 1) * w]
             for x in range(w):
                 tp[x], fr_x[x], fr_y[x] = _bilinear_tap(col_sx[x] + row_sx + disp_x[x],
                                                         col_sy[x] + row_sy + disp_y[x], right,
-                                                        bottom, stride)
+                                                        bottom, stride, T)
     # then the taps; unsigned indices, which Numba does not test for negative ones
     cu, down = np.uint64(c), np.uint64(W2 * c)
     if nearest:
         if c == 1:  # one channel: no loop over channels, measured faster
             for j in range(n):  # tap -1 reads pixel 0, but writes 0.0
                 t = taps[j]
-                v = image[np.uint64(int(max(t, 0.0)))]
-                row[j] = v if t >= 0.0 else 0.0
+                v = image[np.uint64(int(max(t, T(0.0))))]
+                row[j] = v if t >= T(0.0) else T(0.0)
             return
         for j in range(n):
             t = taps[j]
-            p, o = np.uint64(int(max(t, 0.0))) * cu, j * c
+            p, o = np.uint64(int(max(t, T(0.0)))) * cu, j * c
             for ch in range(c):
                 v = image[p + np.uint64(ch)]
-                row[o + ch] = v if t >= 0.0 else 0.0
+                row[o + ch] = v if t >= T(0.0) else T(0.0)
         return
     if c == 1:  # likewise
         for j in range(n):
             p = np.uint64(int(taps[j]))
-            row[j] = _bilinear(src, p, p + down, cu, frac_x[j], frac_y[j])
+            row[j] = _bilinear(src, p, p + down, cu, frac_x[j], frac_y[j], T)
         return
     for j in range(n):
         p, o = np.uint64(int(taps[j])) * cu, j * c
         for ch in range(c):
             q = p + np.uint64(ch)
-            row[o + ch] = _bilinear(src, q, q + down, cu, frac_x[j], frac_y[j])
+            row[o + ch] = _bilinear(src, q, q + down, cu, frac_x[j], frac_y[j], T)
 
 
 @njit(cache=True, parallel=True)
 def augment_batch(x, key, params, basis, shape, scratch):
     """augment_row for every row of x, in place, through a copy of the row at the end of the
-    thread's scratch; thread t takes one contiguous block of rows."""
+    thread's scratch; thread t takes one contiguous block of rows. ``basis`` and ``scratch`` in
+    x's dtype."""
+    if scratch.itemsize != x.itemsize or basis.itemsize != x.itemsize:
+        raise ValueError("augment_batch: basis and scratch must have the images' dtype")
     n, T, size = x.shape[0], scratch.shape[0], x.shape[1]
     for t in prange(T):
         lo, hi = thread_block(n, T, t)
@@ -393,12 +406,12 @@ def _units(key, i, counters):
 
 
 def _field_ref(key, i, first, basis, h, w):
-    r = basis.shape[0]
-    z = (2 * _units(key, i, np.arange(first, first + r * r)) - 1).reshape(r, r)
-    t = np.zeros((r, w))
+    r, dt = basis.shape[0], basis.dtype
+    z = (2 * _units(key, i, np.arange(first, first + r * r)) - 1).astype(dt).reshape(r, r)
+    t = np.zeros((r, w), dt)
     for b in range(r):
         t += z[:, b:b + 1] * basis[b, h:]
-    even, odd = np.zeros((h, w)), np.zeros((h, w))  # sums over A_y's even and odd vectors
+    even, odd = np.zeros((h, w), dt), np.zeros((h, w), dt)  # sums over A_y's even and odd vectors
     for a in range(r // 2):
         even += basis[a, :h, None] * t[a]
     for a in range(r // 2, r):
@@ -408,6 +421,8 @@ def _field_ref(key, i, first, basis, h, w):
 
 def augment_batch_ref(x, key, params, basis, shape, scratch=None):
     h, w, c = (int(v) for v in shape)
+    dt = x.dtype  # the points and the sampling in the images' dtype, as the kernel's
+    basis = basis.astype(dt)
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
     for i in range(x.shape[0]):
@@ -417,12 +432,13 @@ def augment_batch_ref(x, key, params, basis, shape, scratch=None):
         s = 1.0 + (2 * u[3] - 1) * params[SCALE]
         cos, sin = math.cos(theta) / s, math.sin(theta) / s
         dx, dy = xs - cx - tx, ys - cy - ty
-        sx, sy = cx + cos * dx + sin * dy, cy - sin * dx + cos * dy
+        sx = (cx + cos * dx).astype(dt) + (sin * dy).astype(dt)
+        sy = (cy - sin * dx).astype(dt) + (cos * dy).astype(dt)
         if params[ALPHA] != 0:
             r2 = basis.shape[0] ** 2
             sx = sx + _field_ref(key, i, 4, basis, h, w)
             sy = sy + _field_ref(key, i, 4 + r2, basis, h, w)
-        img = x[i].reshape(h, w, c).astype(np.float64)
+        img = x[i].reshape(h, w, c)
 
         def at(yy, xx):
             inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)

@@ -376,10 +376,10 @@ def _augment_case(rng, c):
     alpha = 6.0 if sigma else 0.0
     params = augment_params(2.0, np.radians(12), 0.15, alpha,
                             nearest=c.n_out % 2 == 1 and c.batch > 1)
-    basis = field_basis(shape[0], shape[1], sigma, alpha)
+    basis = field_basis(shape[0], shape[1], sigma, alpha).astype(c.dtype)
     return (x, np.uint64(stream_key(3, c.batch, 7, STREAM)), params, basis,
             np.array(shape, np.int64), np.zeros((numba.get_num_threads(),
-                                                 scratch_size(*shape, basis.shape[0]))))
+                                                 scratch_size(*shape, basis.shape[0])), c.dtype))
 
 
 def _mlp_flops(c):

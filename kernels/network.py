@@ -101,8 +101,8 @@ def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed
                 width=np.zeros(L, np.int64) if widths is None else np.asarray(widths, np.int64),
                 geom=geom,
                 aug=augment_params() if augment is None else np.asarray(augment[0], np.float64),
-                aug_basis=np.zeros((0, 0)) if augment is None
-                else np.asarray(augment[1], np.float64),
+                aug_basis=np.zeros((0, 0), dtype) if augment is None
+                else np.asarray(augment[1], dtype),
                 aug_shape=np.zeros(0, np.int64) if augment is None
                 else np.asarray(augment[2], np.int64), threaded_min=int(threaded_min))
 
@@ -216,12 +216,11 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
         # per thread: a conv layer's im2col buffers (conv.cols_size)
         cols=np.zeros((threads, max([cols_size(g) if k == CONV else 0 for k, g in
                                      zip(plan.kind, plan.geom)] + [0])), dtype),
-        # per thread: the distortions' source image and displacement fields, in float64 as the
-        # twin computes them (so that float32 fits distort bitwise alike too); one thread's
-        # only, where no layer runs on Numba's threads (see layers_use_threads)
+        # per thread: the distortions' source image and displacement fields (augment.py); one
+        # thread's only, where no layer runs on Numba's threads (see layers_use_threads)
         aug_scratch=np.zeros((threads if layers_use_threads(params, plan) else 1,
                               augment_scratch_size(*plan.aug_shape, plan.aug_basis.shape[0])
-                              if len(plan.aug_shape) and training else 0), np.float64),
+                              if len(plan.aug_shape) and training else 0), dtype),
         # per thread: a block of a threaded dense layer's input, transposed (dense.py)
         xt=np.zeros((threads, max([grad_block_rows(*params.W[l].shape, dtype.itemsize)
                                    * batch_size for l in threaded_dense_layers(params, plan)]
