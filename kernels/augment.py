@@ -236,19 +236,20 @@ def _draw_fields(key, first, basis, h, w, fields, tmp, spare):
                      _draw(key, c, b + 4, r, T), _draw(key, c, b + 5, r, T),
                      _draw(key, c, b + 6, r, T), _draw(key, c, b + 7, r, T))
                 _add_terms(out, b == 0, z, rows, w)
-    for y in range((h + 1) // 2):
-        top = fields[y * w2:(y + 1) * w2]
-        bottom = fields[(h - 1 - y) * w2:(h - y) * w2] if 2 * y + 1 != h else spare
-        for a in range(0, m, 4):
+    for a in range(0, m, 4):  # rows a..a+3 of each parity's Z A_xᵀ (taken once), to every row
+        first, last = a == 0, a + 4 >= m
+        re = (_tmp_row(tmp, 0, a, m, w2), _tmp_row(tmp, 0, a + 1, m, w2),
+              _tmp_row(tmp, 0, a + 2, m, w2), _tmp_row(tmp, 0, a + 3, m, w2))
+        ro = (_tmp_row(tmp, m, a, m, w2), _tmp_row(tmp, m, a + 1, m, w2),
+              _tmp_row(tmp, m, a + 2, m, w2), _tmp_row(tmp, m, a + 3, m, w2))
+        for y in range((h + 1) // 2):
+            top = fields[y * w2:(y + 1) * w2]
+            bottom = fields[(h - 1 - y) * w2:(h - y) * w2] if 2 * y + 1 != h else spare
             ce = (_coef(basis, 0, a, m, y), _coef(basis, 0, a + 1, m, y),
                   _coef(basis, 0, a + 2, m, y), _coef(basis, 0, a + 3, m, y))
             co = (_coef(basis, m, a, m, y), _coef(basis, m, a + 1, m, y),
                   _coef(basis, m, a + 2, m, y), _coef(basis, m, a + 3, m, y))
-            re = (_tmp_row(tmp, 0, a, m, w2), _tmp_row(tmp, 0, a + 1, m, w2),
-                  _tmp_row(tmp, 0, a + 2, m, w2), _tmp_row(tmp, 0, a + 3, m, w2))
-            ro = (_tmp_row(tmp, m, a, m, w2), _tmp_row(tmp, m, a + 1, m, w2),
-                  _tmp_row(tmp, m, a + 2, m, w2), _tmp_row(tmp, m, a + 3, m, w2))
-            _add_mirrored(top, bottom, a == 0, a + 4 >= m, ce, re, co, ro, w2)
+            _add_mirrored(top, bottom, first, last, ce, re, co, ro, w2)
 
 
 @njit(cache=True, inline="always")
