@@ -308,16 +308,10 @@ def augment_row(image, row, key, i, params, basis, shape, scratch):
     # pixel); nearest sampling reads the image itself, a point outside as tap -1
     nearest = params[NEAREST] != 0
     if not nearest:
-        for j in range(W2 * c):
-            src[j] = 0.0
-        for j in range((h + 1) * W2 * c, m):
+        for j in range(m):  # one long loop of zeros, then the image's rows inside the border
             src[j] = 0.0
         for y in range(h):
             p = ((y + 1) * W2) * c
-            for j in range(c):
-                src[p + j] = 0.0
-            for j in range((w + 1) * c, W2 * c):
-                src[p + j] = 0.0
             dst, line = src[p + c:p + c + w * c], image[y * w * c:(y + 1) * w * c]
             for j in range(w * c):
                 dst[j] = line[j]
