@@ -120,13 +120,13 @@ def field_basis(h, w, sigma, alpha, tolerance=FIELD_TOLERANCE):
 
 
 def scratch_size(h, w, c, rank):
-    """Values of one thread's scratch (in the images' dtype): the source image inside a border of zeros (one
-    pixel before, two after), which bilinear sampling reads; the tap each pixel reads and its
-    two fractions (h·w values each); h rows of both displacement fields side by side; the
-    affine map's terms of each column (x, then y) and a row of zeros; a row of both fields' odd
-    sums (the middle one's, for odd h); ``rank`` rows of the products Z A_xᵀ of both fields,
-    side by side; and a copy of the image (h·w·c values), which ``augment_batch`` distorts into
-    the image itself."""
+    """Values of one thread's scratch (in the images' dtype): the source image inside a border
+    of zeros (one pixel before, two after), which bilinear sampling reads; the tap each pixel
+    reads and its two fractions (h·w values each); h rows of both displacement fields side by
+    side; the affine map's terms of each column (x, then y) and a row of zeros; a row of both
+    fields' odd sums (the middle one's, for odd h); ``rank`` rows of the products Z A_xᵀ of
+    both fields, side by side; and a copy of the image (h·w·c values), which ``augment_batch``
+    distorts into the image itself."""
     return (h + 3) * (w + 3) * c + 5 * h * w + 5 * w + 2 * rank * w + h * w * c
 
 

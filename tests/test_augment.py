@@ -238,6 +238,12 @@ def test_bad_settings_name_the_argument():
         Network([143, 4]).fit(X[:, :143], y, augment=Augment(shift=1), verbose=0)
     with pytest.raises(ValueError, match="image_shape: at most 2\\*\\*24 pixels"):
         Augment(shift=1).tables((4094, 4094, 1))
+    params, basis, shape = Augment(shift=1, elastic_alpha=4).tables((12, 12, 1))
+    images = digit_like(2).astype(np.float32)
+    scratch = np.zeros((1, K.augment.scratch_size(12, 12, 1, basis.shape[0])))  # float64
+    with pytest.raises(ValueError, match="basis and scratch must have the images' dtype"):
+        K.augment.augment_batch(images, np.uint64(1), params, basis.astype(np.float32), shape,
+                                scratch)
 
 
 def test_preview_cli_writes_a_picture(tmp_path):
