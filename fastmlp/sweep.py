@@ -30,6 +30,9 @@ FIT_KEYS = {"epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer
 SWEEP_KEYS = {"hidden", "train_size"}
 ALL_KEYS = NETWORK_KEYS | FIT_KEYS | SWEEP_KEYS
 BACKENDS = ("local", "threads", "sequential", "dask", "ray")
+# joblib's loky backend keeps idle workers this long (loky's own default: 10 s), so that the
+# sweeps of a study reuse theirs rather than start and import new ones
+IDLE_WORKER_SECONDS = 300
 THREADSAFE_LAYERS = ("omp", "tbb")  # workqueue aborts when two threads launch parallel loops
 DEFAULTS = {"hidden": (300,), "epochs": 10, "batch_size": 128, "seed": 0}
 
@@ -321,10 +324,11 @@ def _run_pickled(task):
 def _start_local_pool(n_jobs):
     """loky's process pool, as joblib's default backend uses it: the user's script is not
     re-imported, and the workers of an earlier sweep of as many jobs are reused (already
-    imported, their JIT cache loaded) unless they died or sat idle for loky's timeout. Its
-    workers are started at once."""
+    imported, their JIT cache loaded) unless they died or sat idle for IDLE_WORKER_SECONDS.
+    Its workers are started at once."""
     from joblib.externals.loky import get_reusable_executor
-    pool = get_reusable_executor(max_workers=n_jobs, initializer=_init_worker, reuse="auto")
+    pool = get_reusable_executor(max_workers=n_jobs, timeout=IDLE_WORKER_SECONDS,
+                                 initializer=_init_worker, reuse="auto")
     for _ in range(n_jobs):  # loky starts a worker only for a task to run
         pool.submit(int)
     return pool

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -193,6 +194,23 @@ def test_a_killed_worker_is_reported_and_its_trial_retried(digits, tmp_path):
     with pytest.raises(SweepError, match="could not be run"):
         sweep({"seed": [0]}, data=digits, base=dict(BASE, hidden=(16,), lr_schedule=always_kill),
               backend="local", n_jobs=1, log=lambda m: None)
+
+
+def test_a_later_sweep_reuses_the_idle_workers(digits, tmp_path):
+    def record_pid(epoch):  # runs in the worker, inside fit
+        with open(tmp_path / f"{os.getpid()}.pid", "w"):
+            return 1e-3
+
+    base = dict(BASE, hidden=(16,), epochs=1, lr_schedule=record_pid)
+    sweep({"seed": [0, 1, 2, 3]}, data=digits, base=base, backend="local", n_jobs=2,
+          log=lambda m: None)
+    first = {p.name for p in tmp_path.glob("*.pid")}
+    time.sleep(12)  # idle longer than loky's own default timeout (10 s)
+    for p in tmp_path.glob("*.pid"):
+        p.unlink()
+    sweep({"seed": [4, 5, 6, 7]}, data=digits, base=base, backend="local", n_jobs=2,
+          log=lambda m: None)
+    assert {p.name for p in tmp_path.glob("*.pid")} <= first and first
 
 
 @pytest.mark.parametrize("grid,base,message", [
