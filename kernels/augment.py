@@ -105,9 +105,9 @@ def _leading_factors(n, sigma, tolerance):
 
 def field_basis(h, w, sigma, alpha, tolerance=FIELD_TOLERANCE):
     """The elastic field's factors, (2m, h + w) float64 (the kernels take them cast to the
-    images' dtype), row a holding α·A_y[:, a] (h values) then A_x[:, a] (w values). Rows 0..m-1 hold the even vectors, rows
-    m..2m-1 the odd ones, each factor's padded with zeros: m is the most vectors of one parity
-    in either factor. (0, h + w) when α is 0."""
+    images' dtype), row a holding α·A_y[:, a] (h values) then A_x[:, a] (w values). Rows
+    0..m-1 hold the even vectors, rows m..2m-1 the odd ones, each factor's padded with zeros: m
+    is the most vectors of one parity in either factor. (0, h + w) when α is 0."""
     if alpha == 0:
         return np.zeros((0, h + w))
     (ey, oy), (ex, ox) = (_leading_factors(h, sigma, tolerance),
