@@ -198,8 +198,8 @@ def test_a_killed_worker_is_reported_and_its_trial_retried(digits, tmp_path):
 
 def test_a_later_sweep_reuses_the_idle_workers(digits, tmp_path):
     def record_pid(epoch):  # runs in the worker, inside fit
-        with open(tmp_path / f"{os.getpid()}.pid", "w"):
-            return 1e-3
+        (tmp_path / f"{os.getpid()}.pid").touch()
+        return 1e-3
 
     base = dict(BASE, hidden=(16,), epochs=1, lr_schedule=record_pid)
     sweep({"seed": [0, 1, 2, 3]}, data=digits, base=base, backend="local", n_jobs=2,
