@@ -30,6 +30,7 @@ from numba import njit, prange
 
 from .data import thread_block
 from .dropout import _GOLDEN, mix64
+from .simd import LANES, bilinear_block, nearest_block
 
 SHIFT, ROTATE, SCALE, ALPHA, NEAREST = range(5)  # max shift (pixels), max angle (radians),
 N_PARAMS = 5  # max scale, α; NEAREST 1 for nearest-neighbour resampling, 0 for bilinear
@@ -253,12 +254,13 @@ def _draw_fields(key, first, basis, h, w, fields, tmp, spare):
 
 
 @njit(cache=True, inline="always")
-def _bilinear(src, p, q, c, ax, ay, T):
-    """The twin's sum of the four taps, those outside the image on the zero border: src[p] and
-    src[p + c] on row y0, src[q] and src[q + c] on row y0 + 1, at fractions (ax, ay); T the
-    fractions' type."""
-    return ((T(1) - ay) * (T(1) - ax) * src[p] + (T(1) - ay) * ax * src[p + c]
-            + ay * (T(1) - ax) * src[q] + ay * ax * src[q + c])
+def _bilinear(src, p, q, c, ax, ay):
+    """The twin's blend of the four taps, those outside the image on the zero border: src[p] and
+    src[p + c] on row y0, src[q] and src[q + c] on row y0 + 1, at fractions (ax, ay): row y0's
+    pair and row y0 + 1's each interpolated along x, then those two along y (as
+    ``simd.bilinear_block``)."""
+    top, bottom = src[p] + ax * (src[p + c] - src[p]), src[q] + ax * (src[q + c] - src[q])
+    return top + ay * (bottom - top)
 
 
 @njit(cache=True, inline="always")
@@ -340,11 +342,15 @@ def augment_row(image, row, key, i, params, basis, shape, scratch):
                 tp[x], fr_x[x], fr_y[x] = _bilinear_tap(col_sx[x] + row_sx + disp_x[x],
                                                         col_sy[x] + row_sy + disp_y[x], right,
                                                         bottom, stride, T)
-    # then the taps; unsigned indices, which Numba does not test for negative ones
+    # then the taps, LANES pixels at a time for one channel; unsigned indices, which Numba
+    # does not test for negative ones
     cu, down = np.uint64(c), np.uint64(W2 * c)
+    blocks = n - n % LANES if c == 1 else 0
     if nearest:
-        if c == 1:  # one channel: no loop over channels, measured faster
-            for j in range(n):  # tap -1 reads pixel 0, but writes 0.0
+        if c == 1:
+            for j in range(0, blocks, LANES):
+                nearest_block(image, taps, row, j)
+            for j in range(blocks, n):  # tap -1 reads pixel 0, but writes 0.0
                 t = taps[j]
                 v = image[np.uint64(int(max(t, T(0.0))))]
                 row[j] = v if t >= T(0.0) else T(0.0)
@@ -356,16 +362,18 @@ def augment_row(image, row, key, i, params, basis, shape, scratch):
                 v = image[p + np.uint64(ch)]
                 row[o + ch] = v if t >= T(0.0) else T(0.0)
         return
-    if c == 1:  # likewise
-        for j in range(n):
+    if c == 1:
+        for j in range(0, blocks, LANES):
+            bilinear_block(src, taps, frac_x, frac_y, row, j, W2)
+        for j in range(blocks, n):
             p = np.uint64(int(taps[j]))
-            row[j] = _bilinear(src, p, p + down, cu, frac_x[j], frac_y[j], T)
+            row[j] = _bilinear(src, p, p + down, cu, frac_x[j], frac_y[j])
         return
     for j in range(n):
         p, o = np.uint64(int(taps[j])) * cu, j * c
         for ch in range(c):
             q = p + np.uint64(ch)
-            row[o + ch] = _bilinear(src, q, q + down, cu, frac_x[j], frac_y[j], T)
+            row[o + ch] = _bilinear(src, q, q + down, cu, frac_x[j], frac_y[j])
 
 
 @njit(cache=True, parallel=True)
@@ -447,6 +455,6 @@ def augment_batch_ref(x, key, params, basis, shape, scratch=None):
         x0, y0 = np.floor(sx), np.floor(sy)
         ax, ay = (sx - x0)[..., None], (sy - y0)[..., None]
         ix, iy = x0.astype(np.int64), y0.astype(np.int64)
-        out = ((1 - ay) * (1 - ax) * at(iy, ix) + (1 - ay) * ax * at(iy, ix + 1)
-               + ay * (1 - ax) * at(iy + 1, ix) + ay * ax * at(iy + 1, ix + 1))
-        x[i] = out.reshape(-1)
+        a0, b0, a1, b1 = at(iy, ix), at(iy, ix + 1), at(iy + 1, ix), at(iy + 1, ix + 1)
+        top, bottom = a0 + ax * (b0 - a0), a1 + ax * (b1 - a1)
+        x[i] = (top + ay * (bottom - top)).reshape(-1)

@@ -1,0 +1,125 @@
+"""Vector gathers for loops that Numba's compiler leaves scalar: a loop that loads through an
+index array and stores to another array is not vectorized, as LLVM cannot tell that the stores
+do not change what later iterations load. These intrinsics emit LLVM's generic masked gather
+for ``LANES`` pixels at a time, which LLVM lowers to the target's gather instructions (AVX2,
+AVX-512) or, where it has none or judges them slow, to scalar loads: the same values either way.
+
+Each takes contiguous 1-D arrays of one float dtype and the first pixel ``j`` of the block; the
+tap arrays hold pixel indices as exact floats, as ``augment_row`` computes them.
+"""
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.core.extending import intrinsic
+
+LANES = 8
+
+
+def _check(arrays):
+    """Refuses (at compile time) anything but contiguous 1-D float arrays. Arrays of different
+    dtypes compile, so that a kernel's own run-time test of its arguments' dtypes can run (as
+    ``augment_batch``'s does), and raise ValueError when called."""
+    if not all(isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+               and isinstance(a.dtype, types.Float) for a in arrays):
+        raise TypeError(f"simd: expected contiguous 1-D float arrays, got {arrays}")
+    return len({a.dtype for a in arrays}) == 1
+
+
+def _mixed_dtypes(context, builder):
+    with cgutils.if_unlikely(builder, cgutils.true_bit):  # the caller's code goes on after it
+        context.call_conv.return_user_exc(builder, ValueError,
+                                          ("simd: the arrays must have one dtype",))
+    return context.get_dummy_value()
+
+
+class _Block:
+    """LANES-wide loads, stores and gathers at element ``j`` of contiguous arrays."""
+
+    def __init__(self, context, builder, sig, args, j):
+        self.builder, self.j = builder, j
+        self.data = [context.make_array(ty)(context, builder, v).data
+                     for ty, v in zip(sig.args, args) if isinstance(ty, types.Array)]
+        self.elem = context.get_value_type(sig.args[0].dtype)
+        self.size = context.get_abi_sizeof(self.elem)
+        self.vec = ir.VectorType(self.elem, LANES)
+        self.i64 = ir.VectorType(ir.IntType(64), LANES)
+
+    def load(self, ptr):
+        vec_ptr = self.builder.bitcast(self.builder.gep(ptr, [self.j]), self.vec.as_pointer())
+        return self.builder.load(vec_ptr, align=self.size)
+
+    def store(self, value, ptr):
+        vec_ptr = self.builder.bitcast(self.builder.gep(ptr, [self.j]), self.vec.as_pointer())
+        self.builder.store(value, vec_ptr, align=self.size)
+
+    def splat(self, scalar):
+        b, i32 = self.builder, ir.IntType(32)
+        one = b.insert_element(ir.Constant(self.i64, ir.Undefined), scalar, ir.Constant(i32, 0))
+        return b.shuffle_vector(one, ir.Constant(self.i64, ir.Undefined),
+                                ir.Constant(ir.VectorType(i32, LANES), [0] * LANES))
+
+    def addresses(self, base, taps):
+        """The byte addresses of base[taps] (taps as a vector of floats)."""
+        b = self.builder
+        index = b.fptosi(taps, self.i64)
+        return b.add(b.mul(index, ir.Constant(self.i64, [self.size] * LANES)),
+                     self.splat(b.ptrtoint(base, ir.IntType(64))))
+
+    def gather(self, addresses, mask, passthru):
+        b = self.builder
+        ptrs = ir.VectorType(self.elem.as_pointer(), LANES)
+        name = f"llvm.masked.gather.v{LANES}{self.elem.intrinsic_name}.v{LANES}p0"
+        fnty = ir.FunctionType(self.vec, [ptrs, ir.IntType(32), mask.type, self.vec])
+        fn = cgutils.get_or_insert_function(b.module, fnty, name)
+        return b.call(fn, [b.inttoptr(addresses, ptrs), ir.Constant(ir.IntType(32), self.size),
+                           mask, passthru])
+
+
+@intrinsic
+def bilinear_block(typingctx, src, taps, frac_x, frac_y, out, j, down):
+    """out[j + k] <- lerp(lerp(a, b, fx), lerp(c, d, fx), fy) for k < LANES, a, b = src[t],
+    src[t + 1] and c, d = src[t + down], src[t + down + 1] at t = taps[j + k], fx = frac_x[j +
+    k], fy = frac_y[j + k]; lerp(u, v, f) = u + f·(v - u), in that order, as the twin."""
+    one_dtype = _check((src, taps, frac_x, frac_y, out))
+
+    def codegen(context, builder, sig, args):
+        if not one_dtype:
+            return _mixed_dtypes(context, builder)
+        v = _Block(context, builder, sig, args, args[5])
+        s, t, fx, fy, o = v.data
+        b = builder
+        at = v.addresses(s, v.load(t))
+        step, below = v.splat(ir.Constant(ir.IntType(64), v.size)), v.splat(
+            b.mul(args[6], ir.Constant(ir.IntType(64), v.size)))
+        mask = ir.Constant(ir.VectorType(ir.IntType(1), LANES), [1] * LANES)
+        zero = ir.Constant(v.vec, [0.0] * LANES)
+        a, c = v.gather(at, mask, zero), v.gather(b.add(at, below), mask, zero)
+        bb, d = v.gather(b.add(at, step), mask, zero), v.gather(
+            b.add(b.add(at, below), step), mask, zero)
+        ax, ay = v.load(fx), v.load(fy)
+        top = b.fadd(a, b.fmul(ax, b.fsub(bb, a)))
+        bottom = b.fadd(c, b.fmul(ax, b.fsub(d, c)))
+        v.store(b.fadd(top, b.fmul(ay, b.fsub(bottom, top))), o)
+        return context.get_dummy_value()
+
+    return types.void(src, taps, frac_x, frac_y, out, types.int64, types.int64), codegen
+
+
+@intrinsic
+def nearest_block(typingctx, image, taps, out, j):
+    """out[j + k] <- image[taps[j + k]] for k < LANES, or 0.0 where the tap is negative (not
+    loaded)."""
+    one_dtype = _check((image, taps, out))
+
+    def codegen(context, builder, sig, args):
+        if not one_dtype:
+            return _mixed_dtypes(context, builder)
+        v = _Block(context, builder, sig, args, args[3])
+        img, t, o = v.data
+        taps_v = v.load(t)
+        zero = ir.Constant(v.vec, [0.0] * LANES)
+        inside = builder.fcmp_ordered(">=", taps_v, zero)
+        v.store(v.gather(v.addresses(img, taps_v), inside, zero), o)
+        return context.get_dummy_value()
+
+    return types.void(image, taps, out, types.int64), codegen
