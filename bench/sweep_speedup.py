@@ -2,9 +2,11 @@
 this process's threads) than the same trials one after another (backend="sequential", with one
 and with two Numba threads per trial), in one run, the JIT cache warm for all. The backends
 alternate over rounds, so that a slow spell of a shared machine slows one round, not one
-backend; the first local sweep starts the pool's workers, the later ones reuse them.
+backend. Each round runs two local sweeps: the first on a new pool (its workers start, import
+and load the JIT cache), the second on that pool's workers. ``epochs`` sets each trial's length
+(3 by default: about 1.5 s a trial).
 
-    FASTMLP_DATA=../shared/data/mnist python bench/sweep_speedup.py [rounds]
+    FASTMLP_DATA=../shared/data/mnist python bench/sweep_speedup.py [rounds] [epochs]
 """
 import json
 import statistics
@@ -13,30 +15,35 @@ import time
 
 from fastmlp.bench import machine
 from fastmlp.datasets import load_mnist
-from fastmlp.sweep import sweep
+from fastmlp.sweep import _start_local_pool, sweep
 
 rounds = int(sys.argv[1]) if sys.argv[1:] else 3
+epochs = int(sys.argv[2]) if sys.argv[2:] else 3
 (X, y), (Xt, yt) = load_mnist()
 data = ((X, y), (Xt, yt))
 grid = {"hidden": [(64,), (128,)], "seed": [0, 1, 2, 3]}
-base = {"epochs": 3, "batch_size": 64, "optimizer": "adam"}
+base = {"epochs": epochs, "batch_size": 64, "optimizer": "adam"}
 sweep({"hidden": [(16,)], "seed": [0]}, data=data, base=dict(base, epochs=1),
       backend="sequential", log=lambda message: None)  # warm the JIT cache and this process
 seconds, per_round = {}, []
-runs = (("sequential", 1, 1), ("sequential", 1, 2), ("local", 2, 1), ("threads", 2, 1))
+runs = (("sequential", 1, 1), ("sequential", 1, 2), ("local-new-workers", 2, 1),
+        ("local-reused", 2, 1), ("threads", 2, 1))
 for _ in range(rounds):
     this_round = {}
-    for backend, n_jobs, threads in runs:
-        name = backend if backend != "sequential" else f"sequential-{threads}-thread"
-        if backend == "local":
-            name = "local-new-workers" if "local-new-workers" not in seconds else "local-reused"
+    for name, n_jobs, threads in runs:
+        backend = name.split("-")[0]
+        name = name if backend != "sequential" else f"sequential-{threads}-thread"
+        if name == "local-new-workers":
+            _start_local_pool(n_jobs).shutdown(wait=True)  # the next sweep starts new workers
         t0 = time.perf_counter()
         records = sweep(grid, data=data, base=base, backend=backend, n_jobs=n_jobs,
                         threads=threads, log=lambda message: None)
         seconds.setdefault(name, []).append(time.perf_counter() - t0)
-        this_round[backend] = min(this_round.get(backend, 1e9), seconds[name][-1])
+        key = name if backend == "local" else backend  # "sequential": the faster of two
+        this_round[key] = min(this_round.get(key, 1e9), seconds[name][-1])
         assert len(records) == 8
-    per_round.append({b: this_round["sequential"] / this_round[b] for b in ("local", "threads")})
+    per_round.append({b: this_round["sequential"] / this_round[b]
+                      for b in ("local-new-workers", "local-reused", "threads")})
 sequential = min(min(seconds["sequential-1-thread"]), min(seconds["sequential-2-thread"]))
 result = {"machine": machine(), "trials": 8, "grid": {"hidden": [64, 128], "seed": [0, 1, 2, 3]},
           "base": base, "train_images": len(y), "rounds": rounds, "seconds": seconds,
@@ -45,5 +52,5 @@ result = {"machine": machine(), "trials": 8, "grid": {"hidden": [64, 128], "seed
                            if name in seconds},
           "speedup_per_round": per_round,
           "speedup_median_round": {b: statistics.median(r[b] for r in per_round)
-                                   for b in ("local", "threads")}}
+                                   for b in ("local-new-workers", "local-reused", "threads")}}
 print(json.dumps(result))
