@@ -30,7 +30,7 @@ from numba import njit, prange
 
 from .data import thread_block
 from .dropout import _GOLDEN, mix64
-from .simd import LANES, bilinear_block, nearest_block
+from .simd import HARDWARE_GATHERS, LANES, bilinear_block, nearest_block
 
 SHIFT, ROTATE, SCALE, ALPHA, NEAREST = range(5)  # max shift (pixels), max angle (radians),
 N_PARAMS = 5  # max scale, α; NEAREST 1 for nearest-neighbour resampling, 0 for bilinear
@@ -342,10 +342,10 @@ def augment_row(image, row, key, i, params, basis, shape, scratch):
                 tp[x], fr_x[x], fr_y[x] = _bilinear_tap(col_sx[x] + row_sx + disp_x[x],
                                                         col_sy[x] + row_sy + disp_y[x], right,
                                                         bottom, stride, T)
-    # then the taps, LANES pixels at a time for one channel; unsigned indices, which Numba
-    # does not test for negative ones
+    # then the taps, LANES pixels at a time for one channel where the CPU gathers; unsigned
+    # indices, which Numba does not test for negative ones
     cu, down = np.uint64(c), np.uint64(W2 * c)
-    blocks = n - n % LANES if c == 1 else 0
+    blocks = n - n % LANES if c == 1 and HARDWARE_GATHERS else 0
     if nearest:
         if c == 1:
             for j in range(0, blocks, LANES):

@@ -58,3 +58,38 @@ def test_blocks_refuse_strided_or_mixed_arrays():
         _nearest_at(a, a.astype(np.float64), a, 0)
     with pytest.raises(ValueError, match="the arrays must have one dtype"):
         _bilinear_at(a, a, a, a.astype(np.float64), a, 0, 1)
+
+
+_SCALAR_PATH = """
+import numpy as np
+from fastmlp import kernels as K
+from fastmlp.augment import Augment
+from fastmlp.kernels.simd import HARDWARE_GATHERS
+assert not HARDWARE_GATHERS, "a generic x86-64 target has no gather instruction"
+rng = np.random.default_rng(3)
+X = (rng.random((5, 144)) * (rng.random((5, 144)) > 0.6)).astype(np.float32)
+for interpolation in ("bilinear", "nearest"):
+    params, basis, shape = Augment(shift=2, rotate=15, scale=0.1, elastic_alpha=8,
+                                   elastic_sigma=2, interpolation=interpolation).tables((12, 12, 1))
+    fast, ref = X.copy(), X.copy()
+    scratch = np.zeros((2, K.augment.scratch_size(12, 12, 1, basis.shape[0])), np.float32)
+    K.augment.augment_batch(fast, np.uint64(9), params, basis.astype(np.float32), shape, scratch)
+    K.augment.augment_batch_ref(ref, np.uint64(9), params, basis, shape)
+    assert (fast.view(np.int32) == ref.view(np.int32)).all(), interpolation
+    assert (fast != X).any(), interpolation
+print("scalar path ok")
+"""
+
+
+def test_without_hardware_gathers_the_scalar_loops_equal_the_twin():
+    """Where LLVM would turn the gathers into scalar loads (here: Numba compiling for a
+    generic x86-64 CPU), the kernel samples in its scalar loops, bitwise as the twin."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, NUMBA_CPU_NAME="generic")
+    env.pop("NUMBA_CPU_FEATURES", None)
+    run = subprocess.run([sys.executable, "-c", _SCALAR_PATH], env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "scalar path ok" in run.stdout
