@@ -18,14 +18,28 @@ from numba.core.extending import intrinsic
 
 LANES = 8
 
-_GATHER_PROBE = """
-declare <8 x float> @llvm.masked.gather.v8f32.v8p0(<8 x ptr>, i32, <8 x i1>, <8 x float>)
-define <8 x float> @probe(<8 x ptr> %p) {
-  %v = call <8 x float> @llvm.masked.gather.v8f32.v8p0(<8 x ptr> %p, i32 4,
-         <8 x i1> <i1 1, i1 1, i1 1, i1 1, i1 1, i1 1, i1 1, i1 1>, <8 x float> zeroinitializer)
-  ret <8 x float> %v
-}
-"""
+def _gather_function(module, elem, mask_type):
+    """LLVM's masked gather of LANES ``elem`` values, declared in ``module``."""
+    import llvmlite.binding as ll
+    vec, ptrs = ir.VectorType(elem, LANES), ir.VectorType(elem.as_pointer(), LANES)
+    pointee = "" if ll.llvm_version_info[0] >= 17 else elem.intrinsic_name  # typed pointers
+    name = f"llvm.masked.gather.v{LANES}{elem.intrinsic_name}.v{LANES}p0{pointee}"
+    fnty = ir.FunctionType(vec, [ptrs, ir.IntType(32), mask_type, vec])
+    return cgutils.get_or_insert_function(module, fnty, name)
+
+
+def _gather_probe():
+    """The IR of a function that gathers LANES floats."""
+    f32 = ir.FloatType()
+    module = ir.Module(name="gather_probe")
+    vec, ptrs = ir.VectorType(f32, LANES), ir.VectorType(f32.as_pointer(), LANES)
+    mask = ir.Constant(ir.VectorType(ir.IntType(1), LANES), [1] * LANES)
+    fn = ir.Function(module, ir.FunctionType(vec, [ptrs]), name="probe")
+    builder = ir.IRBuilder(fn.append_basic_block())
+    gather = _gather_function(module, f32, mask.type)
+    builder.ret(builder.call(gather, [fn.args[0], ir.Constant(ir.IntType(32), 4), mask,
+                                      ir.Constant(vec, [0.0] * LANES)]))
+    return str(module)
 
 
 def hardware_gathers():
@@ -40,7 +54,7 @@ def hardware_gathers():
     try:
         machine = ll.Target.from_triple(ll.get_process_triple()).create_target_machine(
             cpu=cpu, features=features, opt=3)
-        module = ll.parse_assembly(_GATHER_PROBE)
+        module = ll.parse_assembly(_gather_probe())
         module.verify()
         return "gather" in machine.emit_assembly(module)
     except RuntimeError:  # an LLVM that reads this IR otherwise: the scalar loops are safe
@@ -102,10 +116,8 @@ class _Block:
 
     def gather(self, addresses, mask, passthru):
         b = self.builder
+        fn = _gather_function(b.module, self.elem, mask.type)
         ptrs = ir.VectorType(self.elem.as_pointer(), LANES)
-        name = f"llvm.masked.gather.v{LANES}{self.elem.intrinsic_name}.v{LANES}p0"
-        fnty = ir.FunctionType(self.vec, [ptrs, ir.IntType(32), mask.type, self.vec])
-        fn = cgutils.get_or_insert_function(b.module, fnty, name)
         return b.call(fn, [b.inttoptr(addresses, ptrs), ir.Constant(ir.IntType(32), self.size),
                            mask, passthru])
 
