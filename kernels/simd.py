@@ -18,6 +18,7 @@ from numba.core.extending import intrinsic
 
 LANES = 8
 
+
 def _gather_function(module, elem, mask_type):
     """LLVM's masked gather of LANES ``elem`` values, declared in ``module``."""
     import llvmlite.binding as ll
@@ -107,19 +108,18 @@ class _Block:
         return b.shuffle_vector(one, ir.Constant(self.i64, ir.Undefined),
                                 ir.Constant(ir.VectorType(i32, LANES), [0] * LANES))
 
-    def addresses(self, base, taps):
-        """The byte addresses of base[taps] (taps as a vector of floats)."""
+    def gather(self, base, taps, mask=None):
+        """base[taps[k]] for each lane (taps: a vector of exact floats); a lane off in ``mask``
+        loads nothing and gives 0.0."""
         b = self.builder
-        index = b.fptosi(taps, self.i64)
-        return b.add(b.mul(index, ir.Constant(self.i64, [self.size] * LANES)),
-                     self.splat(b.ptrtoint(base, ir.IntType(64))))
-
-    def gather(self, addresses, mask, passthru):
-        b = self.builder
-        fn = _gather_function(b.module, self.elem, mask.type)
+        if mask is None:
+            mask = ir.Constant(ir.VectorType(ir.IntType(1), LANES), [1] * LANES)
+        offsets = b.mul(b.fptosi(taps, self.i64), ir.Constant(self.i64, [self.size] * LANES))
+        addresses = b.add(offsets, self.splat(b.ptrtoint(base, ir.IntType(64))))
         ptrs = ir.VectorType(self.elem.as_pointer(), LANES)
+        fn = _gather_function(b.module, self.elem, mask.type)
         return b.call(fn, [b.inttoptr(addresses, ptrs), ir.Constant(ir.IntType(32), self.size),
-                           mask, passthru])
+                           mask, ir.Constant(self.vec, [0.0] * LANES)])
 
 
 @intrinsic
@@ -134,15 +134,14 @@ def bilinear_block(typingctx, src, taps, frac_x, frac_y, out, j, down):
             return _mixed_dtypes(context, builder)
         v = _Block(context, builder, sig, args, args[5])
         s, t, fx, fy, o = v.data
-        b = builder
-        at = v.addresses(s, v.load(t))
-        step, below = v.splat(ir.Constant(ir.IntType(64), v.size)), v.splat(
-            b.mul(args[6], ir.Constant(ir.IntType(64), v.size)))
-        mask = ir.Constant(ir.VectorType(ir.IntType(1), LANES), [1] * LANES)
-        zero = ir.Constant(v.vec, [0.0] * LANES)
-        a, c = v.gather(at, mask, zero), v.gather(b.add(at, below), mask, zero)
-        bb, d = v.gather(b.add(at, step), mask, zero), v.gather(
-            b.add(b.add(at, below), step), mask, zero)
+        b, down = builder, args[6]
+        taps_v = v.load(t)
+
+        def tap(offset):  # src[t + offset] in each lane
+            return v.gather(b.gep(s, [offset]), taps_v)
+
+        a, bb = tap(ir.Constant(down.type, 0)), tap(ir.Constant(down.type, 1))
+        c, d = tap(down), tap(b.add(down, ir.Constant(down.type, 1)))
         ax, ay = v.load(fx), v.load(fy)
         top = b.fadd(a, b.fmul(ax, b.fsub(bb, a)))
         bottom = b.fadd(c, b.fmul(ax, b.fsub(d, c)))
@@ -164,9 +163,8 @@ def nearest_block(typingctx, image, taps, out, j):
         v = _Block(context, builder, sig, args, args[3])
         img, t, o = v.data
         taps_v = v.load(t)
-        zero = ir.Constant(v.vec, [0.0] * LANES)
-        inside = builder.fcmp_ordered(">=", taps_v, zero)
-        v.store(v.gather(v.addresses(img, taps_v), inside, zero), o)
+        inside = builder.fcmp_ordered(">=", taps_v, ir.Constant(v.vec, [0.0] * LANES))
+        v.store(v.gather(img, taps_v, inside), o)
         return context.get_dummy_value()
 
     return types.void(image, taps, out, types.int64), codegen
