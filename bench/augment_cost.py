@@ -1,6 +1,7 @@
 """Epoch seconds with and without augmentation (784-800-10 b128, 784-300-10 b256,
-784-1024-1024-10 b256, Adam): the cost of on-the-fly distortions through Network.fit, on MNIST
-or (``fashion``) Fashion-MNIST, with bilinear (the default) and nearest-neighbour resampling.
+784-1024-1024-10 b256, and the augmented-mlp recipe's 784-1600-10 b128; Adam): the cost of
+on-the-fly distortions through Network.fit, on MNIST or (``fashion``) Fashion-MNIST, with
+bilinear (the default) and nearest-neighbour resampling.
 "affine-copy" trains without augmentation on a copy of the training set distorted once
 beforehand (bilinear shift + rotation + scaling): images as dense as the distorted ones, no
 distortion in the epoch, so the distortions' own cost is the gap between it and "affine"
@@ -33,7 +34,7 @@ out["nonzero"] = {"none": round(nonzero, 3),
                   "affine": round(np.count_nonzero(X_affine) / X_affine.size, 3)}
 print(json.dumps(out), flush=True)
 for sizes, batch, rounds in (([784, 800, 10], 128, 4), ([784, 300, 10], 256, 6),
-                             ([784, 1024, 1024, 10], 256, 3)):
+                             ([784, 1024, 1024, 10], 256, 3), ([784, 1600, 10], 128, 3)):
     net_name = f"{'-'.join(map(str, sizes[1:-1]))}-b{batch}"
     out[f"{net_name}-floor"] = round(epoch_flops(sizes, len(y)) / rate, 3)
     if nonzero < SPARSE_INPUT_DENSITY:  # fit may take the zero-skipping path
