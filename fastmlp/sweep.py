@@ -8,7 +8,8 @@ Every backend runs through joblib (``loky`` processes, ``sequential``, ``threadi
 backend, Ray's joblib backend), so the same grid gives the same records everywhere. Each record
 is written to ``out`` (JSONL, append + fsync) as soon as its trial finishes, and a rerun skips
 the trials the file already holds: a crash loses at most the trials that were running. A worker
-that dies is reported and its unfinished trials are run once more.
+that dies is reported and its unfinished trials are run once more. Trials are sent out longest
+first (``estimated_work``), and sweep() returns the records in grid order.
 """
 import contextlib
 import itertools
@@ -111,6 +112,15 @@ def _split(trial):
     net = {k: v for k, v in trial.items() if k in NETWORK_KEYS}
     fit = {k: v for k, v in trial.items() if k in FIT_KEYS}
     return net, fit
+
+
+def estimated_work(trial, n_features, n_classes, n_train):
+    """A trial's work, to start the longest trials first: epochs × training images × the
+    network's weights. All trials of a sweep train on the same data, so its density (the
+    zero-skipping path's share) scales them alike; batch size and optimizer are left out."""
+    sizes = [n_features, *trial["hidden"], n_classes]
+    images = trial.get("train_size") or n_train
+    return trial["epochs"] * images * sum(a * b for a, b in zip(sizes, sizes[1:]))
 
 
 def check_trials(trials, n_features, n_classes, n_train):
@@ -465,7 +475,8 @@ def sweep(grid, data="mnist", base=None, backend="local", n_jobs=2, out=None, sc
         raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
     trials = expand(grid, base)
     (X, y), (Xt, yt) = _load(data, data_dir)
-    check_trials(trials, X.shape[1], int(max(y.max(), yt.max())) + 1, X.shape[0])
+    shape = (X.shape[1], int(max(y.max(), yt.max())) + 1, X.shape[0])
+    check_trials(trials, *shape)
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     if out:
         _drop_partial_line(out)
@@ -474,7 +485,10 @@ def sweep(grid, data="mnist", base=None, backend="local", n_jobs=2, out=None, sc
     if damaged:
         log(f"sweep: {out} lines {', '.join(map(str, damaged))} are not valid records; their "
             f"trials run again")
-    pending = [t for t in trials if trial_key(t) not in done]
+    # the longest trials first (a stable sort: equals in grid order), so that no worker is left
+    # alone with a long one at the end while the other idles
+    pending = sorted((t for t in trials if trial_key(t) not in done),
+                     key=lambda t: -estimated_work(t, *shape))
     if done:
         log(f"sweep: {len(trials) - len(pending)} of {len(trials)} trials already in {out}")
     # the local pool's workers start (and import) while this process warms the JIT cache

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from fastmlp.sweep import SweepError, expand, read_records, summarize, sweep
+from fastmlp.sweep import (SweepError, estimated_work, expand, read_records, summarize, sweep,
+                           trial_key)
 
 GRID = {"hidden": [(16,), (32,)], "seed": [0, 1]}
 BASE = {"epochs": 6, "batch_size": 32, "optimizer": "adam"}
@@ -267,6 +268,26 @@ def test_cli_width_sweep_writes_table_log_and_plot(tmp_path):
     again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert "4 of 4 trials already in" in again.stderr
     assert json.loads((tmp_path / "w.jsonl").read_text().splitlines()[0])["epochs"] == 3
+
+
+def test_trials_start_longest_first_and_come_back_in_grid_order(digits, tmp_path):
+    out = tmp_path / "order.jsonl"
+    grid, base = {"hidden": [(4,), (16,)], "epochs": [1, 2], "seed": [0, 1]}, {"batch_size": 64}
+    records = sweep(grid, data=digits, base=base, backend="sequential", out=out,
+                    log=lambda m: None)
+    assert [r["key"] for r in records] == [trial_key(t) for t in expand(grid, base)]
+    # 64 inputs, 10 classes: 2 epochs of 16 hidden > 1 of 16 > 2 of 4 > 1 of 4; seeds in order
+    finished = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["hidden"], r["epochs"], r["seed"]) for r in finished] == [
+        ([16], 2, 0), ([16], 2, 1), ([16], 1, 0), ([16], 1, 1),
+        ([4], 2, 0), ([4], 2, 1), ([4], 1, 0), ([4], 1, 1)]
+
+
+def test_estimated_work_counts_epochs_images_and_weights():
+    trial = {"hidden": (16, 8), "epochs": 3}
+    weights = 64 * 16 + 16 * 8 + 8 * 10
+    assert estimated_work(trial, 64, 10, 1400) == 3 * 1400 * weights
+    assert estimated_work(dict(trial, train_size=100), 64, 10, 1400) == 3 * 100 * weights
 
 
 def test_grid_expansion_order():
