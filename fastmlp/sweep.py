@@ -34,6 +34,9 @@ BACKENDS = ("local", "threads", "sequential", "dask", "ray")
 # joblib's loky backend keeps idle workers this long (loky's own default: 10 s), so that the
 # sweeps of a study reuse theirs rather than start and import new ones
 IDLE_WORKER_SECONDS = 300
+# loky restarts a worker whose memory grew this much past what it held after its first task,
+# taking the growth for a leak (loky's own setting)
+LOKY_LEAK_ALLOWANCE = int(3e8)
 THREADSAFE_LAYERS = ("omp", "tbb")  # workqueue aborts when two threads launch parallel loops
 DEFAULTS = {"hidden": (300,), "epochs": 10, "batch_size": 128, "seed": 0}
 
@@ -322,7 +325,19 @@ def _worker_data(folder):
             (np.load(Path(folder) / f"{split}-X.npy", mmap_mode="c"),
              np.load(Path(folder) / f"{split}-y.npy", mmap_mode="c"))
             for split in ("train", "test")))
+        _allow_for_data(sum(a.nbytes for pair in _WORKER_DATA["payload"] for a in pair))
     return _WORKER_DATA["payload"]
+
+
+def _allow_for_data(nbytes):
+    """A worker's first task is the pool's start (``_start_local_pool``), so loky measures its
+    memory before the trials read the data. The pages they read then count as the worker's
+    (MNIST: 219 MB) and, with a wide network's buffers, passed loky's 300 MB: loky took that
+    for a leak and restarted the worker, which booted and loaded the JIT cache again, once per
+    sweep. So loky's allowance, a private setting of its own (were it renamed, only those
+    restarts would come back), grows by the data this worker maps."""
+    from joblib.externals.loky import process_executor
+    process_executor._MAX_MEMORY_LEAK_SIZE = LOKY_LEAK_ALLOWANCE + nbytes
 
 
 def _run_pickled(task):

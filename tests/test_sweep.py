@@ -214,6 +214,27 @@ def test_a_later_sweep_reuses_the_idle_workers(digits, tmp_path):
     assert {p.name for p in tmp_path.glob("*.pid")} <= first and first
 
 
+def test_workers_that_map_more_data_than_lokys_leak_allowance_keep_running(tmp_path):
+    # 336 MB of images: read by every epoch, they count in the workers' memory, which loky
+    # took for a leak (over 300 MB), restarting them
+    X = np.full((105_000, 800), 0.5, np.float32)
+    y = np.arange(len(X)) % 2
+
+    def record_pid(epoch):  # runs in the worker, inside fit
+        (tmp_path / f"{os.getpid()}.pid").touch()
+        return 1e-3
+
+    messages = []
+    # trials of over a second: loky checks a worker's memory after a task at most once a second
+    records = sweep({"seed": list(range(6))}, data=((X, y), (X[:100], y[:100])),
+                    base={"hidden": (2,), "epochs": 6, "batch_size": 1024,
+                          "lr_schedule": record_pid}, backend="local", n_jobs=2,
+                    log=messages.append)
+    assert len(records) == 6 and all("test_accuracy" in r for r in records)
+    assert len(list(tmp_path.glob("*.pid"))) <= 2  # no worker restarted
+    assert not any("a worker failed" in m for m in messages)
+
+
 @pytest.mark.parametrize("grid,base,message", [
     ({"width": [1]}, {}, "unknown grid key 'width'"),
     ({}, {}, "grid must be a non-empty dict"),
