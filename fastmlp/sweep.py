@@ -9,7 +9,8 @@ backend, Ray's joblib backend), so the same grid gives the same records everywhe
 is written to ``out`` (JSONL, append + fsync) as soon as its trial finishes, and a rerun skips
 the trials the file already holds: a crash loses at most the trials that were running. A worker
 that dies is reported and its unfinished trials are run once more. Trials are sent out longest
-first (``estimated_work``), and sweep() returns the records in grid order.
+first (``estimated_work``: epochs × an epoch's FLOPs), and sweep() returns the records in grid
+order.
 """
 import contextlib
 import itertools
@@ -118,12 +119,12 @@ def _split(trial):
 
 
 def estimated_work(trial, n_features, n_classes, n_train):
-    """A trial's work, to start the longest trials first: epochs × training images × the
-    network's weights. All trials of a sweep train on the same data, so its density (the
-    zero-skipping path's share) scales them alike; batch size and optimizer are left out."""
+    """A trial's FLOPs (``bench.epoch_flops`` times its epochs), to start the longest trials
+    first. All trials of a sweep train on the same data, so its density (the zero-skipping
+    path's share) scales them alike; batch size and optimizer are left out."""
+    from .bench import epoch_flops
     sizes = [n_features, *trial["hidden"], n_classes]
-    images = trial.get("train_size") or n_train
-    return trial["epochs"] * images * sum(a * b for a, b in zip(sizes, sizes[1:]))
+    return trial["epochs"] * epoch_flops(sizes, trial.get("train_size") or n_train)
 
 
 def check_trials(trials, n_features, n_classes, n_train):
@@ -490,8 +491,8 @@ def sweep(grid, data="mnist", base=None, backend="local", n_jobs=2, out=None, sc
         raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
     trials = expand(grid, base)
     (X, y), (Xt, yt) = _load(data, data_dir)
-    shape = (X.shape[1], int(max(y.max(), yt.max())) + 1, X.shape[0])
-    check_trials(trials, *shape)
+    sizes = (X.shape[1], int(max(y.max(), yt.max())) + 1, X.shape[0])  # features, classes, images
+    check_trials(trials, *sizes)
     log = log or (lambda message: print(message, file=sys.stderr, flush=True))
     if out:
         _drop_partial_line(out)
@@ -503,7 +504,7 @@ def sweep(grid, data="mnist", base=None, backend="local", n_jobs=2, out=None, sc
     # the longest trials first (a stable sort: equals in grid order), so that no worker is left
     # alone with a long one at the end while the other idles
     pending = sorted((t for t in trials if trial_key(t) not in done),
-                     key=lambda t: -estimated_work(t, *shape))
+                     key=lambda t: -estimated_work(t, *sizes))
     if done:
         log(f"sweep: {len(trials) - len(pending)} of {len(trials)} trials already in {out}")
     # the local pool's workers start (and import) while this process warms the JIT cache

@@ -305,10 +305,12 @@ def test_trials_start_longest_first_and_come_back_in_grid_order(digits, tmp_path
 
 
 def test_estimated_work_counts_epochs_images_and_weights():
+    from fastmlp.bench import epoch_flops
     trial = {"hidden": (16, 8), "epochs": 3}
-    weights = 64 * 16 + 16 * 8 + 8 * 10
-    assert estimated_work(trial, 64, 10, 1400) == 3 * 1400 * weights
-    assert estimated_work(dict(trial, train_size=100), 64, 10, 1400) == 3 * 100 * weights
+    assert estimated_work(trial, 64, 10, 1400) == 3 * epoch_flops([64, 16, 8, 10], 1400)
+    assert estimated_work(dict(trial, train_size=100), 64, 10, 1400) == \
+        3 * epoch_flops([64, 16, 8, 10], 100)
+    assert epoch_flops([64, 16, 8, 10], 100) == 2 * 100 * (2 * 64 * 16 + 3 * (16 * 8 + 8 * 10))
 
 
 def test_grid_expansion_order():
