@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from fastmlp.sweep import (SweepError, estimated_work, expand, read_records, summarize, sweep,
-                           trial_key)
+from fastmlp.sweep import (SweepError, _start_local_pool, estimated_work, expand, read_records,
+                           summarize, sweep, trial_key)
 
 GRID = {"hidden": [(16,), (32,)], "seed": [0, 1]}
 BASE = {"epochs": 6, "batch_size": 32, "optimizer": "adam"}
@@ -202,16 +202,24 @@ def test_a_later_sweep_reuses_the_idle_workers(digits, tmp_path):
         (tmp_path / f"{os.getpid()}.pid").touch()
         return 1e-3
 
+    def pool_workers():  # the pool a sweep of 2 jobs would use now
+        return set(_start_local_pool(2)._processes)
+
     base = dict(BASE, hidden=(16,), epochs=1, lr_schedule=record_pid)
     sweep({"seed": [0, 1, 2, 3]}, data=digits, base=base, backend="local", n_jobs=2,
           log=lambda m: None)
-    first = {p.name for p in tmp_path.glob("*.pid")}
+    workers = pool_workers()
+    # one worker may run all four short trials while the other still imports
+    assert len(workers) == 2 and {f"{p}.pid" for p in workers} >= {
+        p.name for p in tmp_path.glob("*.pid")}
     time.sleep(12)  # idle longer than loky's own default timeout (10 s)
     for p in tmp_path.glob("*.pid"):
         p.unlink()
     sweep({"seed": [4, 5, 6, 7]}, data=digits, base=base, backend="local", n_jobs=2,
           log=lambda m: None)
-    assert {p.name for p in tmp_path.glob("*.pid")} <= first and first
+    ran = {p.name for p in tmp_path.glob("*.pid")}
+    assert ran and ran <= {f"{p}.pid" for p in workers}
+    assert pool_workers() == workers
 
 
 def test_workers_that_map_more_data_than_lokys_leak_allowance_keep_running(tmp_path):
