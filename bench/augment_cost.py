@@ -1,7 +1,8 @@
 """Epoch seconds with and without augmentation (784-800-10 b128, 784-300-10 b256,
 784-1024-1024-10 b256, and the augmented-mlp recipe's 784-1600-10 b128; Adam): the cost of
 on-the-fly distortions through Network.fit, on MNIST or (``fashion``) Fashion-MNIST, with
-bilinear (the default) and nearest-neighbour resampling.
+bilinear (the default) and nearest-neighbour resampling. The recipe's network also runs the
+recipe's own distortion ("recipe": elastic only, no shift, rotation or scaling).
 "affine-copy" trains without augmentation on a copy of the training set distorted once
 beforehand (bilinear shift + rotation + scaling): images as dense as the distorted ones, no
 distortion in the epoch, so the distortions' own cost is the gap between it and "affine"
@@ -13,16 +14,30 @@ Prints the share of nonzero pixels with and without distortion, the machine (CPU
 BLAS), the best fp32 GEMM rate measured in a fresh process, and each network's floor (its
 epoch's FLOPs at that rate; for sparse data also the zero-skipping path's useful FLOPs).
 
-    FASTMLP_DATA=../shared/data/mnist python bench/augment_cost.py [fashion]
+    FASTMLP_DATA=../shared/data/mnist python bench/augment_cost.py [fashion] [--only 1600-b128]
 """
-import json, statistics, sys
+import argparse, json, statistics
 import numpy as np
 from fastmlp import Network, load_fashion_mnist, load_mnist
 from fastmlp.bench import epoch_flops, gemm_rates, machine
 from fastmlp.training import SPARSE_INPUT_DENSITY
 from fastmlp.augment import Augment
 from fastmlp.optimizers import Adam
-(X, y), _ = load_fashion_mnist() if sys.argv[1:] == ["fashion"] else load_mnist()
+from fastmlp.recipes import RECIPES
+NETWORKS = (([784, 800, 10], 128, 4), ([784, 300, 10], 256, 6), ([784, 1024, 1024, 10], 256, 3),
+            ([784, 1600, 10], 128, 3))  # sizes, batch, rounds
+
+
+def name_of(sizes, batch):
+    return f"{'-'.join(map(str, sizes[1:-1]))}-b{batch}"
+
+
+parser = argparse.ArgumentParser()
+parser.add_argument("data", nargs="?", choices=["mnist", "fashion"], default="mnist")
+parser.add_argument("--only", choices=[name_of(s, b) for s, b, _ in NETWORKS],
+                    help="run this network only")
+args = parser.parse_args()
+(X, y), _ = load_fashion_mnist() if args.data == "fashion" else load_mnist()
 affine = dict(shift=2, rotate=8, scale=0.08)
 elastic = dict(affine, elastic_alpha=34, elastic_sigma=4)
 rates = gemm_rates()
@@ -33,9 +48,10 @@ X_affine = Augment(**affine).apply(np.ascontiguousarray(X, np.float32), (28, 28,
 out["nonzero"] = {"none": round(nonzero, 3),
                   "affine": round(np.count_nonzero(X_affine) / X_affine.size, 3)}
 print(json.dumps(out), flush=True)
-for sizes, batch, rounds in (([784, 800, 10], 128, 4), ([784, 300, 10], 256, 6),
-                             ([784, 1024, 1024, 10], 256, 3), ([784, 1600, 10], 128, 3)):
-    net_name = f"{'-'.join(map(str, sizes[1:-1]))}-b{batch}"
+for sizes, batch, rounds in NETWORKS:
+    net_name = name_of(sizes, batch)
+    if args.only and net_name != args.only:
+        continue
     out[f"{net_name}-floor"] = round(epoch_flops(sizes, len(y)) / rate, 3)
     if nonzero < SPARSE_INPUT_DENSITY:  # fit may take the zero-skipping path
         out[f"{net_name}-zero-skipping-floor"] = round(epoch_flops(sizes, len(y), nonzero) / rate,
@@ -44,6 +60,10 @@ for sizes, batch, rounds in (([784, 800, 10], 128, 4), ([784, 300, 10], 256, 6),
                "elastic": Augment(**elastic),
                "affine-nearest": Augment(**affine, interpolation="nearest"),
                "elastic-nearest": Augment(**elastic, interpolation="nearest")}
+    if sizes == [784, 1600, 10]:
+        recipe = RECIPES["augmented-mlp"]["fit"]["augment"].config()
+        configs["recipe"] = Augment(**recipe)
+        configs["recipe-nearest"] = Augment(**dict(recipe, interpolation="nearest"))
     times = {name: [] for name in configs}
     for _ in range(rounds):
         for name, aug in configs.items():
