@@ -38,16 +38,16 @@ sweep({"hidden": [(16,)], "seed": [0]}, data=data, base=dict(base, epochs=1),
       backend="sequential", log=lambda message: None)  # warm the JIT cache and this process
 seconds, per_round = {}, []
 
+LARGEST_TRIAL = dict(base, hidden=max(grid["hidden"]), seed=0)
 TRIAL_IN_A_PROCESS = """
-import sys, time
+import json, sys, time
 from pathlib import Path
 from fastmlp.datasets import load_mnist
 from fastmlp.sweep import run_trial
 data = load_mnist()
-trial = dict(hidden=(128,), seed=0, epochs={epochs}, batch_size=64, optimizer="adam")
+folder, name, trial = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
 run_trial(dict(trial, epochs=1), data)  # the JIT cache loaded, the pages read
-folder = Path(sys.argv[1])
-(folder / f"ready-{{sys.argv[2]}}").touch()
+(folder / f"ready-{name}").touch()
 while not (folder / "go").exists():
     time.sleep(0.001)
 t0 = time.perf_counter()
@@ -60,8 +60,9 @@ def trials_in_processes(count):
     """Seconds each of ``count`` processes took for the same trial, run at once."""
     with tempfile.TemporaryDirectory() as folder:
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-        procs = [subprocess.Popen([sys.executable, "-c", TRIAL_IN_A_PROCESS.format(epochs=epochs),
-                                   folder, str(k)], stdout=subprocess.PIPE, text=True, env=env)
+        procs = [subprocess.Popen([sys.executable, "-c", TRIAL_IN_A_PROCESS, folder, str(k),
+                                   json.dumps(LARGEST_TRIAL)], stdout=subprocess.PIPE, text=True,
+                                  env=env)
                  for k in range(count)]
         while len(list(Path(folder).glob("ready-*"))) < count:
             if any(p.poll() is not None for p in procs):
