@@ -2,7 +2,8 @@
 784-1024-1024-10 b256, and the augmented-mlp recipe's 784-1600-10 b128; Adam): the cost of
 on-the-fly distortions through Network.fit, on MNIST or (``fashion``) Fashion-MNIST, with
 bilinear (the default) and nearest-neighbour resampling. The recipe's network also runs the
-recipe's own distortion ("recipe": elastic only, no shift, rotation or scaling).
+recipe's own distortion (elastic only, no shift, rotation or scaling) with either sampling
+("recipe-bilinear", "recipe-nearest"; the recipe samples nearest since 2026-12-01).
 "affine-copy" trains without augmentation on a copy of the training set distorted once
 beforehand (bilinear shift + rotation + scaling): images as dense as the distorted ones, no
 distortion in the epoch, so the distortions' own cost is the gap between it and "affine"
@@ -60,9 +61,9 @@ for sizes, batch, rounds in NETWORKS:
                "elastic": Augment(**elastic),
                "affine-nearest": Augment(**affine, interpolation="nearest"),
                "elastic-nearest": Augment(**elastic, interpolation="nearest")}
-    if sizes == [784, 1600, 10]:
+    if sizes == [784, 1600, 10]:  # the recipe's distortion, with either sampling
         recipe = RECIPES["augmented-mlp"]["fit"]["augment"].config()
-        configs["recipe"] = Augment(**recipe)
+        configs["recipe-bilinear"] = Augment(**dict(recipe, interpolation="bilinear"))
         configs["recipe-nearest"] = Augment(**dict(recipe, interpolation="nearest"))
     times = {name: [] for name in configs}
     for _ in range(rounds):
