@@ -144,9 +144,9 @@ def test_nearest_resampling_adds_no_new_values_and_keeps_the_images_sparse(chann
 
 def test_the_augmented_mlp_recipe_shortened_learns_real_digits(mnist):
     """The augmented-mlp recipe as built (its network, distortion, optimizer and batch), for 3
-    epochs on 20,000 MNIST images: every minibatch distorted, the digits kept as sparse as the
-    originals by its nearest-neighbour sampling, and most test digits right (the full recipe:
-    README, "Named recipes")."""
+    epochs on 20,000 MNIST images: its distortion changes the digits and, sampling nearest, keeps
+    them as sparse as the originals; the fit records it and gets most test digits right (the
+    full recipe: README, "Named recipes")."""
     (X, y), (Xt, yt) = mnist
     net, fit = recipes.build("augmented-mlp", seed=0)
     aug = fit["augment"]
@@ -157,8 +157,7 @@ def test_the_augmented_mlp_recipe_shortened_learns_real_digits(mnist):
     fit.update(epochs=3, lr_schedule=CosineDecay(3))
     net.fit(X[:20000], y[:20000], verbose=0, **fit)
     assert net.train_config["augment"] == aug.config()
-    accuracy = net.evaluate(Xt[:2000], yt[:2000])["accuracy"]
-    assert accuracy > 0.93
+    assert net.evaluate(Xt[:2000], yt[:2000])["accuracy"] > 0.93
 
 
 def quadrant_data(n=256, seed=0):
