@@ -26,7 +26,7 @@ from pathlib import Path
 
 from fastmlp.bench import machine
 from fastmlp.datasets import load_mnist
-from fastmlp.sweep import _start_local_pool, sweep
+from fastmlp.sweep import _start_local_pool, estimated_work, expand, sweep
 
 rounds = int(sys.argv[1]) if sys.argv[1:] else 3
 epochs = int(sys.argv[2]) if sys.argv[2:] else 3
@@ -38,7 +38,8 @@ sweep({"hidden": [(16,)], "seed": [0]}, data=data, base=dict(base, epochs=1),
       backend="sequential", log=lambda message: None)  # warm the JIT cache and this process
 seconds, per_round = {}, []
 
-LARGEST_TRIAL = dict(base, hidden=max(grid["hidden"]), seed=0)
+LARGEST_TRIAL = max(expand(grid, base),  # the first of the longest: the grid's first seed
+                    key=lambda trial: estimated_work(trial, X.shape[1], 10, len(y)))
 TRIAL_IN_A_PROCESS = """
 import json, sys, time
 from pathlib import Path
