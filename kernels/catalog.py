@@ -18,8 +18,8 @@ from .loss import output_activation, output_activation_ref, output_loss, output_
 from .network import (CONV, DENSE, DROPOUT, FLATTEN, POOL, forward, forward_ref, image_code,
                       make_params,
                       make_plan, make_state, make_workspace, train_steps, train_steps_ref)
-from .optim import (ADAM, N_HYPER, ONE, OPTIMIZER_CODES, max_norm_columns, max_norm_columns_ref,
-                    optimizer_update, optimizer_update_ref)
+from .optim import (ADAM, N_HYPER, ONE, OPTIMIZER_CODES, TINY, max_norm_columns,
+                    max_norm_columns_ref, optimizer_update, optimizer_update_ref)
 from .registry import register
 from .sparse_input import (sparse_input_backward_update, sparse_input_backward_update_ref,
                            sparse_input_forward, sparse_input_forward_ref)
@@ -47,6 +47,7 @@ def _hyper(c, nesterov=1, decoupled=0):
     h = np.zeros(N_HYPER, c.dtype)
     h[:7] = (0.05, 0.9, 0.99, 1e-6, 1e-3, nesterov, decoupled)
     h[ONE] = 1
+    h[TINY] = np.finfo(c.dtype).tiny
     return h
 
 

@@ -130,10 +130,11 @@ def make_params(W, b, dtype):
 
 def make_state(params, optimizer, hyper, dtype):
     """Zeroed optimizer state for ``params``: two slots per parameter, step 0."""
-    from .optim import N_HYPER, ONE
+    from .optim import N_HYPER, ONE, TINY
     h = np.zeros(N_HYPER, dtype)
     h[:len(hyper)] = hyper
     h[ONE] = 1
+    h[TINY] = np.finfo(dtype).tiny
     return OptState(s1W=tuple(np.zeros_like(w) for w in params.W),
                     s1b=tuple(np.zeros_like(b) for b in params.b),
                     s2W=tuple(np.zeros_like(w) for w in params.W),
