@@ -1,9 +1,10 @@
 """MNIST-format datasets: an IDX reader, a verified download into the cache, an offline fallback.
 
-Files are looked for, in order, in ``data_dir``, in ``$FASTMLP_DATA``, and in the user cache
-directory (``~/.cache/fastmlp`` on Linux); in each, directly or in a subfolder named after the
-dataset (``mnist``, ``fashion-mnist``). Missing files are downloaded into the cache from public
-mirrors and checked against their published MD5 checksums.
+Files are looked for in ``data_dir`` alone when it is given; otherwise in ``$FASTMLP_DATA``,
+then in the user cache directory (``~/.cache/fastmlp`` on Linux); in each, directly or in a
+subfolder named after the dataset (``mnist``, ``fashion-mnist``). Missing files are downloaded
+from public mirrors (into ``data_dir`` if given, else the cache) and checked against their
+published MD5 checksums.
 """
 import gzip
 import hashlib
@@ -133,10 +134,12 @@ def default_cache_dir():
 
 
 def candidate_dirs(name, data_dir=None):
-    """The folders searched for ``name``'s files, in order."""
-    roots = []
+    """The folders searched for ``name``'s files, in order. An explicit ``data_dir`` is the only
+    place searched: files elsewhere never stand in for the folder a caller named."""
     if data_dir is not None:
-        roots.append(Path(data_dir))
+        root = Path(data_dir)
+        return [root] if root.name == name else [root, root / name]
+    roots = []
     if os.environ.get(ENV_VAR):
         roots.append(Path(os.environ[ENV_VAR]))
     roots.append(default_cache_dir())
@@ -148,6 +151,19 @@ def candidate_dirs(name, data_dir=None):
             if d not in dirs:
                 dirs.append(d)
     return dirs
+
+
+def download_dir(name, data_dir=None):
+    """Where missing files of ``name`` are downloaded: into the explicit folder (its ``name``
+    subfolder unless it is named so), else into the user cache. A named folder that does not
+    exist is an error: nothing is downloaded to a place the caller may have mistyped."""
+    if data_dir is None:
+        return default_cache_dir() / name
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataNotFoundError(f"data_dir {root}: no such folder (the {name} files were looked "
+                                f"for there only, since it was given explicitly)")
+    return root if root.name == name else root / name
 
 
 def _find(directory, filename):
@@ -192,7 +208,7 @@ def locate(name, data_dir=None, download=True, parts=("train", "t10k")):
             others.append(f"{d} holds {holds}, not {name}")
     if not download:
         raise DataNotFoundError(_not_found_message(name, searched, None, others))
-    return _download(name, searched, wanted, others)
+    return _download(name, searched, wanted, others, download_dir(name, data_dir))
 
 
 def _spec(name):
@@ -212,10 +228,9 @@ def _not_found_message(name, searched, reason, others=()):
     return "\n".join(lines)
 
 
-def _download(name, searched, wanted, others=()):
+def _download(name, searched, wanted, others, target):
     import pooch
     spec = _spec(name)
-    target = default_cache_dir() / name
     logger = pooch.get_logger()
     level = logger.level
     logger.setLevel("WARNING")  # we say what is downloaded ourselves, once
@@ -407,7 +422,7 @@ def _cifar10_source(data_dir, download):
             return _archive_reader(d / CIFAR10["archive"]), str(d / CIFAR10["archive"])
     reason = None
     if download:
-        archive, reason = _download_cifar10()
+        archive, reason = _download_cifar10(download_dir("cifar10", data_dir))
         if archive is not None:
             return _archive_reader(archive), str(archive)
     lines = ["The CIFAR-10 binary files were not found. Looked in:"]
@@ -448,9 +463,8 @@ def _archive_reader(archive):
     return read
 
 
-def _download_cifar10():
+def _download_cifar10(target):
     import pooch
-    target = default_cache_dir() / "cifar10"
     errors = []
     override = os.environ.get("FASTMLP_MIRRORS")
     for mirror in override.split() if override else CIFAR10["mirrors"]:
@@ -500,7 +514,8 @@ def load_dataset(name=None, data_dir=None, *, validation_size=0, dtype="float32"
     (name, (X_test, y_test)) without reading (or downloading) the training files.
 
     ``name=None`` means MNIST, falling back — loudly — to the offline 8x8 digits when MNIST is
-    neither on disk nor downloadable. A dataset named explicitly never falls back.
+    neither on disk nor downloadable. A dataset named explicitly, or an explicit ``data_dir``,
+    never falls back.
     """
     if name is not None and name != FALLBACK and name not in LOADERS:
         raise ValueError(f"dataset must be one of {sorted(LOADERS) + [FALLBACK]}, got {name!r}")
@@ -515,7 +530,7 @@ def load_dataset(name=None, data_dir=None, *, validation_size=0, dtype="float32"
                                                  validation_size=validation_size, dtype=dtype,
                                                  test_only=test_only)
     except DataNotFoundError as exc:
-        if name is not None:
+        if name is not None or data_dir is not None:
             raise
         message = (f"{exc}\n*** MNIST is unavailable: falling back to the 8x8 UCI digits bundled "
                    f"with scikit-learn (1,797 images). A model trained on them takes 8x8 images "

@@ -122,9 +122,12 @@ def test_truncated_or_corrupt_archive(tmp_path, no_cache):
 
 
 def test_offline_error_names_the_folders(tmp_path, no_cache):
+    (tmp_path / "nowhere").mkdir()
     with pytest.raises(DataNotFoundError, match="cifar-10-binary.tar.gz") as info:
         load_cifar10(tmp_path / "nowhere")
     assert str(tmp_path / "nowhere") in str(info.value)
+    with pytest.raises(DataNotFoundError, match="no such folder"):
+        load_cifar10(tmp_path / "missing")
     with pytest.raises(DataNotFoundError):
         load_cifar10(tmp_path, download=False)
 
@@ -135,14 +138,19 @@ def test_download_is_verified_into_the_cache(tmp_path, no_cache, http_server, mo
     archive = write_archive(root / CIFAR10["archive"], tmp_path / "src" / CIFAR10["folder"])
     monkeypatch.setenv("FASTMLP_MIRRORS", url)
     with pytest.raises(DataNotFoundError, match="hash"):  # the published checksum: not ours
-        load_cifar10(tmp_path / "empty")
+        load_cifar10()
     assert not (no_cache / "cifar10" / CIFAR10["archive"]).exists()
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
     monkeypatch.setitem(CIFAR10, "md5", md5)
     monkeypatch.setenv("FASTMLP_MIRRORS", "http://127.0.0.1:9/ " + url)  # first mirror is down
-    (X, y), _ = load_cifar10(tmp_path / "empty")
+    (X, y), _ = load_cifar10()
     check_content(X, y, labels)
     assert (no_cache / "cifar10" / CIFAR10["archive"]).is_file()
+    explicit = tmp_path / "explicit"  # an explicit folder gets the download itself
+    explicit.mkdir()
+    (X, y), _ = load_cifar10(explicit)
+    check_content(X, y, labels)
+    assert (explicit / "cifar10" / CIFAR10["archive"]).is_file()
 
 
 def test_course_cifar_cnn_trains_from_the_cli(tmp_path):

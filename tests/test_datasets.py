@@ -196,7 +196,28 @@ def test_lookup_order_argument_then_env_then_cache(mnist_dir, tmp_path, no_cache
     partial = tmp_path / "partial"
     partial.mkdir()
     (partial / FILES[0]).symlink_to(mnist_dir / FILES[0])
-    assert datasets.locate("mnist", partial, download=False)[FILES[0]].parent == no_cache / "mnist"
+    with pytest.raises(DataNotFoundError, match=str(partial)):
+        datasets.locate("mnist", partial, download=False)
+    assert datasets.locate("mnist", None, download=False)[FILES[0]].parent == no_cache / "mnist"
+
+
+@pytest.mark.mnist
+def test_an_explicit_folder_is_used_or_the_call_fails_naming_it(mnist_dir, tmp_path, no_cache,
+                                                                monkeypatch):
+    """$FASTMLP_DATA (or the cache) never stands in for a folder the caller named."""
+    monkeypatch.setenv(datasets.ENV_VAR, str(mnist_dir))
+    with pytest.raises(DataNotFoundError, match=f"data_dir {tmp_path / 'nonexistent'}: no such"):
+        load_mnist(tmp_path / "nonexistent")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataNotFoundError) as info:
+        load_mnist(empty)  # the mirrors are unreachable: nothing falls back to $FASTMLP_DATA
+    assert str(empty) in str(info.value) and str(mnist_dir) not in str(info.value)
+    with pytest.raises(DataNotFoundError, match=str(tmp_path / "nonexistent")):
+        datasets.load_dataset(None, tmp_path / "nonexistent")  # no fallback to the 8x8 digits
+    fashion_dir = mnist_dir.resolve().parent / "fashion-mnist"
+    with pytest.raises(DataNotFoundError, match="holds fashion-mnist, not mnist"):
+        load_mnist(fashion_dir, download=False)
 
 
 @pytest.mark.mnist
@@ -227,10 +248,15 @@ def test_a_folder_of_another_dataset_is_passed_over_not_loaded(mnist_dir, tmp_pa
 
 
 def test_offline_error_says_where_it_looked(tmp_path, no_cache):
+    (tmp_path / "nowhere").mkdir()
     with pytest.raises(DataNotFoundError) as info:
         load_mnist(tmp_path / "nowhere")
     message = str(info.value)
-    assert str(tmp_path / "nowhere") in message and str(no_cache) in message
+    assert str(tmp_path / "nowhere") in message
+    with pytest.raises(DataNotFoundError) as info:
+        load_mnist()
+    message = str(info.value)
+    assert str(no_cache) in message
     assert "download failed" in message and "FASTMLP_DATA" in message
 
 

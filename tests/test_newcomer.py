@@ -74,6 +74,7 @@ def test_download_failure_message_is_short_and_whole_words(tmp_path, monkeypatch
     monkeypatch.setattr(datasets, "default_cache_dir", lambda: tmp_path / "cache")
     monkeypatch.delenv(datasets.ENV_VAR, raising=False)
     monkeypatch.setenv("FASTMLP_MIRRORS", "http://127.0.0.1:9/ http://127.0.0.1:9/other/")
+    (tmp_path / "nowhere").mkdir()
     with pytest.raises(DataNotFoundError) as info:
         datasets.load_mnist(tmp_path / "nowhere")
     reason = str(info.value).split("download failed: ")[1].splitlines()[0]
