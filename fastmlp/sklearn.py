@@ -12,6 +12,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.class_weight import compute_sample_weight
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -22,7 +23,14 @@ from .serialization import load_arrays, save_arrays
 from .validation import is_finite_number
 from .optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
 
-SOLVERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+SOLVERS = ("lbfgs", "sgd", "adam", "adamw", "rmsprop", "adagrad")
+
+
+def _stochastic_solver(estimator):
+    if estimator.solver == "lbfgs":
+        raise AttributeError(f"partial_fit is only available for stochastic optimizers; "
+                             f"solver={estimator.solver!r} is not one")
+    return True
 
 
 class FastMLPClassifier(ClassifierMixin, BaseEstimator):
@@ -33,8 +41,14 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
     "rmsprop", "adagrad"), ``alpha`` (L2 penalty), ``batch_size`` ("auto" = min(200, n)),
     ``learning_rate_init``, ``momentum``, ``nesterovs_momentum``, ``max_iter`` (epochs),
     ``shuffle``, ``random_state``, ``early_stopping``, ``validation_fraction``,
-    ``n_iter_no_change``, ``tol``, ``warm_start``, ``verbose``; and fastmlp's own ``dropout``,
-    ``dtype``, ``backend``, ``class_weight`` (None, "balanced" or {class: weight}).
+    ``n_iter_no_change``, ``tol``, ``warm_start``, ``verbose``, ``max_fun``; and fastmlp's own
+    ``dropout``, ``dtype``, ``backend``, ``class_weight`` (None, "balanced" or {class: weight}).
+
+    ``solver="lbfgs"`` (MLPClassifier's choice for small data) minimises the full-batch loss
+    with SciPy's L-BFGS-B, the loss and gradient computed by the compiled training step, in
+    float64 whatever ``dtype`` says (L-BFGS-B's own precision); ``max_iter`` counts its
+    iterations, ``max_fun`` its loss evaluations, ``tol`` its gradient tolerance. Its sample
+    weights are equivalent to repeating samples, as MLPClassifier's are.
     """
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", solver="adam", alpha=1e-4,
@@ -42,7 +56,7 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
                  nesterovs_momentum=True, max_iter=200, shuffle=True, random_state=None,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
                  warm_start=False, verbose=False, dropout=0.0, dtype="float32", backend="numba",
-                 class_weight=None):
+                 class_weight=None, max_fun=15000):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -64,6 +78,7 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
         self.dtype = dtype
         self.backend = backend
         self.class_weight = class_weight
+        self.max_fun = max_fun
 
     # ---- settings, validated before any training -------------------------------------------
     def _check_params(self):
@@ -84,6 +99,12 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 1:
             raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
+        if isinstance(self.max_fun, bool) or not isinstance(self.max_fun, (int, np.integer)) \
+                or self.max_fun < 1:
+            raise ValueError(f"max_fun must be an integer >= 1, got {self.max_fun!r}")
+        if self.solver == "lbfgs" and self.dropout:
+            raise ValueError(f"dropout={self.dropout!r} needs a stochastic solver; "
+                             f"solver='lbfgs' minimises one deterministic full-batch loss")
         if not isinstance(self.n_iter_no_change, (int, np.integer)) or self.n_iter_no_change < 1:
             raise ValueError(f"n_iter_no_change must be an integer >= 1, got "
                              f"{self.n_iter_no_change!r}")
@@ -108,6 +129,9 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
             return AdamW(lr, weight_decay=decay)
         return (RMSprop if self.solver == "rmsprop" else Adagrad)(lr, weight_decay=decay)
 
+    def _net_dtype(self):
+        return "float64" if self.solver == "lbfgs" else self.dtype
+
     def _seed(self):
         rs = self.random_state
         if rs is None:
@@ -120,9 +144,10 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y, sample_weight=None):
         return self._fit(X, y, sample_weight, epochs=self.max_iter, incremental=False)
 
+    @available_if(_stochastic_solver)
     def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over (X, y); the first call needs ``classes`` (all the labels there are).
-        Each call starts the optimizer's state afresh."""
+        Each call starts the optimizer's state afresh. Not with ``solver="lbfgs"``."""
         if not hasattr(self, "classes_"):
             if classes is None:
                 raise ValueError("classes must be given on the first call to partial_fit")
@@ -167,13 +192,15 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
             n_classes = max(len(self.classes_), 2)
             self.net_ = Network([X.shape[1], *sizes, n_classes], activation=activation,
                                 init="xavier" if activation != "relu" else "he",
-                                dtype=self.dtype, backend=self.backend, seed=self._seed(),
-                                dropout=self.dropout)
+                                dtype=self._net_dtype(), backend=self.backend,
+                                seed=self._seed(), dropout=self.dropout)
             self.loss_curve_ = []
             self.validation_scores_ = [] if self.early_stopping else None
             self.best_loss_ = np.inf if not self.early_stopping else None
             self.best_validation_score_ = None
             self.n_iter_ = 0
+        if self.solver == "lbfgs":
+            return self._fit_lbfgs(X, y_index, weights)
         callbacks, kwargs = [], {}
         if self.early_stopping and not incremental:
             stop = EarlyStopping("val_accuracy", patience=self.n_iter_no_change,
@@ -199,6 +226,73 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
         if not incremental and history.stopped is None and epochs == self.max_iter:
             warnings.warn(f"FastMLPClassifier: max_iter={self.max_iter} reached and the "
                           f"optimization has not converged yet.", ConvergenceWarning)
+        return self
+
+    def _fit_lbfgs(self, X, y_index, sample_weight):
+        """Full-batch L-BFGS-B over the compiled step's loss and gradient (float64): one step of
+        SGD with momentum 0 and lr 0 from zero state leaves the velocity equal to the gradient
+        and the weights as they were. Loss and gradient are weighted as MLPClassifier's:
+        sum(w_i loss_i) / sum(w) + alpha/2 ||W||^2 / sum(w)."""
+        import scipy.optimize
+        from . import kernels as K
+        from .training import one_blas_thread
+        net = self.net_
+        n = X.shape[0]
+        X = np.ascontiguousarray(X, np.float64)
+        y_index = np.ascontiguousarray(y_index, np.int64)
+        weights = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
+        total = float(weights.sum())
+        params = net._params()
+        # the step divides the gradient by n: weights * n / total make it sum(w g) / sum(w)
+        plan = net._plan(sample_weight=weights * (n / total))
+        state = K.make_state(params, K.OPTIMIZER_CODES["sgd"], (0.0,) * 7, np.float64)
+        ws = K.make_workspace(params, plan, net.n_features, n, np.float64)
+        step = K.train_steps if net.backend == "numba" else K.train_steps_ref
+        images = K.image_code(plan)
+        order = np.arange(n, dtype=np.int64)
+        layers = net._param_layers
+        arrays = [params.W[l] for l in layers] + [params.b[l] for l in layers]
+        grads = [state.s1W[l] for l in layers] + [state.s1b[l] for l in layers]
+        sizes = np.cumsum([0] + [a.size for a in arrays])
+        last = len(net.layers) - 1
+        rows = np.arange(n)
+        curve = []
+
+        def loss_grad(theta):
+            for a, g, lo, hi in zip(arrays, grads, sizes[:-1], sizes[1:]):
+                a.reshape(-1)[:] = theta[lo:hi]
+                g.fill(0)
+            step(X, y_index, order, n, 0, 1, 0, params, state, ws, plan, images)
+            logits = ws.acts[last][:n]
+            top = logits.max(axis=1)
+            log_sum = np.log(np.exp(logits - top[:, None]).sum(axis=1)) + top
+            loss = float(weights @ (log_sum - logits[rows, y_index])) / total
+            grad = np.concatenate([g.reshape(-1) for g in grads])
+            for k, l in enumerate(layers):  # L2 on the weights, never the biases
+                W = params.W[l]
+                loss += 0.5 * self.alpha * float(np.dot(W.reshape(-1), W.reshape(-1))) / total
+                grad[sizes[k]:sizes[k + 1]] += (self.alpha / total) * W.reshape(-1)
+            return loss, grad
+
+        start = np.concatenate([a.reshape(-1) for a in arrays])
+        with one_blas_thread(net.backend == "numba" and K.layers_use_threads(params, plan)):
+            result = scipy.optimize.minimize(
+                loss_grad, start, method="L-BFGS-B", jac=True,
+                callback=lambda intermediate_result: curve.append(float(intermediate_result.fun)),
+                options={"maxfun": int(self.max_fun), "maxiter": int(self.max_iter),
+                         "gtol": float(self.tol)})
+        for a, lo, hi in zip(arrays, sizes[:-1], sizes[1:]):
+            a.reshape(-1)[:] = result.x[lo:hi]
+        for l in layers:  # the network keeps the arrays the step updated
+            net._W[l], net._b[l] = params.W[l], params.b[l]
+        self.loss_ = float(result.fun)
+        self.loss_curve_ += curve
+        self.n_iter_ += len(curve)
+        self.best_loss_ = min(self.loss_curve_) if self.loss_curve_ else self.loss_
+        if result.status != 0:
+            warnings.warn(f"FastMLPClassifier: lbfgs stopped before converging "
+                          f"({result.message}); increase max_iter or max_fun, or scale the "
+                          f"data", ConvergenceWarning)
         return self
 
     # ---- inference -----------------------------------------------------------------------------
@@ -261,6 +355,7 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
         try:
             saved = meta["estimator"]
             params, fitted = dict(saved["params"]), dict(saved["fitted"])
+            params.setdefault("max_fun", 15000)  # files from before solver="lbfgs"
             if saved["class"] != cls.__name__ or set(params) != set(cls().get_params()):
                 raise ValueError(f"estimator {saved['class']!r} with parameters "
                                  f"{sorted(params)!r}")
@@ -283,10 +378,10 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
             n_features = fitted["n_features_in"]
             expected = [n_features, *sizes, max(len(classes), 2)]
             if (list(net.sizes) != expected or net.activation != activation
-                    or net.dtype != np.dtype(clf.dtype)):
+                    or net.dtype != np.dtype(clf._net_dtype())):
                 raise ValueError(f"network {list(net.sizes)} {net.activation} {net.dtype}, the "
                                  f"parameters and classes give {expected} {activation} "
-                                 f"{clf.dtype}")
+                                 f"{clf._net_dtype()}")
             names = fitted["feature_names_in"]
             if names is not None and (not isinstance(names, list) or len(names) != n_features
                                       or not all(isinstance(n, str) for n in names)):

@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 import pytest
+from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
 from sklearn.pipeline import make_pipeline
@@ -12,21 +13,75 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from fastmlp.sklearn import FastMLPClassifier
 
-# Checks that a minibatch-SGD estimator cannot pass by design, with the reason.
-EXPECTED_FAILURES = {
-    "check_sample_weight_equivalence_on_dense_data":
-        "weight 2 is not the same as a duplicated sample under shuffled minibatch SGD "
-        "(MLPClassifier has no sample_weight at all)",
-    "check_sample_weight_equivalence_on_sparse_data": "as above",
-}
+# The checks that scikit-learn itself runs on MLPClassifier with solver="lbfgs" (its
+# PER_ESTIMATOR_CHECK_PARAMS): weight 2 equals a repeated sample for a full-batch solver, never
+# under shuffled minibatches.
+LBFGS_CHECKS = ("check_sample_weight_equivalence_on_dense_data",
+                "check_sample_weight_equivalence_on_sparse_data")
 
 
-@parametrize_with_checks([FastMLPClassifier(max_iter=60, random_state=0)],
-                         expected_failed_checks=lambda est: EXPECTED_FAILURES)
+@parametrize_with_checks([FastMLPClassifier(max_iter=60, random_state=0),
+                          FastMLPClassifier(solver="lbfgs", max_iter=200, random_state=0)])
 def test_scikit_learn_estimator_checks(estimator, check):
+    name = getattr(check, "func", check).__name__
+    if name in LBFGS_CHECKS:
+        estimator = clone(estimator).set_params(solver="lbfgs", max_iter=200)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         check(estimator)
+
+
+def test_lbfgs_learns_digits_and_its_weights_equal_repeated_samples(digits, tmp_path):
+    X, Xt, y, yt = digits
+    clf = FastMLPClassifier(hidden_layer_sizes=(32,), solver="lbfgs", max_iter=300,
+                            random_state=0).fit(X, y)
+    assert clf.score(Xt, yt) > 0.93
+    assert clf.net_.dtype == np.float64 and clf.n_iter_ == len(clf.loss_curve_) <= 300
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0] and clf.loss_ == pytest.approx(
+        clf.loss_curve_[-1])
+    clf.save(tmp_path / "lbfgs.npz")
+    again = FastMLPClassifier.load(tmp_path / "lbfgs.npz")
+    np.testing.assert_array_equal(again.predict_proba(Xt), clf.predict_proba(Xt))
+    assert not hasattr(clf, "partial_fit")  # as MLPClassifier's lbfgs
+    with pytest.raises(ValueError, match="dropout"):
+        FastMLPClassifier(solver="lbfgs", dropout=0.2).fit(X, y)
+    rng = np.random.default_rng(0)
+    weights = rng.integers(0, 3, len(y))
+    weighted = FastMLPClassifier(hidden_layer_sizes=(16,), solver="lbfgs", max_iter=50,
+                                 random_state=0).fit(X, y, sample_weight=weights)
+    repeated = FastMLPClassifier(hidden_layer_sizes=(16,), solver="lbfgs", max_iter=50,
+                                 random_state=0).fit(X.repeat(weights, axis=0),
+                                                     y.repeat(weights))
+    np.testing.assert_allclose(weighted.predict_proba(Xt), repeated.predict_proba(Xt),
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_lbfgs_gradient_matches_finite_differences():
+    """The compiled step's full-batch gradient, weighted, with the L2 term, is the derivative
+    of the loss L-BFGS-B is given."""
+    from scipy.optimize import check_grad
+    rng = np.random.default_rng(3)
+    X = rng.random((40, 12))
+    y = rng.integers(0, 3, 40)
+    weights = rng.integers(0, 4, 40).astype(float)
+    clf = FastMLPClassifier(hidden_layer_sizes=(5,), solver="lbfgs", max_iter=1, alpha=0.1,
+                            random_state=0)
+    captured = {}
+    import scipy.optimize
+
+    def capture(fun, x0, **kwargs):
+        captured["fun"], captured["x0"] = fun, x0.copy()
+        return original(fun, x0, **kwargs)
+
+    original = scipy.optimize.minimize
+    scipy.optimize.minimize = capture
+    try:
+        clf.fit(X, y, sample_weight=weights)
+    finally:
+        scipy.optimize.minimize = original
+    fun, x0 = captured["fun"], captured["x0"]
+    error = check_grad(lambda t: fun(t)[0], lambda t: fun(t)[1], x0, epsilon=1e-6)
+    assert error < 1e-5 * max(1.0, np.linalg.norm(fun(x0)[1]))
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +145,7 @@ def test_partial_fit_class_weight_and_bad_settings(digits):
     heavy = FastMLPClassifier((8,), max_iter=5, random_state=0, solver="sgd",
                               learning_rate_init=0.05, class_weight={0: 20.0}).fit(X, y)
     assert (heavy.predict(Xt) == 0).sum() > (plain.predict(Xt) == 0).sum()
-    for bad, message in (({"solver": "lbfgs"}, "solver must be one of"),
+    for bad, message in (({"solver": "newton"}, "solver must be one of"),
                          ({"activation": "softplus"}, "activation must be one of"),
                          ({"hidden_layer_sizes": (0,)}, "hidden_layer_sizes must be"),
                          ({"alpha": -1.0}, "alpha must be")):
