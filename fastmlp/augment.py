@@ -70,9 +70,11 @@ class Augment:
 
     def apply(self, X, image_shape, seed=0, epoch=0, step=0):
         """A distorted copy of the images X (n, h·w·c) — the ones fit would train on at that
-        (seed, epoch, step) for a minibatch of exactly these rows."""
+        (seed, epoch, step) for a minibatch of exactly these rows — in the shape X was given:
+        flat rows, (n, h, w) or (n, h, w, c) images."""
         import numba
         X = np.array(X, dtype=np.float64 if X.dtype == np.float64 else np.float32, copy=True)
+        given = X.shape
         X = X.reshape(X.shape[0], -1)
         params, basis, shape = self.tables(image_shape)
         basis = basis.astype(X.dtype)
@@ -80,7 +82,7 @@ class Augment:
                             K.augment.scratch_size(*shape, basis.shape[0])), X.dtype)
         key = np.uint64(K.stream_key(seed, epoch, step, K.augment.STREAM))  # as fit draws
         K.augment.augment_batch(X, key, params, basis, shape, scratch)
-        return X
+        return X.reshape(given)
 
 
 def image_shape_of(net):

@@ -194,13 +194,131 @@ def _load_data(args, validation_size, dtype="float32", test_only=False):
     return name, splits
 
 
-def cmd_train(args):
-    from .network import Network
+NETWORK_FLAGS = ("hidden", "activation", "init", "dtype", "dropout", "input_dropout", "max_norm",
+                 "output", "loss")
+OPTIMIZER_FLAGS = ("optimizer", "lr", "momentum", "weight_decay")
+
+
+def _check_output_path(path, flag):
+    """An output file's folder must exist and be writable: checked before any training."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise CLIError(f"{flag} {path}: is a folder; give a file name")
+    folder = target.resolve().parent
+    if not folder.is_dir():
+        raise CLIError(f"{flag} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CLIError(f"{flag} {path}: the folder {folder} is not writable")
+
+
+def _check_train_args(args):
+    """Every flag of train that can be checked without the data, before anything is loaded."""
     if args.epochs < 0:
         raise CLIError(f"--epochs must be >= 0, got {args.epochs}")
+    if args.batch_size < 1:
+        raise CLIError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.validation_size < 0:
+        raise CLIError(f"--validation-size must be >= 0, got {args.validation_size}")
+    if args.log and Path(args.log).suffix.lower() not in (".csv", ".jsonl"):
+        raise CLIError(f"--log must end in .csv or .jsonl, got {args.log}")
+    for flag in ("out", "plot", "log", "checkpoint"):
+        _check_output_path(getattr(args, flag), f"--{flag}")
+    if args.resume and not Path(args.resume).is_file():
+        raise CLIError(f"--resume {args.resume}: no such file")
     if args.plot:
         from .plotting import require_matplotlib
         require_matplotlib()  # before training, not after it
+    args.tensorboard_callback = None
+    if args.tensorboard:
+        from .callbacks import TensorBoard
+        args.tensorboard_callback = TensorBoard(args.tensorboard)  # a missing extra: now
+
+
+def _checkpoint_settings(net):
+    """The train flags a checkpoint's network and fit stand for."""
+    layers = net.layers
+    input_rate = layers[0].rate if layers[0].kind == "dropout" else 0.0
+    rates = [layer.rate for layer in layers[1:] if layer.kind == "dropout"]
+    return {"hidden": list(net.sizes[1:-1]), "activation": net.activation, "init": net.init,
+            "dtype": net.dtype.name, "dropout": rates[0] if rates else 0.0,
+            "input_dropout": input_rate, "max_norm": net.max_norm, "output": net.output,
+            "loss": net.loss}
+
+
+def _resume_defaults(args, net):
+    """Flags not given take the checkpoint's values; a flag given that differs is an error."""
+    given = args.given
+    for flag, value in _checkpoint_settings(net).items():
+        if flag in given and getattr(args, flag) != value:
+            def shown(v):
+                return ",".join(map(str, v)) if isinstance(v, list) else v
+            name = "--" + flag.replace("_", "-")
+            raise CLIError(f"--resume {args.resume}: the checkpoint is a {net.architecture} "
+                           f"network with {name} {shown(value)}; {name} "
+                           f"{shown(getattr(args, flag))} asks for another")
+        setattr(args, flag, value)
+    config = net.train_config
+    if "batch_size" not in given and config.get("batch_size"):
+        args.batch_size = int(config["batch_size"])
+    if not given & set(OPTIMIZER_FLAGS) and config.get("optimizer"):
+        from .optimizers import from_config
+        args.resume_optimizer = from_config(config["optimizer"], config["optimizer_config"])
+
+
+def _fit_arguments(args):
+    """The optimizer settings of fit, from the flags, a recipe or a checkpoint."""
+    if getattr(args, "resume_optimizer", None) is not None:
+        return {"optimizer": args.resume_optimizer}
+    fit_args = {"lr": 0.1 if args.lr is None else args.lr, "momentum": args.momentum,
+                "weight_decay": args.weight_decay}
+    if not args.optimizer and not args.recipe:
+        from .optimizers import SGD
+        SGD(**fit_args)  # its checks, before the data loads
+    if args.recipe and not args.optimizer:
+        fit_args = {k: v for k, v in args.recipe_fit.items() if k not in ("epochs", "batch_size")}
+        if args.lr is not None:
+            fit_args["optimizer"] = fit_args["optimizer"].with_lr(args.lr)
+    if args.optimizer:
+        from .optimizers import get
+        optimizer = get(args.optimizer)
+        if args.lr is not None:
+            optimizer = optimizer.with_lr(args.lr)
+        fit_args = {"optimizer": optimizer}
+        if (args.momentum, args.weight_decay) != (0.9, 0.0):
+            raise CLIError("--momentum and --weight-decay go with the default SGD; with "
+                           "--optimizer they are that optimizer's defaults")
+    return fit_args
+
+
+def _save_model(net, path):
+    """Save the trained model; if that fails, to a named fallback file, and say where."""
+    try:
+        net.save(path)
+        return path, None
+    except OSError as exc:
+        import tempfile
+        import time
+        name = f"fastmlp-model-{time.strftime('%Y%m%d-%H%M%S')}.npz"
+        for folder in (Path.cwd(), Path(tempfile.gettempdir())):
+            try:
+                net.save(folder / name)
+                return folder / name, exc
+            except OSError:
+                continue
+        raise CLIError(f"--out {path}: the model could not be saved ({exc}), nor to a "
+                       f"fallback file in {Path.cwd()} or {tempfile.gettempdir()}") from None
+
+
+def cmd_train(args):
+    from .network import Network
+    _check_train_args(args)
+    resumed = None
+    if args.resume:
+        resumed = Network.load(args.resume, backend=args.backend)
+        _resume_defaults(args, resumed)
+    fit_args = _fit_arguments(args)
     name, splits = _load_data(args, args.validation_size, args.dtype)
     if len(splits) == 3:
         (X, y), val, (Xt, yt) = splits
@@ -217,11 +335,14 @@ def cmd_train(args):
         recipe_net, _ = build(args.recipe, X.shape[1], n_classes, seed=args.seed,
                               init=args.init, dtype=args.dtype, backend=args.backend)
         sizes = list(recipe_net.sizes)
-    if args.resume:
-        net = Network.load(args.resume, backend=args.backend)
-        if net.sizes != tuple(sizes):
-            raise CLIError(f"--resume {args.resume}: the checkpoint is a {list(net.sizes)} "
-                           f"network; --hidden asks for {sizes}")
+    if resumed is not None:
+        net = resumed
+        if layered and recipe_net._structure() != net._structure():
+            raise CLIError(f"--resume {args.resume}: the checkpoint is a {net.architecture} "
+                           f"network; --recipe {args.recipe} is a {recipe_net.architecture}")
+        if net.n_features != X.shape[1] or net.n_classes < n_classes:
+            raise CLIError(f"--resume {args.resume}: the checkpoint is a {net.architecture} "
+                           f"network; {name} has {X.shape[1]} features and {n_classes} classes")
     elif layered:
         net = recipe_net
     else:
@@ -229,28 +350,10 @@ def cmd_train(args):
                       backend=args.backend, seed=args.seed, dropout=args.dropout,
                       input_dropout=args.input_dropout, max_norm=args.max_norm,
                       output=args.output, loss=args.loss)
-    fit_args = {"lr": 0.1 if args.lr is None else args.lr, "momentum": args.momentum,
-                "weight_decay": args.weight_decay}
-    if args.recipe and not args.optimizer:
-        fit_args = {k: v for k, v in args.recipe_fit.items() if k not in ("epochs", "batch_size")}
-        if args.lr is not None:
-            fit_args["optimizer"] = fit_args["optimizer"].with_lr(args.lr)
-    if args.optimizer:
-        from .optimizers import get
-        optimizer = get(args.optimizer)
-        if args.lr is not None:
-            optimizer = optimizer.with_lr(args.lr)
-        fit_args = {"optimizer": optimizer}
-        if (args.momentum, args.weight_decay) != (0.9, 0.0):
-            raise CLIError("--momentum and --weight-decay go with the default SGD; with "
-                           "--optimizer they are that optimizer's defaults")
     if not args.quiet:
         print(f"Data: {name}: train {len(y)}, test {len(yt)}, {val_note}")
         net.summary()
-    callbacks = []
-    if args.tensorboard:
-        from .callbacks import TensorBoard
-        callbacks.append(TensorBoard(args.tensorboard))  # before training: a missing extra
+    callbacks = [args.tensorboard_callback] if args.tensorboard else []
     log = _EpochLog(args.log) if args.log else None
     if log:
         callbacks.append(log)
@@ -267,21 +370,29 @@ def cmd_train(args):
     net.train_config["dataset"] = name
     test = net.evaluate(Xt, yt)
     print(f"Test loss: {test['loss']:.4f} - test accuracy: {test['accuracy']:.4f}", flush=True)
+    status = 0
     if args.out:
-        net.save(args.out)
+        saved, error = _save_model(net, args.out)
         side = int(round(np.sqrt(net.n_features)))
-        print(f"Saved model to {args.out}" + ("" if name != datasets.FALLBACK else
-              f" (a model of the 8x8 digits: it takes {side}x{side} images, not MNIST's 28x28)"))
+        note = ("" if name != datasets.FALLBACK else
+                f" (a model of the 8x8 digits: it takes {side}x{side} images, not MNIST's 28x28)")
+        if error is not None:
+            print(f"fastmlp train: error: could not save the model to {args.out} "
+                  f"({' '.join(str(error).split())}); saved it to {saved} instead", file=sys.stderr)
+            status = 1
+        else:
+            print(f"Saved model to {saved}" + note)
     if args.plot:
         from .plotting import plot_history
-        plot_history(history, args.plot, title=f"{name} {sizes}")
+        plot_history(history, args.plot, title=f"{name}: {net.architecture}",
+                     loss_name=net.loss, validation_label=None if len(splits) == 3 else "test")
         print(f"Saved learning curves to {args.plot}")
     if args.tensorboard:
         print(f"TensorBoard run: {callbacks[0].run_dir} (tensorboard --logdir "
               f"{args.tensorboard})")
     if history.stopped == "interrupted":
         return EXIT_INTERRUPTED
-    return 0
+    return status
 
 
 # ---- evaluate ---------------------------------------------------------------------------------
@@ -301,7 +412,7 @@ def cmd_evaluate(args):
     result = net.evaluate(Xt, yt)
     pred = net.predict(Xt)
     cm = confusion_matrix(yt, pred, net.n_classes)
-    print(f"Model: {args.model} {list(net.sizes)} - test set: {name}, {len(yt)} samples")
+    print(f"Model: {args.model} ({net.architecture}) - test set: {name}, {len(yt)} samples")
     print(f"Test loss: {result['loss']:.4f} - test accuracy: {result['accuracy']:.4f}\n")
     print(format_report(classification_report(yt, pred, net.n_classes)))
     print("\nConfusion matrix:")
@@ -331,12 +442,24 @@ def cmd_predict(args):
         print(f"note: {args.model} was trained on the 8x8 UCI digits, not MNIST: each image is "
               f"reduced to 8x8 the way those digits were made (32x32 bitmap, 4x4 block counts)",
               file=sys.stderr)
-    inputs = np.stack([prepare(path, net.n_features, style) for path in args.images])
-    proba = net.predict_proba(inputs.astype(net.dtype))
-    for path, p in zip(args.images, proba):
-        top = np.argsort(-p, kind="stable")[:k]
-        ranked = ", ".join(f"{c} ({p[c]:.4f})" for c in top)
-        print(f"{path}: {top[0]}   top-{k}: {ranked}")
+    paths, inputs, failed = [], [], 0
+    for path in args.images:  # one bad file is reported and the others still classified
+        try:
+            inputs.append(prepare(path, net.n_features, style))
+            paths.append(path)
+        except (FastMLPError, ValueError, OSError) as exc:
+            failed += 1
+            print(f"fastmlp predict: error: {' '.join(str(exc).split())}", file=sys.stderr)
+    if inputs:
+        proba = net.predict_proba(np.stack(inputs).astype(net.dtype))
+        for path, p in zip(paths, proba):
+            top = np.argsort(-p, kind="stable")[:k]
+            ranked = ", ".join(f"{c} ({p[c]:.4f})" for c in top)
+            print(f"{path}: {top[0]}   top-{k}: {ranked}")
+    if failed:
+        print(f"fastmlp predict: {failed} of {len(args.images)} images could not be classified",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -360,15 +483,16 @@ def cmd_sweep(args):
         from .plotting import require_matplotlib
         require_matplotlib()
     grid = {"seed": _int_list(args.seeds, "--seeds")}
-    widths = [(w,) for w in _int_list(args.hidden, "--hidden")]
-    grid["hidden"] = widths
-    by = "hidden"
+    grid["hidden"] = [(w,) for w in _int_list(args.hidden, "--hidden")]
     if args.train_sizes:
         grid["train_size"] = _int_list(args.train_sizes, "--train-sizes")
-        by = "train_size"
     if args.optimizers:
         grid["optimizer"] = args.optimizers.split(",")
-        by = "optimizer"
+    # the x axis: the last swept setting; every other setting that varies groups the records
+    swept = [k for k in ("hidden", "train_size", "optimizer") if k in grid]
+    varied = [k for k in swept if len(grid[k]) > 1]
+    by = (varied or swept)[-1]
+    group = tuple(k for k in varied if k != by)
     out = Path(args.out)
     log_path = out.with_suffix(".jsonl")
     records = sweep(grid, data=args.dataset or "mnist", base={"epochs": args.epochs,
@@ -377,15 +501,16 @@ def cmd_sweep(args):
                     data_dir=args.data_dir)
     if out.suffix.lower() == ".csv":
         write_csv(records, out)
-    stats = summarize(records, by)
-    order = sorted(stats, key=lambda k: (0, sum(k) if isinstance(k, tuple) else k)
-                   if isinstance(k, (int, float, tuple)) else (1, str(k)))
-    for key in order:
+    from .sweep import _label, _sort_key
+    stats = summarize(records, by, group)
+    for key in sorted(stats, key=lambda k: [_sort_key(v) for v in (k if group else (k,))]):
         mean, std, n = stats[key]
-        print(f"{by} {key}: test accuracy {100 * mean:.2f} % +- {100 * std:.2f} ({n} seeds)")
+        values = key if group else (key,)
+        setting = ", ".join(f"{k} {_label(v)}" for k, v in zip((*group, by), values))
+        print(f"{setting}: test accuracy {100 * mean:.2f} % +- {100 * std:.2f} ({n} seeds)")
     print(f"Saved {len(records)} records to {out} (log: {log_path})")
     if args.plot:
-        plot(records, by, args.plot, log_x=by in ("train_size", "hidden"),
+        plot(records, by, args.plot, log_x=by in ("train_size", "hidden"), group=group,
              title=f"{args.dataset or 'mnist'}: test accuracy against {by}")
         print(f"Saved the plot to {args.plot}")
     return 0
@@ -444,9 +569,21 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
             "augment-preview": cmd_augment_preview}
 
 
+def _given_flags(argv):
+    """The dests of the flags written on the command line (neither defaults nor a recipe's)."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for p in sub.choices.values():
+        for action in p._actions:
+            action.default = argparse.SUPPRESS
+        p._defaults.clear()
+    return set(vars(parser.parse_args(argv))) - {"command"}
+
+
 def main(argv=None):
     parser = build_parser()
     args = _apply_recipe(parser, argv)
+    args.given = _given_flags(argv)
     try:
         return COMMANDS[args.command](args)
     except (CLIError, FastMLPError, ValueError, TypeError, OSError, ImportError) as exc:

@@ -9,8 +9,10 @@ import numpy as np
 from .errors import DataFormatError
 
 
-def load_image(path):
-    """A 2-D float array in [0, 1] from a PNG/JPG/... (Pillow) or a .npy file."""
+def load_image(path, side=None):
+    """A 2-D float array in [0, 1] from a PNG/JPG/... (Pillow) or a .npy file. Transparent
+    pixels are composited on white, as a drawing app shows them. A .npy array must be an image
+    of ``side`` x ``side`` pixels (or its flat row) when ``side`` is given."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such image file")
@@ -21,6 +23,12 @@ def load_image(path):
             raise DataFormatError(f"{path}: not a readable .npy array ({exc})") from None
         if arr.dtype.kind not in "biuf":
             raise DataFormatError(f"{path}: expected a numeric array, got dtype {arr.dtype}")
+        if side is not None and arr.shape not in ((side, side), (side * side,), (side, side, 1)):
+            raise DataFormatError(f"{path}: an array of shape {arr.shape}; the model takes "
+                                  f"images of shape ({side}, {side}), ({side * side},) or "
+                                  f"({side}, {side}, 1)")
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
         if arr.ndim == 1:
             side = int(round(np.sqrt(arr.size)))
             if side * side != arr.size:
@@ -41,7 +49,12 @@ def load_image(path):
     try:
         with Image.open(path) as im:
             im.load()
-            gray = im.convert("L")
+            if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+                rgba = im.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                gray = Image.alpha_composite(white, rgba).convert("L")
+            else:
+                gray = im.convert("L")
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataFormatError(f"{path}: not a readable image ({exc})") from None
     return np.asarray(gray, dtype=np.float64) / 255.0
@@ -94,6 +107,10 @@ def prepare(path, n_features, style="mnist"):
     side = int(round(np.sqrt(n_features)))
     if side * side != n_features:
         raise ValueError(f"the model takes {n_features} inputs, not a square image")
-    if style == "uci-digits":
-        return uci_digits_style(load_image(path), side=side)
-    return mnist_style(load_image(path), side=side, box=max(1, round(side * 20 / 28)))
+    image = load_image(path, side)
+    try:
+        if style == "uci-digits":
+            return uci_digits_style(image, side=side)
+        return mnist_style(image, side=side, box=max(1, round(side * 20 / 28)))
+    except ValueError as exc:
+        raise DataFormatError(f"{path}: {exc}") from None

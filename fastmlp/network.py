@@ -1,4 +1,5 @@
 """The Network: a thin, validated API over the kernels in :mod:`fastmlp.kernels`."""
+import json
 import math
 import signal
 import sys
@@ -16,7 +17,7 @@ from .kernels.optim import BETA1
 from .schedules import Schedule
 from .schedules import evaluate as evaluate_schedule
 from .training import Trainer, kernels_need_compiling, one_blas_thread, uses_sparse_input
-from .validation import check_choice, check_features, check_int, check_labels
+from .validation import check_choice, check_features, check_int, check_labels, warn_if_unscaled
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 BACKENDS = ("numba", "numpy")
@@ -329,7 +330,8 @@ class Network:
         (``net.history`` keeps every epoch).
 
         ``optimizer`` is an object from :mod:`fastmlp.optimizers` or its name; without it,
-        ``lr``/``momentum``/``weight_decay`` mean SGD with momentum. ``initial_epoch`` numbers
+        ``lr``/``momentum``/``weight_decay`` mean SGD with momentum (momentum 0.9 unless given:
+        pass ``momentum=0`` for plain SGD, as in Nielsen's book). ``initial_epoch`` numbers
         epochs absolutely: epochs ``initial_epoch .. epochs-1`` are trained. ``validation_split``
         holds out the last fraction of X, y (as Keras). ``checkpoint`` is saved atomically at
         every epoch end (and on Ctrl-C); ``resume`` continues a checkpoint, with ``epochs`` the
@@ -344,6 +346,7 @@ class Network:
         fly (the network's input_shape, or square images, says how to read X).
         """
         from . import optimizers
+        warn_if_unscaled(X, self.input_shape)
         X = check_features(X, self.n_features, self.dtype, input_shape=self.input_shape)
         y = check_labels(y, X.shape[0], self.n_classes)
         epochs = check_int(epochs, "epochs", 0)
@@ -432,15 +435,19 @@ class Network:
         self.history.stopped = None
         progress = verbose == 1 and sys.stderr.isatty()
         if verbose and kernels_need_compiling() and self.backend == "numba":
-            print("Compiling kernels (first run only: they are cached afterwards) ...",
-                  file=sys.stderr, flush=True)
+            print("Compiling the training step for this kind of network (up to a minute; the "
+                  "compiled code is cached on disk for later runs) ...", file=sys.stderr,
+                  flush=True)
+        if verbose and optimizer is None:
+            print(f"Optimizer: SGD, lr {lr:g}, momentum {momentum:g}"
+                  + (" (the default: pass momentum=0 for plain SGD)" if momentum == 0.9 else "")
+                  + f", weight decay {weight_decay:g}", flush=True)
 
         step_watchers = [c for c in callbacks if hasattr(c, "on_steps")]
         if step_watchers:  # chunks of the (shortest) interval the step losses are wanted at
             trainer.chunk = min(getattr(c, "loss_every", trainer.chunk) for c in step_watchers)
-        self._last_gradients = lambda: [
-            trainer.ws.gW[l] if l != trainer.plan.sparse_layer else None  # never stored there
-            for l in self._param_layers]
+        self._last_gradients = lambda: [trainer.gradients(self.epochs_done - 1)[l]
+                                        for l in self._param_layers]
         for callback in callbacks:
             if hasattr(callback, "on_train_begin"):
                 callback.on_train_begin(self)
@@ -606,7 +613,7 @@ class Network:
             raise ModelFormatError(f"{path}: a model file, not a checkpoint: it has no optimizer "
                                    f"state to resume from")
         other = self._from_meta(meta, path, self.backend)
-        if (other._describe(), other.dtype) != (self._describe(), self.dtype):
+        if other._structure() != self._structure():
             raise ValueError(f"resume: {path} holds a {other._describe()} {other.dtype} network, "
                              f"this one is {self._describe()} {self.dtype}")
         saved = meta.get("optimizer") or {"name": "sgd", "slots": ["velocity"], "t": 0}
@@ -643,15 +650,48 @@ class Network:
             state = {"step": check_int(step, "step", 0), "partial": tuple(meta["partial"])}
         return state
 
+    def _structure(self):
+        """What a checkpoint must share with the network that resumes it."""
+        return (json.dumps([layer.config() for layer in self.layers]), tuple(self.input_shape),
+                self.output, self.loss, self.dtype)
+
     def _describe(self):
-        text = f"{list(self.sizes)} {self.activation}"
-        rates = [layer.rate for layer in self.layers if layer.kind == "dropout"]
-        if rates or any(layer.kind not in ("dense", "dropout") or
-                        layer.activation not in (None, self.activation) for layer in self.layers):
-            text += " (" + ", ".join(repr(layer) for layer in self.layers) + ")"
+        text = self.architecture
         if (self.output, self.loss) != ("softmax", "cross_entropy"):
             text += f" {self.output}/{self.loss}"
         return text
+
+    @property
+    def architecture(self):
+        """The layers by kind and shape, on one line: "784-300-10 MLP (relu)" for a network of
+        dense layers, else each layer in turn from the input shape, e.g. "28x28x1 > Conv2D 32
+        3x3 relu > MaxPool2D 2x2 > Flatten > Dense 128 relu > Dense 10"."""
+        if all(layer.kind in ("dense", "dropout") for layer in self.layers):
+            acts = {layer.activation for layer in self.layers[:-1] if layer.kind == "dense"}
+            text = "-".join(map(str, self.sizes)) + " MLP"
+            rates = [layer.rate for layer in self.layers if layer.kind == "dropout"]
+            details = [", ".join(sorted(acts))] if acts else []
+            if rates:
+                details.append("dropout " + "/".join(f"{r:g}" for r in rates))
+            return text + (f" ({'; '.join(details)})" if details else "")
+        parts = ["x".join(map(str, self.input_shape))]
+        for layer in self.layers:
+            if layer.kind == "dense":
+                parts.append(f"Dense {layer.units}" + (f" {layer.activation}"
+                                                        if layer.activation else ""))
+            elif layer.kind == "conv2d":
+                kh, kw = layer.kernel_size
+                parts.append(f"Conv2D {layer.filters} {kh}x{kw}"
+                             + (f" stride {layer.strides[0]}" if layer.strides != (1, 1) else "")
+                             + (" same" if layer.padding == "same" else "")
+                             + (f" {layer.activation}" if layer.activation else ""))
+            elif layer.kind == "maxpool2d":
+                parts.append("MaxPool2D {}x{}".format(*layer.pool_size))
+            elif layer.kind == "dropout":
+                parts.append(f"Dropout {layer.rate:g}")
+            else:
+                parts.append("Flatten")
+        return " > ".join(parts)
 
     # ---- description -------------------------------------------------------------------------
     def summary(self, print_fn=print):
@@ -678,7 +718,7 @@ class Network:
         widths = (34, 22, 12, 16)
         header = ("Layer (type)", "Output Shape", "Param #", "MACs / sample")
         line = "=" * sum(widths)
-        out = [f"Network: {list(self.sizes)}, {self.dtype.name}, backend {self.backend}, "
+        out = [f"Network: {self.architecture}, {self.dtype.name}, backend {self.backend}, "
                f"{self.output} + {self.loss.replace('_', '-')}", line,
                "".join(h.ljust(w) for h, w in zip(header, widths)), line]
         out += ["".join(str(c).ljust(w) for c, w in zip((r[0], r[1], f"{r[2]:,}", f"{r[3]:,}"),

@@ -24,18 +24,27 @@ def _save(fig, path):
     return path
 
 
-def plot_history(history, path, title=None):
-    """Learning curves: loss and accuracy per epoch, train and validation."""
+LOSS_LABELS = {"cross_entropy": "cross-entropy loss", "quadratic": "quadratic cost"}
+
+
+def plot_history(history, path, title=None, loss_name="cross_entropy",
+                 validation_label="validation"):
+    """Learning curves: loss and accuracy per epoch, train and validation. ``loss_name`` is the
+    network's loss ("cross_entropy" or "quadratic"); ``validation_label`` names the held-out
+    curve ("test" when the test set was passed as validation data)."""
+    from matplotlib.ticker import MaxNLocator
     plt = _pyplot()
     h = history.history if hasattr(history, "history") else history
     epochs = np.arange(1, len(h["loss"]) + 1)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, label in ((ax_loss, "loss", "cross-entropy loss"), (ax_acc, "accuracy", "accuracy")):
+    for ax, key, label in ((ax_loss, "loss", LOSS_LABELS.get(loss_name, loss_name)),
+                           (ax_acc, "accuracy", "accuracy")):
         ax.plot(epochs, h[key], "o-", label="train")
         val = [np.nan if v is None else v for v in h.get(f"val_{key}", [])]
         if len(val) and not np.all(np.isnan(val)):
-            ax.plot(epochs, val, "s-", label="validation")
+            ax.plot(epochs, val, "s-", label=validation_label or "validation")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -99,8 +108,10 @@ def plot_compare(histories, path, title=None):
             val = np.array([np.nan if v is None else v for v in h.get(f"val_{key}", [])], float)
             if len(val) and not np.all(np.isnan(val)):
                 ax.plot(epochs[:len(val)], val, "-", color=color, label=f"{label} (validation)")
+    from matplotlib.ticker import MaxNLocator
     for ax, name in ((ax_loss, "loss"), (ax_acc, "accuracy")):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     ax_loss.legend(fontsize=7)

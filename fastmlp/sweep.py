@@ -556,39 +556,69 @@ def _worker_died(exc):
     return False
 
 
-def summarize(records, by):
-    """{value of ``by``: (mean, std, n)} of test_accuracy over the records (seeds averaged)."""
+def _value(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def summarize(records, by, group=()):
+    """{value of ``by``: (mean, std, n)} of test_accuracy over the records (seeds averaged).
+    With ``group`` (other varied keys), {(value of each group key..., value of by): ...}: the
+    records of different widths, sizes or optimizers are never averaged together."""
+    keys = (*group, by)
     groups = {}
     for r in records:
         if "test_accuracy" in r:
-            groups.setdefault(json.dumps(r[by]), []).append(r["test_accuracy"])
+            groups.setdefault(json.dumps([r.get(k) for k in keys]), []).append(r["test_accuracy"])
+
     def key(text):
-        value = json.loads(text)
-        return tuple(value) if isinstance(value, list) else value
+        values = tuple(_value(v) for v in json.loads(text))
+        return values if group else values[0]
 
     return {key(k): (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in groups.items()}
 
 
-def plot(records, by, path, log_x=False, title=None):
-    """Test accuracy against ``by`` (width, training-set size, ...) with error bars over seeds."""
+def _label(value):
+    return "-".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _sort_key(value):
+    if isinstance(value, tuple) and all(isinstance(v, (int, float)) for v in value):
+        return (0, sum(value), "")
+    if isinstance(value, (int, float)):
+        return (0, value, "")
+    return (1, 0, str(value))
+
+
+def plot(records, by, path, log_x=False, title=None, group=()):
+    """Test accuracy against ``by`` (width, training-set size, ...) with error bars over seeds;
+    one line per value of the ``group`` keys (the other settings the sweep varied)."""
     from .plotting import _pyplot, _save
     plt = _pyplot()
-    stats = summarize(records, by)
-    numeric = all(isinstance(k, (int, float, tuple)) for k in stats)
-    keys = sorted(stats, key=lambda k: (sum(k) if isinstance(k, tuple) else k) if numeric
-                  else str(k))
-    xs = [(sum(k) if isinstance(k, tuple) else k) if numeric else i for i, k in enumerate(keys)]
+    stats = summarize(records, by, group)
+    series = {}
+    for k in stats:
+        series.setdefault(k[:-1] if group else (), []).append(k)
+    x_values = sorted({k[-1] if group else k for k in stats}, key=_sort_key)
+    numeric = all(_sort_key(v)[0] == 0 for v in x_values)
+    position = {v: (sum(v) if isinstance(v, tuple) else v) if numeric else i
+                for i, v in enumerate(x_values)}
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.errorbar(xs, [100 * stats[k][0] for k in keys], yerr=[100 * stats[k][1] for k in keys],
-                fmt="o-", capsize=4)
+    for name in sorted(series, key=lambda g: [_sort_key(v) for v in g]):
+        keys = sorted(series[name], key=lambda k: _sort_key(k[-1] if group else k))
+        xs = [position[k[-1] if group else k] for k in keys]
+        label = ", ".join(f"{g} {_label(v)}" for g, v in zip(group, name)) or None
+        ax.errorbar(xs, [100 * stats[k][0] for k in keys], yerr=[100 * stats[k][1] for k in keys],
+                    fmt="o-", capsize=4, label=label)
     ax.set_xlabel(by + (" (log scale)" if log_x else ""))
     ax.set_ylabel("test accuracy (%), mean ± std over seeds")
     if log_x:
         ax.set_xscale("log")
-    ax.set_xticks(xs)
-    ax.set_xticklabels(["-".join(map(str, k)) if isinstance(k, tuple) else str(k) for k in keys])
+    ax.set_xticks([position[v] for v in x_values])
+    ax.set_xticklabels([_label(v) for v in x_values])
     ax.minorticks_off()
     ax.grid(alpha=0.3)
+    if group:
+        ax.legend(fontsize=8)
     if title:
         ax.set_title(title)
     return _save(fig, path)

@@ -32,6 +32,9 @@ DENSE_REST_SHARE = 0.5
 # 1.7-1.8 / 2.2-2.5, batch 16 a tie, batch 24-64 BLAS ahead by 10-30 %.
 SMALL_BATCH_ROWS = 16
 NO_THREADED_DENSE = 1 << 62
+# A chunk of steps whose mean loss exceeds this many times ln(classes) (a uniform guess's
+# cross-entropy, where a fit starts) has diverged, as a NaN loss has: three orders of magnitude.
+LOSS_GROWTH_LIMIT = 1000.0
 
 
 def uses_sparse_input(net, X, batch_size):
@@ -191,6 +194,8 @@ class Trainer:
         self.images = K.image_code(self.plan)
         self.thread_tuner = ThreadTuner(active=numba_threads)
         self._saved = None
+        # a chunk's mean loss above this is divergence, as NaN is
+        self.loss_limit = LOSS_GROWTH_LIMIT * max(1.0, math.log(net.n_classes))
 
     def slot_arrays(self):
         """{slot name: (per-layer W states, per-layer b states)} of the optimizer in use."""
@@ -204,6 +209,23 @@ class Trainer:
         """What a rollback restores: the parameters and the state slots the optimizer uses."""
         state = sum((sW + sb for sW, sb in self.slot_arrays().values()), ())
         return self.params.W + self.params.b + state + (self.state.t,)
+
+    def gradients(self, epoch):
+        """Each layer's weight gradient at the current weights on ``epoch``'s last minibatch:
+        one step of the NumPy twin (SGD, momentum 0, lr 0: the velocity is the gradient) on
+        copies. The fast step never stores the zero-skipping first layer's gradient."""
+        dtype = self.net.dtype
+        order = self.net.epoch_order(epoch, self.n, self.shuffle)
+        params = K.Params(tuple(w.copy() for w in self.params.W),
+                          tuple(b.copy() for b in self.params.b))
+        state = K.make_state(params, 0, (0.0,) * 7, dtype)
+        plan = self.plan._replace(optimizer=0, sparse_layer=-1,
+                                  max_norm=np.zeros_like(self.plan.max_norm))
+        ws = K.make_workspace(params, plan, self.net.n_features, self.batch_size, dtype)
+        last = self.steps - 1
+        K.train_steps_ref(self.X, self.y, order, self.batch_size, last, last + 1, epoch, params,
+                          state, ws, plan, self.images)
+        return state.s1W
 
     def run_epoch(self, epoch, step=0, totals=(0.0, 0, 0, 0.0), should_stop=None, on_chunk=None,
                   until=None):
@@ -228,11 +250,15 @@ class Trainer:
                         self.X, self.y, order, self.batch_size, first, last, epoch, self.params,
                         self.state, self.ws, self.plan, self.images),
                     step, stop)
-                if not math.isfinite(ls):
+                mean = ls / max(s, 1)
+                if not math.isfinite(mean) or mean > self.loss_limit:
                     for src, dst in zip(self._saved, live):
                         np.copyto(dst, src)
+                    grew = "" if not math.isfinite(mean) else (
+                        f" (over {self.loss_limit:.4g}, {LOSS_GROWTH_LIMIT:g} times a uniform "
+                        f"guess's: it grew by orders of magnitude)")
                     raise TrainingDivergedError(
-                        f"the training loss became {ls / max(s, 1)} in epoch {epoch + 1}, steps "
+                        f"the training loss became {mean:.6g}{grew} in epoch {epoch + 1}, steps "
                         f"{step + 1}..{stop}; the network keeps its weights from before step "
                         f"{step + 1}. Try a smaller lr (now {self.state.hyper[0]:g}) or another "
                         f"init (now {self.net.init!r}).")

@@ -79,3 +79,22 @@ def check_choice(value, name, choices):
     if value not in choices:
         raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
     return value
+
+
+def warn_if_unscaled(X, input_shape, name="X"):
+    """Warn, once per place, when image inputs look unscaled: an integer dtype holding values
+    over 1 (0-255 pixels), or floats over 1 where the network takes images (an image
+    input_shape, or a square number of inputs: 8x8 digits, 28x28 MNIST). Looks at the first
+    rows only: X may be a memory map far larger than memory."""
+    import warnings
+    sample = np.asarray(X[:1000]) if hasattr(X, "__getitem__") else np.asarray(X)
+    if sample.size == 0 or sample.dtype.kind not in "biuf":
+        return
+    top = sample.max()
+    n = math.prod(input_shape)
+    side = math.isqrt(n)
+    images = len(input_shape) == 3 or (n >= 64 and side * side == n)
+    if top > 1 and (sample.dtype.kind in "biu" or images):
+        warnings.warn(f"{name} holds values up to {top:g} ({sample.dtype}): networks train on "
+                      f"inputs scaled to [0, 1] (pixels / 255); unscaled, training stalls or "
+                      f"diverges", UserWarning, stacklevel=3)

@@ -144,7 +144,7 @@ def test_predict_reads_back_test_digits(trained, mnist):
     (["train", "--hidden", "abc"], "--hidden takes sizes"),
     (["train", "--dataset", "digits", "--lr", "-1", "--quiet"], "lr must be > 0"),
     (["train", "--dataset", "digits", "--momentum", "1.5", "--quiet"], "momentum must be in [0, 1)"),
-    (["train", "--dataset", "digits", "--batch-size", "0", "--quiet"], "batch_size must be in"),
+    (["train", "--dataset", "digits", "--batch-size", "0", "--quiet"], "--batch-size must be >= 1"),
     (["train", "--dataset", "digits", "--batch-size", "100000", "--quiet"], "batch_size must be in"),
     (["train", "--dataset", "digits", "--weight-decay", "-0.1", "--quiet"], "weight_decay must be"),
     (["train", "--dataset", "digits", "--log", "x.txt", "--quiet"], "--log must end in"),
@@ -243,7 +243,7 @@ def test_train_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(a, b)
     proc = fastmlp("train", "--dataset", "digits", "--hidden", "16", "--resume", "ck.npz",
                    cwd=tmp_path, check=False)
-    assert proc.returncode == 2 and "the checkpoint is a [64, 32, 10] network" in proc.stderr
+    assert proc.returncode == 2 and "the checkpoint is a 64-32-10 MLP (relu) network" in proc.stderr
 
 
 def test_time_to_accuracy_decays_the_lr_and_stops_at_the_target(mnist):

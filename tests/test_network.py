@@ -121,7 +121,8 @@ def test_epoch_line_is_printed(toy_data, capsys):
     Network([64, 16, 10], seed=0).fit(X, y, epochs=2, batch_size=64,
                                       validation_data=(X, y), verbose=2)
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 2
+    assert len(out) == 3 and out[0].startswith("Optimizer: SGD, lr 0.1, momentum 0.9")
+    out = out[1:]
     assert out[1].startswith("Epoch 2/2 - ")
     for key in ("loss: ", "accuracy: ", "val_loss: ", "val_accuracy: "):
         assert key in out[1]

@@ -435,8 +435,8 @@ def test_resume_refuses_a_model_file_and_a_different_network(model_file, tmp_pat
         Network([20, 8, 3], seed=1).fit(X, y, batch_size=20, resume=path, verbose=0)
     ck = tmp_path / "ck.npz"
     Network([20, 8, 3], seed=1).fit(X, y, epochs=1, batch_size=20, checkpoint=ck, verbose=0)
-    with pytest.raises(ValueError, match=r"holds a \[20, 8, 3\] relu float32 network, this one "
-                                         r"is \[20, 5, 3\]"):
+    with pytest.raises(ValueError, match=r"holds a 20-8-3 MLP \(relu\) float32 network, this "
+                                         r"one is 20-5-3 MLP \(relu\) float32"):
         Network([20, 5, 3], seed=1).fit(X, y, epochs=2, batch_size=20, resume=ck, verbose=0)
 
 

@@ -289,7 +289,7 @@ def test_cli_width_sweep_writes_table_log_and_plot(tmp_path):
            "w.png"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert "hidden (8,): test accuracy" in proc.stdout and "(2 seeds)" in proc.stdout
+    assert "hidden 8: test accuracy" in proc.stdout and "(2 seeds)" in proc.stdout
     rows = (tmp_path / "w.csv").read_text().splitlines()
     assert len(rows) == 5 and "test_accuracy" in rows[0]
     assert len((tmp_path / "w.jsonl").read_text().splitlines()) == 4
