@@ -16,7 +16,8 @@ from .serialization import load_arrays, save_arrays
 from .kernels.optim import BETA1
 from .schedules import Schedule
 from .schedules import evaluate as evaluate_schedule
-from .training import Trainer, kernels_need_compiling, one_blas_thread, uses_sparse_input
+from .training import (Trainer, compile_ahead, one_blas_thread, step_description,
+                       uses_sparse_input)
 from .validation import check_choice, check_features, check_int, check_labels, warn_if_unscaled
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -27,6 +28,15 @@ EVAL_BATCH = 4096
 EVAL_BUFFER_VALUES = 16 * 2 ** 20  # inference buffers: at most this many values per batch
 SPARSE_EVAL_BATCH = 512  # rows per call of the zero-skipping first layer (its scratch grows with it)
 FIT_DEFAULTS = {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0}
+SMOKE_TEST_ENV = "FASTMLP_SMOKE_TEST"
+
+
+def smoke_test_samples():
+    """With $FASTMLP_SMOKE_TEST=N (N > 0), every fit trains at most one epoch on at most its
+    first N samples: how CI runs the documentation's snippets, whatever epochs they ask for."""
+    import os
+    value = os.environ.get(SMOKE_TEST_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else 0
 FORMAT_REVISION = 2  # meta "revision": 1 = sizes + activation + momentum velocities; 2 = layers
 
 
@@ -267,12 +277,15 @@ class Network:
         offsets = np.arange(batch, dtype=np.int64)
         rows = np.empty(batch, np.int64)  # the rows of one batch: no index the size of X
         forward = K.forward if self.backend == "numba" else K.forward_ref
-        images = K.image_code(plan)
+        codes = K.forward_codes(plan)
+        if self.backend == "numba":
+            compile_ahead(K.forward, (X, rows, params, plan, ws, *codes),
+                          step_description(plan, self.dtype, "inference"))
         with one_blas_thread(self.backend == "numba" and K.layers_use_threads(None, plan)):
             for start in range(0, n, batch):
                 stop = min(start + batch, n)
                 np.add(offsets[:stop - start], start, out=rows[:stop - start])
-                forward(X, rows[:stop - start], params, plan, ws, images)
+                forward(X, rows[:stop - start], params, plan, ws, *codes)
                 yield start, stop, ws.acts[len(self.layers) - 1][:stop - start]
 
     def _kernel(self, name):
@@ -398,6 +411,11 @@ class Network:
             X, y = X[:cut], y[:cut]
             if sample_weight is not None:
                 sample_weight = sample_weight[:cut]
+        smoke = smoke_test_samples()
+        if smoke:  # the documentation's snippets in CI: one short epoch
+            X, y = X[:smoke], y[:smoke]
+            if sample_weight is not None:
+                sample_weight = sample_weight[:smoke]
         n = X.shape[0]
         batch_size = check_int(batch_size, "batch_size", 1, n)
         if validation_data is not None:
@@ -423,6 +441,8 @@ class Network:
             else:
                 first, last = self.epochs_done, self.epochs_done + epochs
             history = History()
+        if smoke:
+            last = min(last, first + 1)
         config = {"epochs": last, "batch_size": batch_size, "optimizer": opt.name,
                   "optimizer_config": opt.config(), "shuffle": shuffle, "backend": self.backend}
         if augment_tables is not None:
@@ -434,10 +454,8 @@ class Network:
         history.stopped = None
         self.history.stopped = None
         progress = verbose == 1 and sys.stderr.isatty()
-        if verbose and kernels_need_compiling() and self.backend == "numba":
-            print("Compiling the training step for this kind of network (up to a minute; the "
-                  "compiled code is cached on disk for later runs) ...", file=sys.stderr,
-                  flush=True)
+        compile_time = trainer.compile(verbose=verbose > 0)
+        history.params["compile_time"] = compile_time
         if verbose and optimizer is None:
             print(f"Optimizer: SGD, lr {lr:g}, momentum {momentum:g}"
                   + (" (the default: pass momentum=0 for plain SGD)" if momentum == 0.9 else "")
@@ -500,6 +518,8 @@ class Network:
                     break
                 metrics = {"loss": loss_sum / seen, "accuracy": correct / seen,
                            "epoch_time": elapsed, "lr": float(trainer.state.hyper[0])}
+                if epoch == first and compile_time:
+                    metrics["compile_time"] = compile_time
                 if validation_data is not None:
                     val = self._evaluate(Xv, yv, val_sparse)
                     metrics.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
@@ -747,7 +767,10 @@ def _checked(arrays, name, shape, dtype, path, sizes, missing="array"):
 
 
 def format_epoch_line(epoch, epochs, metrics):
-    parts = [f"Epoch {epoch}/{epochs}", f"{metrics['epoch_time']:.2f}s",
+    took = f"{metrics['epoch_time']:.2f}s"
+    if metrics.get("compile_time"):
+        took += f" (+{metrics['compile_time']:.1f}s compiling, once)"
+    parts = [f"Epoch {epoch}/{epochs}", took,
              f"loss: {metrics['loss']:.4f}", f"accuracy: {metrics['accuracy']:.4f}"]
     if "val_loss" in metrics:
         parts += [f"val_loss: {metrics['val_loss']:.4f}",

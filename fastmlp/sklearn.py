@@ -248,7 +248,7 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
         state = K.make_state(params, K.OPTIMIZER_CODES["sgd"], (0.0,) * 7, np.float64)
         ws = K.make_workspace(params, plan, net.n_features, n, np.float64)
         step = K.train_steps if net.backend == "numba" else K.train_steps_ref
-        images = K.image_code(plan)
+        codes = K.step_codes(params, plan)
         order = np.arange(n, dtype=np.int64)
         layers = net._param_layers
         arrays = [params.W[l] for l in layers] + [params.b[l] for l in layers]
@@ -262,7 +262,7 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
             for a, g, lo, hi in zip(arrays, grads, sizes[:-1], sizes[1:]):
                 a.reshape(-1)[:] = theta[lo:hi]
                 g.fill(0)
-            step(X, y_index, order, n, 0, 1, 0, params, state, ws, plan, images)
+            step(X, y_index, order, n, 0, 1, 0, params, state, ws, plan, *codes)
             logits = ws.acts[last][:n]
             top = logits.max(axis=1)
             log_sum = np.log(np.exp(logits - top[:, None]).sum(axis=1)) + top

@@ -2,6 +2,7 @@
 steps inside the compiled ``train_steps`` (or its NumPy twin)."""
 import math
 import os
+import sys
 import time
 from contextlib import nullcontext
 
@@ -56,15 +57,71 @@ def one_blas_thread(active=True):
     return threadpool_limits(1, user_api="blas") if active else nullcontext()
 
 
-def kernels_need_compiling():
-    """True when this process has not compiled ``train_steps`` and Numba has no cache of it."""
-    fn = K.train_steps
-    if fn.signatures:
-        return False
+def _in_disk_cache(dispatcher, sig):
+    """Whether Numba's disk cache holds ``dispatcher`` compiled for ``sig`` on this machine."""
     try:
-        return not os.path.exists(fn._cache._cache_file._index_path)
-    except AttributeError:  # Numba's internals moved: say nothing rather than guess
+        index = dispatcher._cache._cache_file._load_index()
+        magic = dispatcher.targetctx.codegen().magic_tuple()
+    except Exception:  # Numba's internals moved: assume a compile, which only adds a message
         return False
+    return any(key[0] == sig and key[1] == magic for key in index)
+
+
+def _compile_times_path():
+    from .datasets import default_cache_dir
+    return default_cache_dir() / "compile-times.json"
+
+
+def _compile_times():
+    import json
+    try:
+        with open(_compile_times_path()) as f:
+            times = json.load(f)
+        return times if isinstance(times, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _record_compile_time(what, seconds):
+    """Remember how long compiling ``what`` took here, for the next message's estimate."""
+    import json
+    times = _compile_times()
+    times[what] = round(seconds, 1)
+    path = _compile_times_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(times, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache folder costs the estimate, never the fit
+
+
+def compile_ahead(dispatcher, args, what, verbose=True):
+    """Compile ``dispatcher`` for ``args`` (or load it from Numba's disk cache) before they run,
+    so that compiling is never counted as training. When it is not cached, say so on stderr
+    first, with how long it took on this machine last time. Returns the seconds it spent
+    compiling, 0.0 when the code was already compiled or cached."""
+    try:
+        sig = tuple(dispatcher.typeof_pyval(a) for a in args)
+    except Exception:
+        return 0.0  # the call itself will say what is wrong with its arguments
+    if sig in dispatcher.overloads:
+        return 0.0
+    cached = _in_disk_cache(dispatcher, sig)
+    if not cached and verbose:
+        last = _compile_times().get(what)
+        how_long = (f"{last:.0f} s last time on this machine" if isinstance(last, (int, float))
+                    else "up to a minute on 2 cores")
+        print(f"Compiling {what} ({how_long}; kept in the disk cache for later runs) ...",
+              file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    dispatcher.compile(sig)
+    seconds = time.perf_counter() - t0
+    if cached:
+        return 0.0
+    _record_compile_time(what, seconds)
+    return seconds
 
 
 class ThreadTuner:
@@ -162,6 +219,17 @@ class ThreadTuner:
             self.probe_every = min(2 * self.probe_every, self.PROBE_EVERY[1])
 
 
+FEATURE_NAMES = ("image layers", "zero-skipping first layer", "dropout", "threaded dense layers",
+                 "sample weights or max-norm")
+
+
+def step_description(plan, dtype, what="the training step", params=None):
+    """What a compiled step is specialised for, in words (the key of its compile time)."""
+    codes = K.step_codes(params, plan) if params is not None else K.forward_codes(plan)
+    used = [name for name, code in zip(FEATURE_NAMES, codes) if code]
+    return f"{what} for dense layers{''.join(', ' + u for u in used)} ({np.dtype(dtype).name})"
+
+
 class Trainer:
     """Parameters, optimizer state, the layer table and every buffer of one fit.
 
@@ -191,7 +259,7 @@ class Trainer:
         self.state = K.make_state(self.params, optimizer.code, optimizer.hyper(), net.dtype)
         self.ws = K.make_workspace(self.params, self.plan, net.n_features, batch_size, net.dtype)
         self.train_steps = K.train_steps if net.backend == "numba" else K.train_steps_ref
-        self.images = K.image_code(self.plan)
+        self.codes = K.step_codes(self.params, self.plan)
         self.thread_tuner = ThreadTuner(active=numba_threads)
         self._saved = None
         # a chunk's mean loss above this is divergence, as NaN is
@@ -210,6 +278,18 @@ class Trainer:
         state = sum((sW + sb for sW, sb in self.slot_arrays().values()), ())
         return self.params.W + self.params.b + state + (self.state.t,)
 
+    def compile(self, verbose=True):
+        """Compile the training step for this fit ahead of its first epoch (Numba backend);
+        returns the seconds spent compiling (0.0 when cached)."""
+        if self.net.backend != "numba":
+            return 0.0
+        order = np.zeros(self.n, np.int64)
+        args = (self.X, self.y, order, self.batch_size, 0, 0, 0, self.params, self.state,
+                self.ws, self.plan, *self.codes)
+        return compile_ahead(K.train_steps, args,
+                             step_description(self.plan, self.net.dtype, params=self.params),
+                             verbose)
+
     def gradients(self, epoch):
         """Each layer's weight gradient at the current weights on ``epoch``'s last minibatch:
         one step of the NumPy twin (SGD, momentum 0, lr 0: the velocity is the gradient) on
@@ -224,7 +304,7 @@ class Trainer:
         ws = K.make_workspace(params, plan, self.net.n_features, self.batch_size, dtype)
         last = self.steps - 1
         K.train_steps_ref(self.X, self.y, order, self.batch_size, last, last + 1, epoch, params,
-                          state, ws, plan, self.images)
+                          state, ws, plan, *K.step_codes(params, plan))
         return state.s1W
 
     def run_epoch(self, epoch, step=0, totals=(0.0, 0, 0, 0.0), should_stop=None, on_chunk=None,
@@ -248,7 +328,7 @@ class Trainer:
                 ls, c, s = self.thread_tuner.run(
                     lambda first, last: self.train_steps(
                         self.X, self.y, order, self.batch_size, first, last, epoch, self.params,
-                        self.state, self.ws, self.plan, self.images),
+                        self.state, self.ws, self.plan, *self.codes),
                     step, stop)
                 mean = ls / max(s, 1)
                 if not math.isfinite(mean) or mean > self.loss_limit:

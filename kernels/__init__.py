@@ -11,7 +11,7 @@ from . import augment, catalog  # noqa: F401  (catalog fills the registry)
 from .activations import ACTIVATION_CODES, IDENTITY, RELU, SIGMOID, TANH
 from .loss import OUTPUT_LOSS_CODES
 from .network import (CONV, DENSE, DROPOUT, FLATTEN, LAYER_KINDS, POOL, OptState, Params, Plan,
-                      Workspace, forward, forward_ref, image_code, layer_widths, make_params, make_plan, make_state,
+                      Workspace, forward, forward_codes, forward_ref, image_code, step_codes, layer_widths, make_params, make_plan, make_state,
                       make_workspace, layers_use_threads, threaded_dense_layers, train_steps, train_steps_ref)
 from .conv import conv_geometry
 from .dense import THREADED_MIN_WEIGHTS
@@ -23,4 +23,5 @@ __all__ = ["KERNELS", "augment", "stream_key", "Case", "KernelPair", "copy_args"
            "conv_geometry", "SIGMOID", "TANH", "OUTPUT_LOSS_CODES", "OPTIMIZER_CODES", "LAYER_KINDS", "DENSE",
            "DROPOUT", "CONV", "POOL", "FLATTEN", "Plan", "Params", "OptState", "Workspace",
            "make_params", "make_plan", "make_state", "make_workspace", "layer_widths", "forward", "forward_ref", "image_code",
+           "forward_codes", "step_codes",
            "layers_use_threads", "threaded_dense_layers", "THREADED_MIN_WEIGHTS", "train_steps", "train_steps_ref"]

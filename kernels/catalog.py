@@ -15,7 +15,8 @@ from .dense import (THREADED_MIN_WEIGHTS, dense_backward, dense_backward_ref,
 from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward, dropout_forward_ref,
                       keep_threshold, stream_key)
 from .loss import output_activation, output_activation_ref, output_loss, output_loss_ref
-from .network import (CONV, DENSE, DROPOUT, FLATTEN, POOL, forward, forward_ref, image_code,
+from .network import (CONV, DENSE, DROPOUT, FLATTEN, POOL, forward, forward_codes, forward_ref,
+                      step_codes,
                       make_params,
                       make_plan, make_state, make_workspace, train_steps, train_steps_ref)
 from .optim import (ADAM, N_HYPER, ONE, OPTIMIZER_CODES, TINY, max_norm_columns,
@@ -207,7 +208,7 @@ def _forward_case(rng, c):
     ws = make_workspace(params, plan, c.n_in, c.batch, c.dtype, training=False)
     X = _sparse_images(rng, 2 * c.batch + 3, c.n_in, c.dtype)
     rows = rng.permutation(X.shape[0])[:c.batch].astype(np.int64)
-    return (X, rows, params, plan, ws, image_code(plan))
+    return (X, rows, params, plan, ws, *forward_codes(plan, full=True))
 
 
 def _train_steps_case(rng, c):
@@ -231,7 +232,7 @@ def _train_steps_case(rng, c):
                              aug_shape=np.array([1, c.n_in, 1], np.int64))
         ws = make_workspace(params, plan, c.n_in, c.batch, c.dtype)
     return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, 4, params, state, ws, plan,
-            image_code(plan))
+            *step_codes(params, plan, full=True))
 
 
 # ---- convolution and pooling: odd shapes from the case's numbers -----------------------------
@@ -350,7 +351,7 @@ def _cnn_train_steps_case(rng, c):
     X = _sparse_images(rng, n, n_in, c.dtype, density=0.5)
     y = rng.integers(0, 10, n).astype(np.int64)
     return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, 1, params, state, ws, plan,
-            image_code(plan))
+            *step_codes(params, plan, full=True))
 
 
 def _cnn_forward_case(rng, c):
@@ -358,7 +359,7 @@ def _cnn_forward_case(rng, c):
     ws = make_workspace(params, plan, n_in, c.batch, c.dtype, training=False)
     X = _sparse_images(rng, 2 * c.batch + 3, n_in, c.dtype, density=0.5)
     return (X, rng.permutation(X.shape[0])[:c.batch].astype(np.int64), params, plan, ws,
-            image_code(plan))
+            *forward_codes(plan, full=True))
 
 
 def _conv_flops(c):

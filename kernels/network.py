@@ -10,9 +10,9 @@ Everything the step needs travels in four bundles (namedtuples, which Numba take
 - ``Workspace``: every buffer of one fit, made once (nothing is allocated per step).
 
 ``train_steps`` below is the whole training step, top to bottom; ``train_steps_ref`` is the same
-step written with the NumPy twins. Adding a layer kind, an optimizer or a loss is one kernel
-pair plus one branch here and one entry in its table (``LAYER_KINDS``, ``optim.OPTIMIZER_CODES``,
-``loss.OUTPUT_LOSS_CODES``).
+step written with the NumPy twins. Its last arguments (``step_codes``) leave out of the compiled
+code every feature a network does not use. What adding a layer kind, an optimizer or a loss
+touches is listed in docs/architecture.md.
 """
 from collections import namedtuple
 
@@ -255,6 +255,56 @@ def image_code(plan):
 
 IMAGES_NEEDED = "images must be True: the plan has conv or pooling layers or augmentation"
 
+# The features a step can leave out of its compiled code, as bits of ``_needed_features``.
+IMAGES, SPARSE, DROPOUT_LAYERS, THREADED, EXTRAS = 1, 2, 4, 8, 16
+FEATURES_NEEDED = ("a feature argument is None but the plan uses it: pass step_codes(params, "
+                   "plan) (or forward_codes(plan)) as the last arguments")
+
+
+def _needed_features(params, plan):
+    """Bits of the features the plan uses: IMAGES (conv, pooling or augmentation), SPARSE (the
+    zero-skipping first layer), DROPOUT_LAYERS, THREADED (dense layers the step runs on Numba's
+    threads; ``params`` None for inference, which has none) and EXTRAS (sample weights or
+    max-norm)."""
+    bits = IMAGES if plan.aug_shape.shape[0] > 0 else 0
+    if plan.sparse_layer >= 0:
+        bits |= SPARSE
+    for l in range(plan.kind.shape[0]):
+        kind = plan.kind[l]
+        if kind == CONV or kind == POOL:
+            bits |= IMAGES
+        if kind == DROPOUT:
+            bits |= DROPOUT_LAYERS
+        if params is not None and kind == DENSE and l != plan.sparse_layer \
+                and params.W[l].size >= plan.threaded_min:
+            bits |= THREADED
+        if plan.max_norm[l] > 0:
+            bits |= EXTRAS
+    if plan.sample_weight.shape[0] > 0:
+        bits |= EXTRAS
+    return bits
+
+
+needed_features = njit(cache=True)(_needed_features)
+
+
+def step_codes(params, plan, full=False):
+    """The last arguments of train_steps: (images, sparse, dropout, threaded, extras), each True
+    where the plan uses that feature and None where it does not. Numba drops every branch under
+    ``if feature is not None`` whose feature is None before typing it, so each configuration
+    compiles only the code it runs (a plain MLP: no conv, pooling, augmentation, dropout,
+    threaded dense kernels, sample weights or max-norm), and caches it under its own
+    signature. ``full``: every feature's code, whatever the plan uses (one compiled step per
+    dtype runs every plan: the pair tests' cases, which vary the features case by case)."""
+    bits = _needed_features(params, plan)
+    return tuple(True if full or bits & bit else None
+                 for bit in (IMAGES, SPARSE, DROPOUT_LAYERS, THREADED, EXTRAS))
+
+
+def forward_codes(plan, full=False):
+    """The last arguments of forward: (images, sparse), as in ``step_codes``."""
+    return step_codes(None, plan, full)[:2]
+
 
 # Only the explicit prange loops run in parallel: Numba's conversion of array expressions (and
 # its fusion pass over them) has nothing to do in these functions but costs compile time.
@@ -265,12 +315,14 @@ PRANGE_ONLY = {"prange": True, "comprehension": False, "setitem": False, "reduct
 # ---- inference ---------------------------------------------------------------------------
 # its own prange loops: see sparse_input.py's note; nogil: a sweep's trials may run on threads
 @njit(cache=True, nogil=True, parallel=PRANGE_ONLY)
-def forward(X, rows, params, plan, ws, images):
+def forward(X, rows, params, plan, ws, images, sparse):
     """Inference on the rows X[rows] (dropout is the identity): the last layer's activations
     ws.acts[len(plan.kind) - 1][:len(rows)] end up holding the logits. The zero-skipping first
-    layer, if the plan has one, reads X itself. ``images``: see ``image_code``."""
-    if images is None and needs_images(plan):
-        raise ValueError(IMAGES_NEEDED)
+    layer, if the plan has one, reads X itself. ``images``, ``sparse``: see
+    ``forward_codes``."""
+    need = needed_features(None, plan)
+    if (images is None and need & IMAGES) or (sparse is None and need & SPARSE):
+        raise ValueError(FEATURES_NEEDED)
     n = rows.shape[0]
     if plan.sparse_layer != 0:
         gather_rows(X, rows, ws.xb)
@@ -280,10 +332,11 @@ def forward(X, rows, params, plan, ws, images):
         kind = plan.kind[l]
         W, b, a, act, g = params.W[l], params.b[l], ws.acts[l], plan.act[l], plan.geom[l]
         if l == plan.sparse_layer:
-            below, nz_idx, nz_val = ws.acts[l - 1] if l > 0 else ws.xb, ws.nz_idx, ws.nz_val
-            for i in prange(n):
-                forward_row(X[rows[i]] if l == 0 else below[i], W, b, act, a[i], nz_idx[i],
-                            nz_val[i])
+            if sparse is not None:
+                below, nz_idx, nz_val = ws.acts[l - 1] if l > 0 else ws.xb, ws.nz_idx, ws.nz_val
+                for i in prange(n):
+                    forward_row(X[rows[i]] if l == 0 else below[i], W, b, act, a[i], nz_idx[i],
+                                nz_val[i])
         elif kind == DENSE:
             dense_forward(inp, W, b, act, a[:n])
         elif kind == CONV:
@@ -302,9 +355,10 @@ def forward(X, rows, params, plan, ws, images):
             copy_rows(inp, a)
 
 
-def forward_ref(X, rows, params, plan, ws, images):
-    if images is None and _needs_images(plan):
-        raise ValueError(IMAGES_NEEDED)
+def forward_ref(X, rows, params, plan, ws, images, sparse):
+    need = _needed_features(None, plan)
+    if (images is None and need & IMAGES) or (sparse is None and need & SPARSE):
+        raise ValueError(FEATURES_NEEDED)
     n = rows.shape[0]
     if plan.sparse_layer != 0:  # as forward(): xb holds the gathered rows, unless X is read
         gather_rows_ref(X, rows, ws.xb)
@@ -347,15 +401,18 @@ def scale_rows(d, weights, rows):
 # its own prange loops: see sparse_input.py's note; nogil: a sweep's trials may run on threads
 @njit(cache=True, nogil=True, parallel=PRANGE_ONLY)
 def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, state, ws, plan,
-                images):
+                images, sparse, dropout, threaded, extras):
     """Minibatch steps [step_begin, step_end) of an epoch whose sample order is ``order``.
-    ``images``: see ``image_code``.
+    ``images``, ``sparse``, ``dropout``, ``threaded``, ``extras``: see ``step_codes``.
 
     Returns (sum over samples of the loss, number classified right, number of samples),
     measured on each minibatch before its update.
     """
-    if images is None and needs_images(plan):
-        raise ValueError(IMAGES_NEEDED)
+    need = needed_features(params, plan)
+    if (images is None and need & IMAGES) or (sparse is None and need & SPARSE) or (
+            dropout is None and need & DROPOUT_LAYERS) or (
+            threaded is None and need & THREADED) or (extras is None and need & EXTRAS):
+        raise ValueError(FEATURES_NEEDED)
     last = plan.kind.shape[0] - 1
     n = order.shape[0]
     h = state.hyper
@@ -397,20 +454,22 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
             below = ws.acts[l - 1] if l > 0 else ws.xb
             inp = below[:nb]
             if kind == DENSE and l != plan.sparse_layer and W.size >= plan.threaded_min:
-                parts, m = ws.parts, W.shape[1]
-                T = parts.shape[0]
-                for t in prange(T):  # a block of W's rows per thread, then the partials summed
-                    k0, k1 = thread_block(W.shape[0], T, t, ROW_ALIGN)
-                    dense_partial_product(inp, W, k0, k1, parts[t][:nb * m].reshape(nb, m))
-                dense_sum_partials(parts, b, act, a[:nb])
+                if threaded is not None:
+                    parts, m = ws.parts, W.shape[1]
+                    T = parts.shape[0]
+                    for t in prange(T):  # a block of W's rows per thread, then partials summed
+                        k0, k1 = thread_block(W.shape[0], T, t, ROW_ALIGN)
+                        dense_partial_product(inp, W, k0, k1, parts[t][:nb * m].reshape(nb, m))
+                    dense_sum_partials(parts, b, act, a[:nb])
             elif kind == DENSE and l != plan.sparse_layer:
                 dense_forward(inp, W, b, act, a[:nb])
             elif kind == FLATTEN:
                 if l == 0:  # elsewhere it shares its input's buffer
                     copy_rows(x, a)
-            else:  # the kinds that run per sample on Numba's threads, a block of samples each
-                sparse = l == plan.sparse_layer  # dense, on the nonzeros of each input row
-                from_X = sparse and l == 0 and not augmenting
+            elif images is not None or sparse is not None or dropout is not None:
+                # the kinds that run per sample on Numba's threads, a block of samples each
+                skips_zeros = l == plan.sparse_layer  # dense, on the nonzeros of each input row
+                from_X = skips_zeros and l == 0 and not augmenting
                 mask, arg, cols = ws.masks[l], ws.argmax[l], ws.cols
                 nz_idx, nz_val, nz_cnt = ws.nz_idx, ws.nz_val, ws.nz_cnt
                 key = stream_key(plan.seed, epoch, step, l) if kind == DROPOUT else np.uint64(0)
@@ -424,20 +483,22 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                             conv_forward_block(inp, W, b, act, g, lo, hi, cols[t][:need], a)
                     else:
                         for i in range(lo, hi):
-                            if sparse:
-                                row = X[rows[i]] if from_X else below[i]
-                                nz_cnt[i] = forward_row(row, W, b, act, a[i], nz_idx[i],
-                                                        nz_val[i])
+                            if skips_zeros:
+                                if sparse is not None:
+                                    row = X[rows[i]] if from_X else below[i]
+                                    nz_cnt[i] = forward_row(row, W, b, act, a[i], nz_idx[i],
+                                                            nz_val[i])
                             elif kind == POOL:
                                 if images is not None:
                                     maxpool_forward_sample(inp[i], g, a[i], arg[i])
-                            else:
+                            elif dropout is not None:
                                 dropout_row(inp[i], key, i, threshold, scale, mask[i], a[i])
 
         # ---- output activation and loss: d loss / d logits into deltas[last]
         loss, c = output_loss(plan.loss, ws.acts[last][:nb], ws.yb[:nb], ws.deltas[last][:nb])
-        if plan.sample_weight.shape[0] > 0:
-            scale_rows(ws.deltas[last][:nb], plan.sample_weight, rows)
+        if extras is not None:
+            if plan.sample_weight.shape[0] > 0:
+                scale_rows(ws.deltas[last][:nb], plan.sample_weight, rows)
         loss_sum += loss * nb
         correct += c
         seen += nb
@@ -456,6 +517,8 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
             # δ of the layer below, where some layer below has parameters to learn
             d_below = ws.deltas[l - 1][:nb] if l > plan.first_param else d[:0]
             if l == plan.sparse_layer:
+                if sparse is None:
+                    continue
                 # the minibatch's nonzeros per input column (the transpose the update reads)
                 nz_idx, nz_val, nz_cnt = ws.nz_idx, ws.nz_val, ws.nz_cnt
                 col_counts, col_ptr, col_row, col_val = (ws.col_counts, ws.col_ptr, ws.col_row,
@@ -485,6 +548,8 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                 column_sums(d, gb)
                 optimizer_update(code, b, gb, s1b, s2b, h, c1, c2, False)
             elif kind == DENSE and W.size >= plan.threaded_min:
+                if threaded is None:
+                    continue
                 # δ below on a block of samples per thread, before W changes; then the weight
                 # gradient folded into the update, a block of W's rows per thread
                 xt = ws.xt
@@ -523,17 +588,23 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                         optimizer_update(code, W, gW, S1, S2, h, c1, c2, True)
                         optimizer_update(code, b, gb, s1b, s2b, h, c1, c2, False)
             elif kind == DROPOUT and l > plan.first_param:
-                dropout_backward(d, ws.masks[l][:nb], inp, x_act, d_below)
-            if plan.max_norm[l] > 0:
-                max_norm_columns(W, plan.max_norm[l], ws.scratch[0][:W.shape[1]])
+                if dropout is not None:
+                    dropout_backward(d, ws.masks[l][:nb], inp, x_act, d_below)
+            if extras is not None:
+                if plan.max_norm[l] > 0:
+                    max_norm_columns(W, plan.max_norm[l], ws.scratch[0][:W.shape[1]])
     return loss_sum, correct, seen
 
 
 def train_steps_ref(X, y, order, batch_size, step_begin, step_end, epoch, params, state, ws,
-                    plan, images):
-    """The NumPy twin of train_steps: the same step, textbook backprop over the twins."""
-    if images is None and _needs_images(plan):
-        raise ValueError(IMAGES_NEEDED)
+                    plan, images, sparse, dropout, threaded, extras):
+    """The NumPy twin of train_steps: the same step, textbook backprop over the twins (the
+    feature arguments are checked as there, and otherwise not needed)."""
+    need = _needed_features(params, plan)
+    if (images is None and need & IMAGES) or (sparse is None and need & SPARSE) or (
+            dropout is None and need & DROPOUT_LAYERS) or (
+            threaded is None and need & THREADED) or (extras is None and need & EXTRAS):
+        raise ValueError(FEATURES_NEEDED)
     from .optim import bias_corrections
     last = len(plan.kind) - 1
     h = state.hyper

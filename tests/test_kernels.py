@@ -174,13 +174,25 @@ def test_a_new_numba_cache_dir_is_stamped_and_kept(tmp_path, monkeypatch):
     assert list(cache.glob("*.nbi")), "the first process's cache must be kept"
 
 
-@pytest.mark.parametrize("name", ["train_steps_cnn", "forward_cnn"])
-def test_image_layers_without_images_are_refused_by_both_sides(name):
-    """images=None leaves the conv and pooling code out of the compiled step: a plan that has
-    such layers must not run without it (it would skip them)."""
+@pytest.mark.parametrize("name, codes", [("train_steps_cnn", 5), ("forward_cnn", 2),
+                                         ("train_steps", 5), ("forward", 2)])
+def test_a_feature_the_plan_uses_is_never_left_out(name, codes):
+    """A feature argument of None leaves that feature's code out of the compiled step (see
+    step_codes): a plan that uses it must not run without it (it would skip those layers)."""
+    from fastmlp.kernels import forward_codes, step_codes
     pair = KERNELS[name]
-    args = pair.make_case(np.random.default_rng(0), Case(4, 6, 5, np.float64))
-    assert args[-1] is True
-    for fn in (pair.fast, pair.reference):
-        with pytest.raises(ValueError, match="images must be True"):
-            fn(*copy_args(args)[:-1], None)
+    for batch in (3, 4):  # odd and even batches build different plans (dropout, weights...)
+        args = pair.make_case(np.random.default_rng(0), Case(batch, 6, 5, np.float64))
+        params, plan = (args[2], args[3]) if codes == 2 else (args[7], args[10])
+        needed = forward_codes(plan) if codes == 2 else step_codes(params, plan)
+        used = [k for k, code in enumerate(needed) if code]
+        assert used, f"{name}: the case uses no feature"
+        for k in used:
+            # the compiled side for one feature (each None is a signature to compile)
+            for fn in (pair.reference,) if k != used[0] or batch == 4 else (pair.fast,
+                                                                             pair.reference):
+                bad = list(copy_args(args))
+                bad[len(args) - codes:] = needed
+                bad[len(args) - codes + k] = None
+                with pytest.raises(ValueError, match="a feature argument is None"):
+                    fn(*bad)

@@ -252,3 +252,57 @@ def test_augment_apply_returns_the_shape_it_was_given():
     assert out.shape == (3, 28, 28)
     flat = Augment(shift=2).apply(images.reshape(3, -1), (28, 28, 1))
     np.testing.assert_array_equal(out.reshape(3, -1), flat)
+
+
+# ---- compiling: said, timed apart, done ahead ------------------------------------------------
+def test_fit_compiles_ahead_and_reports_it_apart_from_the_first_epoch(toy_data):
+    """The step is compiled (or loaded) before the first epoch: its seconds are in History and
+    never in epoch_time; a second fit of the same kind of network compiles nothing."""
+    from fastmlp import kernels as K
+    X, y = toy_data
+    history = Network([64, 24, 10], seed=0).fit(X, y, epochs=1, batch_size=32, verbose=0)
+    assert history.params["compile_time"] >= 0.0
+    again = Network([64, 24, 10], seed=1).fit(X, y, epochs=1, batch_size=32, verbose=0)
+    assert again.params["compile_time"] == 0.0
+    assert any(len(sig) == 16 for sig in K.train_steps.overloads)  # the feature arguments
+
+
+def test_warm_network_compiles_the_signature_fit_will_use(toy_data):
+    from fastmlp import kernels as K
+    from fastmlp.optimizers import Adam
+    from fastmlp.training import Trainer
+    from fastmlp.warmup import warm_network
+    X, y = toy_data
+    net = Network([64, 20, 10], dropout=0.3, seed=0)
+    warm_network(net, 32, Adam(), density=0.1)
+    trainer = Trainer(net, X.astype(np.float32), y, 32, Adam())
+    args = (trainer.X, trainer.y, np.zeros(trainer.n, np.int64), 32, 0, 0, 0, trainer.params,
+            trainer.state, trainer.ws, trainer.plan, *trainer.codes)
+    assert tuple(K.train_steps.typeof_pyval(a) for a in args) in K.train_steps.overloads
+    assert trainer.compile(verbose=False) == 0.0
+
+
+def test_warmup_command_compiles_a_recipe(tmp_path):
+    proc = fastmlp("warmup", "--recipe", "nielsen", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "recipe nielsen, mnist inputs:" in proc.stdout
+    assert "Compiled 2 configurations" in proc.stdout
+
+
+def test_the_compile_message_names_the_configuration(toy_data, capsys, monkeypatch):
+    """Whenever the step is not in the disk cache, one line says so before compiling."""
+    from fastmlp import training
+    monkeypatch.setattr(training, "_in_disk_cache", lambda dispatcher, sig: False)
+    from fastmlp import kernels as K
+    monkeypatch.setattr(K.train_steps, "overloads", {})  # as in a new process
+    compiled = []
+    monkeypatch.setattr(K.train_steps, "compile", lambda sig: compiled.append(sig))
+    X, y = toy_data
+    trainer = training.Trainer(Network([64, 8, 10], seed=0), X.astype(np.float32), y, 32,
+                               __import__("fastmlp.optimizers").optimizers.SGD())
+    seconds = trainer.compile(verbose=True)
+    err = capsys.readouterr().err
+    assert compiled and seconds >= 0
+    assert err.startswith("Compiling the training step for dense layers, zero-skipping first "
+                          "layer (float32)")
+    assert "first run only" not in err
