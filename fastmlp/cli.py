@@ -30,6 +30,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+class _DefaultsShown(argparse.HelpFormatter):
+    """Each option's default after its help, where it has one worth showing."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        if isinstance(default, list):
+            default = ",".join(map(str, default))
+        return f"{text} (default: {default})"
+
+
 def _hidden(text):
     if text.strip() in ("", "none", "0"):
         return []
@@ -47,7 +60,8 @@ def _data_args(p):
                    default=None, help="default: mnist, falling back to the bundled 8x8 digits "
                                       "only when MNIST cannot be found or downloaded")
     p.add_argument("--data-dir", default=None,
-                   help=f"folder with the IDX files (else ${datasets.ENV_VAR}, else the cache)")
+                   help=f"folder with the data set's files, the only one searched when given "
+                        f"(without it: ${datasets.ENV_VAR}, then the user cache)")
 
 
 def build_parser():
@@ -55,33 +69,41 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"fastmlp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a network and report its test accuracy")
+    t = sub.add_parser("train", help="train a network and report its test accuracy",
+                       formatter_class=_DefaultsShown)
     _data_args(t)
     t.add_argument("--recipe", default=None, choices=recipe_names(),
                    help="a named recipe (see 'fastmlp recipes'); explicit flags override it")
     t.add_argument("--hidden", type=_hidden, default=[300], help="e.g. 300 or 512,256")
-    t.add_argument("--activation", default="relu", choices=["relu", "sigmoid", "tanh"])
-    t.add_argument("--init", default="he", choices=["he", "xavier", "normal", "large"])
-    t.add_argument("--epochs", type=int, default=20)
-    t.add_argument("--batch-size", type=int, default=256)
+    t.add_argument("--activation", default="relu", choices=["relu", "sigmoid", "tanh"],
+                   help="hidden layers' activation")
+    t.add_argument("--init", default="he", choices=["he", "xavier", "normal", "large"],
+                   help="weight initialisation")
+    t.add_argument("--epochs", type=int, default=20, help="epochs to train")
+    t.add_argument("--batch-size", type=int, default=256, help="minibatch size")
     t.add_argument("--optimizer", default=None, choices=sorted(OPTIMIZERS),
                    help="default: SGD with --lr, --momentum and --weight-decay")
     t.add_argument("--lr", type=float, default=None,
                    help="learning rate (default 0.1 for SGD, else the optimizer's own)")
-    t.add_argument("--momentum", type=float, default=0.9)
-    t.add_argument("--weight-decay", type=float, default=0.0)
+    t.add_argument("--momentum", type=float, default=0.9,
+                   help="SGD momentum (0 for plain SGD)")
+    t.add_argument("--weight-decay", type=float, default=0.0, help="L2 weight decay")
     t.add_argument("--dropout", type=float, default=0.0, help="dropout rate of hidden layers")
     t.add_argument("--input-dropout", type=float, default=0.0, help="dropout rate of the inputs")
     t.add_argument("--max-norm", type=float, default=None,
                    help="cap on the L2 norm of each hidden unit's incoming weights")
-    t.add_argument("--output", default="softmax", choices=["softmax", "sigmoid"])
-    t.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "quadratic"])
+    t.add_argument("--output", default="softmax", choices=["softmax", "sigmoid"],
+                   help="output activation")
+    t.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "quadratic"],
+                   help="cost function")
     t.add_argument("--validation-size", type=int, default=0,
                    help="carve a validation split from the training set; with 0 the per-epoch "
                         "val_ columns are measured on the test set")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--backend", default="numba", choices=["numba", "numpy"])
-    t.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    t.add_argument("--seed", type=int, default=0, help="initial weights and minibatch order")
+    t.add_argument("--backend", default="numba", choices=["numba", "numpy"],
+                   help="numba: the fast kernels; numpy: their reference twins")
+    t.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="floating-point type of weights and data")
     t.add_argument("--out", default="model.npz", help="where to save the trained model")
     t.add_argument("--checkpoint", default=None, help="save a resumable checkpoint every epoch")
     t.add_argument("--resume", default=None, help="continue from a checkpoint")
@@ -110,6 +132,16 @@ def build_parser():
                    help="numba: the fast kernels; numpy: their reference twins")
 
     sub.add_parser("recipes", help="list the named recipes and what each trains")
+    wu = sub.add_parser("warmup", help="compile ahead what training and predicting will run "
+                                       "(for CI, Docker images, a cluster's workers)")
+    which = wu.add_mutually_exclusive_group()
+    which.add_argument("--recipe", action="append", choices=recipe_names(), default=None,
+                       dest="recipes",
+                       help="a recipe's network and fit settings (repeatable); default: the "
+                            "default network of 'fastmlp train'")
+    which.add_argument("--all", action="store_true", help="every recipe and the default network")
+    wu.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                    help="default float32")
     a = sub.add_parser("augment-preview",
                        help="a picture of training images beside their random distortions")
     a.add_argument("--out", required=True, help="the picture (.png)")
@@ -534,6 +566,19 @@ def cmd_augment_preview(args):
     return 0
 
 
+def cmd_warmup(args):
+    from .warmup import warm_up
+    names = recipe_names() if args.all else (args.recipes or [])
+    done = warm_up(names, args.dtype, progress=sys.stderr.isatty())
+    if args.all:
+        done += warm_up((), args.dtype, progress=sys.stderr.isatty())
+    for label, seconds in done:
+        print(f"{label}: {seconds:.1f} s")
+    print(f"Compiled {len(done)} configurations in {sum(s for _, s in done):.1f} s; later fits "
+          f"and predictions of these networks load them from the disk cache")
+    return 0
+
+
 def cmd_recipes(args):
     from .recipes import get
     for name in recipe_names():
@@ -566,7 +611,7 @@ def cmd_bench(args):
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
             "recipes": cmd_recipes, "sweep": cmd_sweep, "bench": cmd_bench,
-            "augment-preview": cmd_augment_preview}
+            "augment-preview": cmd_augment_preview, "warmup": cmd_warmup}
 
 
 def _given_flags(argv):
