@@ -288,6 +288,26 @@ class Network:
                 forward(X, rows[:stop - start], params, plan, ws, *codes)
                 yield start, stop, ws.acts[len(self.layers) - 1][:stop - start]
 
+    def _compile_inference(self, X, verbose=True):
+        """Compile (or load) what predict and evaluate run on data like X; returns the seconds
+        spent compiling (0.0 when cached or on the NumPy backend)."""
+        if self.backend != "numba":
+            return 0.0
+        sparse = uses_sparse_input(self, X, SPARSE_EVAL_BATCH)
+        params, plan = self._params(), self._plan(sparse_input=sparse)
+        ws = K.make_workspace(params, plan, self.n_features, 2, self.dtype, training=False)
+        rows = np.arange(2, dtype=np.int64)
+        seconds = compile_ahead(K.forward, (X, rows, params, plan, ws, *K.forward_codes(plan)),
+                                step_description(plan, self.dtype, "inference"), verbose)
+        logits = np.zeros((2, self.n_classes), self.dtype)
+        labels = np.zeros(2, np.int64)
+        what = f"the output layer ({self.dtype.name})"
+        seconds += compile_ahead(K.KERNELS["output_activation"].fast,
+                                 (self._loss_code, logits, logits.copy()), what, verbose)
+        seconds += compile_ahead(K.KERNELS["output_loss"].fast,
+                                 (self._loss_code, logits, labels, logits.copy()), what, verbose)
+        return seconds
+
     def _kernel(self, name):
         pair = K.KERNELS[name]
         return pair.fast if self.backend == "numba" else pair.reference
@@ -455,6 +475,7 @@ class Network:
         self.history.stopped = None
         progress = verbose == 1 and sys.stderr.isatty()
         compile_time = trainer.compile(verbose=verbose > 0)
+        compile_time += self._compile_inference(X, verbose > 0)  # evaluate and predict after it
         history.params["compile_time"] = compile_time
         if verbose and optimizer is None:
             print(f"Optimizer: SGD, lr {lr:g}, momentum {momentum:g}"

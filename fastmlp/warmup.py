@@ -5,8 +5,7 @@ import time
 
 import numpy as np
 
-from . import kernels as K
-from .training import Trainer, compile_ahead, step_description, uses_sparse_input
+from .training import Trainer
 
 DENSITIES = {"mnist": 0.2, "dense": 0.6}  # MNIST-like inputs skip zeros, denser ones do not
 
@@ -15,13 +14,16 @@ def _configs(recipe_names, dtype):
     """(label, network, fit settings) of each network to compile for."""
     from .network import Network
     from .optimizers import SGD
-    from .recipes import build
+    import math
+
+    from .recipes import build, get
     configs = []
     if not recipe_names:
         configs.append(("default 784-300-10 SGD", Network([784, 300, 10], seed=0, dtype=dtype),
                         {"batch_size": 256, "optimizer": SGD()}))
     for name in recipe_names:
-        net, fit = build(name, 784, 10, seed=0, dtype=dtype)
+        shape = get(name)["network"].get("input_shape")  # CIFAR-10's recipe: 32x32x3
+        net, fit = build(name, math.prod(shape) if shape else 784, 10, seed=0, dtype=dtype)
         configs.append((f"recipe {name}", net, fit))
     return configs
 
@@ -40,15 +42,7 @@ def warm_network(net, batch_size, optimizer, augment=None, density=0.2):
         from .augment import image_shape_of
         tables = augment.tables(image_shape_of(net))
     trainer = Trainer(net, X, y, batch_size, optimizer, augment=tables)
-    seconds = trainer.compile(verbose=False)
-    plan = net._plan(sparse_input=uses_sparse_input(net, X, 512))
-    ws = K.make_workspace(net._params(), plan, net.n_features, 4, net.dtype, training=False)
-    rows = np.arange(4, dtype=np.int64)
-    seconds += compile_ahead(K.forward, (X, rows, net._params(), plan, ws,
-                                         *K.forward_codes(plan)),
-                             step_description(plan, net.dtype, "inference"), verbose=False)
-    net.evaluate(X[:4], y[:4])  # the output kernels
-    return seconds
+    return trainer.compile(verbose=False) + net._compile_inference(X, verbose=False)
 
 
 def warm_up(recipe_names=(), dtype="float32", densities=("mnist", "dense"), progress=True):

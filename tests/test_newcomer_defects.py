@@ -306,3 +306,13 @@ def test_the_compile_message_names_the_configuration(toy_data, capsys, monkeypat
     assert err.startswith("Compiling the training step for dense layers, zero-skipping first "
                           "layer (float32)")
     assert "first run only" not in err
+
+
+def test_warmup_builds_every_recipe_with_its_own_input():
+    from fastmlp.recipes import names
+    from fastmlp.warmup import _configs
+    configs = _configs(names(), "float32")
+    assert len(configs) == len(names())
+    shapes = {label: net.input_shape for label, net, _ in configs}
+    assert shapes["recipe course-cifar-cnn"] == (32, 32, 3)
+    assert shapes["recipe cnn"] == (28, 28, 1)
