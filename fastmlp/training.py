@@ -111,8 +111,12 @@ def compile_ahead(dispatcher, args, what, verbose=True):
     cached = _in_disk_cache(dispatcher, sig)
     if not cached and verbose:
         last = _compile_times().get(what)
-        how_long = (f"{last:.0f} s last time on this machine" if isinstance(last, (int, float))
-                    else "up to a minute on 2 cores")
+        if not isinstance(last, (int, float)):
+            how_long = "up to a minute on 2 cores"
+        elif last < 1:
+            how_long = "under a second last time on this machine"
+        else:
+            how_long = f"{last:.0f} s last time on this machine"
         print(f"Compiling {what} ({how_long}; kept in the disk cache for later runs) ...",
               file=sys.stderr, flush=True)
     t0 = time.perf_counter()
