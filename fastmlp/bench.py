@@ -488,7 +488,25 @@ def machine():
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa(), "blas": blas_libraries(),
+            "threading_layer": threading_layer(),
             "python": platform.python_version(), "system": platform.platform()}
+
+
+def threading_layer():
+    """The threading layer Numba's parallel kernels run on here (omp, tbb or workqueue)."""
+    import numba
+    from numba import njit, prange
+
+    @njit(parallel=True)
+    def touch(a):
+        for i in prange(a.shape[0]):
+            a[i] += 1
+
+    touch(np.zeros(2))
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        return "unknown"
 
 
 def isa():
@@ -552,7 +570,8 @@ def run(batch_sizes=(10, 256), hidden=(300,), repeats=3, samples=60000, runner_n
     result["sgemm_gflops"] = rates.get("blas", rate) / 1e9
     log(f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores; data: {source}, "
         f"{len(y)} samples, {nonzero:.0%} nonzero, {shape}")
-    log(f"ISA: {result['machine']['isa']}; BLAS: {'; '.join(result['machine']['blas'])}")
+    log(f"ISA: {result['machine']['isa']}; BLAS: {'; '.join(result['machine']['blas'])}; "
+        f"Numba threading layer: {result['machine']['threading_layer']}")
     log("best fp32 GEMM: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in rates.items())
         + f"; epoch: {flops / 1e9:.1f} GFLOP; floor {flops / rate:.3f} s"
         + (f"; the zero-skipping path's useful work: {sparse_flops / 1e9:.1f} GFLOP, floor "

@@ -192,6 +192,8 @@ def test_bench_quick_smoke(tmp_path):
     assert set(entry["median_s"]) == {"fastmlp-numba", "fastmlp-numpy"}
     assert all(t > 0 for t in entry["median_s"].values()) and entry["floor_s"] > 0
     assert result["sgemm_gflops"] > 0
+    assert result["machine"]["threading_layer"] in ("omp", "tbb", "workqueue")
+    assert f"Numba threading layer: {result['machine']['threading_layer']}" in proc.stdout
     assert 0 < entry["sparse_floor_s"] < entry["floor_s"]  # MNIST: the zero-skipping path
     # ... on Numba's threads, whose count the ThreadTuner chose in each process
     runs = entry["thread_tuning"]["fastmlp-numba"]
