@@ -462,3 +462,29 @@ def test_float32_and_float64_agree_on_a_short_training(toy_data):
                                runs["float64"][1].history["loss"], rtol=1e-4)
     for a, b in zip(runs["float32"][0].weights, runs["float64"][0].weights):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+
+
+def test_two_processes_saving_to_one_path_leave_one_whole_model(tmp_path):
+    """Each save writes its own temporary file and renames it over the path: two processes
+    saving different models to the same path at once, over and over, leave one of the two
+    models whole, and a reader meanwhile only ever sees whole models."""
+    import subprocess
+    target = tmp_path / "shared.npz"
+    writer = ("import sys, numpy as np\n"
+              "from fastmlp import Network\n"
+              "net = Network([30, 20, 4], seed=int(sys.argv[1]))\n"
+              "for _ in range(60):\n"
+              "    net.save(sys.argv[2])\n")
+    procs = [subprocess.Popen([sys.executable, "-c", writer, str(seed), str(target)])
+             for seed in (1, 2)]
+    expected = {seed: Network([30, 20, 4], seed=seed).weights[0] for seed in (1, 2)}
+    seen = set()
+    while any(p.poll() is None for p in procs):
+        if target.exists():
+            w = Network.load(target).weights[0]  # a mix or a torn file would raise or differ
+            seen.update(s for s, e in expected.items() if np.array_equal(w, e))
+    assert all(p.wait() == 0 for p in procs)
+    final = Network.load(target).weights[0]
+    assert any(np.array_equal(final, e) for e in expected.values())
+    assert seen, "the reader saw no whole model"
+    assert not list(tmp_path.glob(".shared.npz.*.tmp"))  # no temporary file left behind
