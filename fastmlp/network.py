@@ -1,6 +1,7 @@
 """The Network: a thin, validated API over the kernels in :mod:`fastmlp.kernels`."""
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -29,15 +30,14 @@ EVAL_BUFFER_VALUES = 16 * 2 ** 20  # inference buffers: at most this many values
 SPARSE_EVAL_BATCH = 512  # rows per call of the zero-skipping first layer (its scratch grows with it)
 FIT_DEFAULTS = {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0}
 SMOKE_TEST_ENV = "FASTMLP_SMOKE_TEST"
+FORMAT_REVISION = 2  # meta "revision": 1 = sizes + activation + momentum velocities; 2 = layers
 
 
 def smoke_test_samples():
     """With $FASTMLP_SMOKE_TEST=N (N > 0), every fit trains at most one epoch on at most its
     first N samples: how CI runs the documentation's snippets, whatever epochs they ask for."""
-    import os
     value = os.environ.get(SMOKE_TEST_ENV, "")
     return int(value) if value.isdigit() and int(value) > 0 else 0
-FORMAT_REVISION = 2  # meta "revision": 1 = sizes + activation + momentum velocities; 2 = layers
 
 
 def _init_normal(rng, shape, fan_in, fan_out):
@@ -278,9 +278,11 @@ class Network:
         rows = np.empty(batch, np.int64)  # the rows of one batch: no index the size of X
         forward = K.forward if self.backend == "numba" else K.forward_ref
         codes = K.forward_codes(plan)
-        if self.backend == "numba":
+        ready = self.__dict__.setdefault("_inference_ready", set())
+        if self.backend == "numba" and (codes, X.dtype) not in ready:  # once, not per predict
             compile_ahead(K.forward, (X, rows, params, plan, ws, *codes),
                           step_description(plan, self.dtype, "inference"))
+            ready.add((codes, X.dtype))
         with one_blas_thread(self.backend == "numba" and K.layers_use_threads(None, plan)):
             for start in range(0, n, batch):
                 stop = min(start + batch, n)
