@@ -487,8 +487,10 @@ class Network:
         step_watchers = [c for c in callbacks if hasattr(c, "on_steps")]
         if step_watchers:  # chunks of the (shortest) interval the step losses are wanted at
             trainer.chunk = min(getattr(c, "loss_every", trainer.chunk) for c in step_watchers)
-        self._last_gradients = lambda: [trainer.gradients(self.epochs_done - 1)[l]
-                                        for l in self._param_layers]
+        def last_gradients():
+            gradients = trainer.gradients(self.epochs_done - 1)  # one twin step, every layer
+            return [gradients[l] for l in self._param_layers]
+        self._last_gradients = last_gradients
         for callback in callbacks:
             if hasattr(callback, "on_train_begin"):
                 callback.on_train_begin(self)
