@@ -4,6 +4,30 @@ after every epoch; an object may also have ``on_train_begin(net)``, ``on_train_e
 import math
 
 
+class History:
+    """What fit() measured: ``history`` maps each metric to one value per completed epoch;
+    ``stopped`` says why a fit ended early: None, "early", "interrupted" or "diverged"."""
+
+    KEYS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_time", "lr")
+
+    def __init__(self, history=None, epoch=None, params=None):
+        self.history = {k: list((history or {}).get(k, [])) for k in self.KEYS}
+        self.epoch = list(epoch or [])
+        self.params = dict(params or {})
+        self.stopped = None
+
+    def _append(self, epoch, metrics):
+        self.epoch.append(epoch)
+        for k in self.KEYS:
+            self.history[k].append(metrics.get(k, float("nan")))
+
+    def to_dict(self):
+        return {"history": self.history, "epoch": self.epoch, "params": self.params}
+
+    def __repr__(self):
+        return f"History(epochs={len(self.epoch)}, stopped={self.stopped!r})"
+
+
 class Callback:
     stop_training = False
 

@@ -47,6 +47,11 @@ class Layer:
     def config(self):
         raise NotImplementedError
 
+    @property
+    def label(self):
+        """The layer in a few words, e.g. "Dense 128 relu" (``Network.architecture``)."""
+        return type(self).__name__
+
 
 class Dense(Layer):
     """A fully connected layer: f(x W + b)."""
@@ -73,6 +78,10 @@ class Dense(Layer):
 
     def config(self):
         return {"kind": "dense", "units": self.units, "activation": self.activation}
+
+    @property
+    def label(self):
+        return f"Dense {self.units}" + (f" {self.activation}" if self.activation else "")
 
     def __repr__(self):
         return f"Dense({self.units}, activation={self.activation!r})"
@@ -123,6 +132,14 @@ class Conv2D(Layer):
                 "strides": list(self.strides), "padding": self.padding,
                 "activation": self.activation}
 
+    @property
+    def label(self):
+        kh, kw = self.kernel_size
+        return (f"Conv2D {self.filters} {kh}x{kw}"
+                + (f" stride {self.strides[0]}" if self.strides != (1, 1) else "")
+                + (" same" if self.padding == "same" else "")
+                + (f" {self.activation}" if self.activation else ""))
+
     def __repr__(self):
         k = self.kernel_size
         return (f"Conv2D({self.filters}, {k[0] if k[0] == k[1] else k}, "
@@ -159,6 +176,10 @@ class MaxPool2D(Layer):
         return {"kind": "maxpool2d", "pool_size": list(self.pool_size),
                 "strides": list(self.strides)}
 
+    @property
+    def label(self):
+        return "MaxPool2D {}x{}".format(*self.pool_size)
+
     def __repr__(self):
         return f"MaxPool2D({self.pool_size[0]}, strides={self.strides[0]})"
 
@@ -191,6 +212,10 @@ class Dropout(Layer):
 
     def config(self):
         return {"kind": "dropout", "rate": self.rate}
+
+    @property
+    def label(self):
+        return f"Dropout {self.rate:g}"
 
     def __repr__(self):
         return f"Dropout({self.rate})"
@@ -237,3 +262,34 @@ def from_sizes(sizes, activation, dropout=0.0, input_dropout=0.0):
             layers.append(Dropout(rate))
     layers.append(Dense(sizes[-1]))
     return layers
+
+
+def build_layers(sizes, activation, dropout, input_dropout, input_shape):
+    """(layers, input shape) of a Network: ``sizes`` is a list of layers (with ``input_shape``)
+    or of widths (inputs, hidden..., classes; dense layers of one ``activation``)."""
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__") or len(sizes) < 1:
+        raise ValueError(f"sizes must list at least two layer sizes (inputs, ..., classes) or "
+                         f"be a list of layers, got {sizes!r}")
+    if all(isinstance(s, Layer) for s in sizes):
+        if input_shape is None:
+            raise ValueError("input_shape is required with a list of layers, e.g. (784,) or "
+                             "(28, 28, 1)")
+        shape = tuple(input_shape) if hasattr(input_shape, "__len__") else (input_shape,)
+        if len(shape) not in (1, 3):
+            raise ValueError(f"input_shape must be (features,) or (height, width, channels), "
+                             f"got {input_shape!r}")
+        layers = list(sizes)
+        shape = tuple(check_int(s, "input_shape", 1, MAX_SIZE) for s in shape)
+    else:
+        if len(sizes) < 2:
+            raise ValueError(f"sizes must list at least two layer sizes (inputs, ..., "
+                             f"classes), got {sizes!r}")
+        sizes = tuple(check_int(s, f"sizes[{i}]", 1) for i, s in enumerate(sizes))
+        layers, shape = from_sizes(sizes, activation, dropout, input_dropout), (sizes[0],)
+    if not layers or layers[-1].kind != "dense":
+        raise ValueError(f"the last layer must be Dense (it feeds the output and loss), got "
+                         f"{layers[-1] if layers else 'no layers'}")
+    if layers[-1].activation is not None:
+        raise ValueError("the last Dense layer takes no activation: the output activation is "
+                         "Network(output=...)")
+    return layers, shape

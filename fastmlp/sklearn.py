@@ -18,8 +18,11 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .callbacks import EarlyStopping
 from .errors import ModelFormatError
-from .network import Network, _finite_json
-from .serialization import load_arrays, save_arrays
+from .fit_config import FitConfig
+from . import model_file, training
+from .model_file import finite_json
+from .network import Network
+from .serialization import load_arrays
 from .validation import is_finite_number
 from .optimizers import SGD, Adagrad, Adam, AdamW, RMSprop
 
@@ -211,10 +214,10 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
             stop = EarlyStopping("loss", patience=self.n_iter_no_change, min_delta=self.tol,
                                  restore_best=False)
             callbacks.append(stop)
-        history = self.net_.fit(X, y_index, epochs=epochs, batch_size=batch,
-                                optimizer=self._optimizer(batch), shuffle=bool(self.shuffle),
-                                verbose=2 if self.verbose else 0, callbacks=callbacks,
-                                sample_weight=weights, **kwargs)
+        config = FitConfig(epochs=epochs, batch_size=batch, optimizer=self._optimizer(batch),
+                           shuffle=bool(self.shuffle), verbose=2 if self.verbose else 0,
+                           callbacks=callbacks, **kwargs)
+        history = training.fit(self.net_, X, y_index, config, sample_weight=weights)
         h = history.history
         self.loss_curve_ += list(h["loss"])
         self.n_iter_ += len(history.epoch)
@@ -229,13 +232,12 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _fit_lbfgs(self, X, y_index, sample_weight):
-        """Full-batch L-BFGS-B over the compiled step's loss and gradient (float64): one step of
-        SGD with momentum 0 and lr 0 from zero state leaves the velocity equal to the gradient
-        and the weights as they were. Loss and gradient are weighted as MLPClassifier's:
+        """Full-batch L-BFGS-B over the compiled step's loss and gradient (float64, through
+        ``training.GradientStep``). Loss and gradient are weighted as MLPClassifier's:
         sum(w_i loss_i) / sum(w) + alpha/2 ||W||^2 / sum(w)."""
         import scipy.optimize
         from . import kernels as K
-        from .training import one_blas_thread
+        from .training import GradientStep, one_blas_thread
         net = self.net_
         n = X.shape[0]
         X = np.ascontiguousarray(X, np.float64)
@@ -245,25 +247,21 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
         params = net._params()
         # the step divides the gradient by n: weights * n / total make it sum(w g) / sum(w)
         plan = net._plan(sample_weight=weights * (n / total))
-        state = K.make_state(params, K.OPTIMIZER_CODES["sgd"], (0.0,) * 7, np.float64)
-        ws = K.make_workspace(params, plan, net.n_features, n, np.float64)
-        step = K.train_steps if net.backend == "numba" else K.train_steps_ref
-        codes = K.step_codes(params, plan)
+        gradient_step = GradientStep(net, params, plan, n)
         order = np.arange(n, dtype=np.int64)
         layers = net._param_layers
         arrays = [params.W[l] for l in layers] + [params.b[l] for l in layers]
-        grads = [state.s1W[l] for l in layers] + [state.s1b[l] for l in layers]
         sizes = np.cumsum([0] + [a.size for a in arrays])
         last = len(net.layers) - 1
         rows = np.arange(n)
         curve = []
 
         def loss_grad(theta):
-            for a, g, lo, hi in zip(arrays, grads, sizes[:-1], sizes[1:]):
+            for a, lo, hi in zip(arrays, sizes[:-1], sizes[1:]):
                 a.reshape(-1)[:] = theta[lo:hi]
-                g.fill(0)
-            step(X, y_index, order, n, 0, 1, 0, params, state, ws, plan, *codes)
-            logits = ws.acts[last][:n]
+            gW, gb = gradient_step(X, y_index, order, 0)
+            grads = [gW[l] for l in layers] + [gb[l] for l in layers]
+            logits = gradient_step.ws.acts[last][:n]
             top = logits.max(axis=1)
             log_sum = np.log(np.exp(logits - top[:, None]).sum(axis=1)) + top
             loss = float(weights @ (log_sum - logits[rows, y_index])) / total
@@ -283,8 +281,7 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
                          "gtol": float(self.tol)})
         for a, lo, hi in zip(arrays, sizes[:-1], sizes[1:]):
             a.reshape(-1)[:] = result.x[lo:hi]
-        for l in layers:  # the network keeps the arrays the step updated
-            net._W[l], net._b[l] = params.W[l], params.b[l]
+        net._set_parameters([params.W[l] for l in layers], [params.b[l] for l in layers])
         self.loss_ = float(result.fun)
         self.loss_curve_ += curve
         self.n_iter_ += len(curve)
@@ -336,12 +333,12 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
                   "loss_curve": [float(v) for v in self.loss_curve_],
                   "validation_scores": None if self.validation_scores_ is None
                   else [float(v) for v in self.validation_scores_],
-                  "best_loss": _finite_json(self.best_loss_),
-                  "best_validation_score": _finite_json(self.best_validation_score_),
+                  "best_loss": finite_json(self.best_loss_),
+                  "best_validation_score": finite_json(self.best_validation_score_),
                   "n_iter": int(self.n_iter_)}
-        meta = dict(self.net_._meta(), kind="estimator",
-                    estimator={"class": type(self).__name__, "params": params, "fitted": fitted})
-        save_arrays(path, self.net_._arrays(), meta)
+        model_file.save(self.net_, path, kind="estimator",
+                        estimator={"class": type(self).__name__, "params": params,
+                                   "fitted": fitted})
 
     @classmethod
     def load(cls, path, backend=None):
@@ -370,7 +367,7 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
             if backend is not None:
                 clf.backend = backend
             sizes, activation = clf._check_params()
-            net = Network._from_meta(meta, path, clf.backend)
+            net = model_file.from_meta(Network, meta, path, clf.backend)
             classes = [_checked_label(c) for c in fitted["classes"]]
             kinds = {type(c) for c in classes}
             if not classes or len(kinds) > 1 or sorted(set(classes)) != classes:
@@ -399,7 +396,7 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
             raise
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise ModelFormatError(f"{path}: inconsistent estimator metadata ({exc})") from None
-        net._take_arrays(arrays, path)
+        model_file.take_arrays(net, arrays, path)
         clf.net_ = net
         clf.classes_ = np.array(classes)
         clf.n_features_in_ = n_features

@@ -119,32 +119,37 @@ def _split(trial):
 
 
 def estimated_work(trial, n_features, n_classes, n_train):
-    """A trial's FLOPs (``bench.epoch_flops`` times its epochs), to start the longest trials
-    first. All trials of a sweep train on the same data, so its density (the zero-skipping
-    path's share) scales them alike; batch size and optimizer are left out."""
-    from .bench import epoch_flops
-    sizes = [n_features, *trial["hidden"], n_classes]
-    return trial["epochs"] * epoch_flops(sizes, trial.get("train_size") or n_train)
+    """A trial's FLOPs (``Network.flops`` times its epochs), to start the longest trials first.
+    All trials of a sweep train on the same data, so its density (the zero-skipping path's
+    share) scales them alike; batch size and optimizer are left out."""
+    net = _network(trial, n_features, n_classes, initialise=False)
+    return trial["epochs"] * net.flops(trial.get("train_size") or n_train)
+
+
+def _network(trial, n_features, n_classes, initialise=True):
+    from .network import Network
+    net_args, _ = _split(trial)
+    return Network([n_features, *trial["hidden"], n_classes], **net_args,
+                   _initialise=initialise)
+
+
+def fit_config(trial):
+    """The trial's fit settings, checked (a :class:`fastmlp.fit_config.FitConfig`)."""
+    from .fit_config import FitConfig
+    return FitConfig(**_split(trial)[1], verbose=0)
 
 
 def check_trials(trials, n_features, n_classes, n_train):
     """Build each trial's network and validate its fit settings (no training), so that a bad
     value is refused, naming its key, before any trial starts."""
-    from .network import Network
-    rng = np.random.default_rng(0)
     for trial in trials:
-        net_args, fit_args = _split(trial)
         size = trial.get("train_size")
         if size is not None and (isinstance(size, bool) or not isinstance(
                 size, (int, np.integer)) or not 1 <= size <= n_train):
             raise ValueError(f"train_size must be an integer in [1, {n_train}], got {size!r}")
         try:
-            net = Network([n_features, *trial["hidden"], n_classes], **net_args)
-            batch = fit_args.get("batch_size", 128)
-            rows = int(min(size or n_train, batch if isinstance(batch, int) and batch > 0
-                           else n_train))
-            X = rng.random((rows, n_features)).astype(net.dtype)
-            net.fit(X, np.arange(rows) % n_classes, **dict(fit_args, epochs=0), verbose=0)
+            _network(trial, n_features, n_classes, initialise=False)
+            fit_config(trial).batch_size_for(size or n_train)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"trial {trial_key(trial)} is refused: {exc}") from None
 
@@ -183,17 +188,17 @@ def run_trial(trial, data, data_dir=None, threads=1, key=None):
 def _train(trial, X, y, Xt, yt):
     from threadpoolctl import threadpool_limits
 
-    from .network import Network
     import numba
-    net_args, fit_args = _split(trial)
+
+    from .training import fit
     n_classes = int(max(y.max(), yt.max())) + 1
     record = {k: _plain(v) for k, v in trial.items()}
     record["key"] = trial_key(trial)
     with threadpool_limits(numba.get_num_threads(), user_api="blas"):
-        net = Network([X.shape[1], *trial["hidden"], n_classes], **net_args)
+        net = _network(trial, X.shape[1], n_classes)
         t0 = time.perf_counter()
         try:
-            history = net.fit(X, y, verbose=0, **fit_args)
+            history = fit(net, X, y, fit_config(trial))
         except Exception as exc:  # a diverged trial is a result too, not the end of the sweep
             record.update(error=f"{type(exc).__name__}: {exc}", train_seconds=time.perf_counter()
                           - t0)

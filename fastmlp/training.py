@@ -2,236 +2,49 @@
 steps inside the compiled ``train_steps`` (or its NumPy twin)."""
 import math
 import os
+import signal
 import sys
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager
 
-import numba
 import numpy as np
-import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba calls: loaded before it is limited)
-from threadpoolctl import threadpool_limits
 
+from . import checkpoint, inference
 from . import kernels as K
+from .compiling import (NO_THREADED_DENSE, SMALL_BATCH_ROWS, SPARSE_EVAL_BATCH,  # noqa: F401
+                        SPARSE_INPUT_DENSITY, ThreadTuner, compile_ahead, one_blas_thread,
+                        step_description, uses_sparse_input)
 from .errors import TrainingDivergedError
+from .kernels.optim import BETA1, LR
+from .validation import check_int
 
-# Fraction of nonzero inputs under which the first layer skips zeros. Measured on 2 cores with
-# 784-300-10: skipping zeros wins below ~30 % nonzero (MNIST: 19 %) and loses above, at batch
-# 64 and at 256 alike (Fashion-MNIST, ~50 % nonzero, takes the dense sgemm path).
-SPARSE_INPUT_DENSITY = 0.3
-# While the zero-skipping layer runs on Numba's threads, BLAS gets one thread for the layers
-# above it. From this many rows a minibatch's products use two BLAS threads well, and when those
-# layers hold at least DENSE_REST_SHARE of the first layer's weights the dense path wins.
-# Measured on 2 cores, MNIST, seconds per 30,000 images (zero-skipping / dense): 784-800-800-10
-# batch 128 2.57 / 1.98, batch 256 2.40-2.55 / 1.71-1.81; 784-1024-1024-10 batch 128 4.37 /
-# 3.13, batch 256 3.56-3.90 / 2.65-3.71; 784-500-300-10 (0.38 of the first layer) batch 256
-# 0.80 / 0.67-0.77; 784-800-10 and 784-1024-10 at 256: zero-skipping ahead by 1.2-1.6x.
-BLAS_BATCH_ROWS = 128
-DENSE_REST_SHARE = 0.5
-# Minibatches of at most this many rows run the large dense layers on Numba's threads with
-# kernels of their own (kernels/dense.py); larger ones are BLAS's, on its own threads.
-# Measured on 2 cores, Fashion-MNIST 784-300-10, seconds per epoch (threads / BLAS): batch 10
-# 1.7-1.8 / 2.2-2.5, batch 16 a tie, batch 24-64 BLAS ahead by 10-30 %.
-SMALL_BATCH_ROWS = 16
-NO_THREADED_DENSE = 1 << 62
 # A chunk of steps whose mean loss exceeds this many times ln(classes) (a uniform guess's
 # cross-entropy, where a fit starts) has diverged, as a NaN loss has: three orders of magnitude.
 LOSS_GROWTH_LIMIT = 1000.0
 
 
-def uses_sparse_input(net, X, batch_size):
-    """Whether the Numba path runs the first layer, if it is dense, on X's nonzeros (Numba's
-    threads), for minibatches of ``batch_size`` rows."""
-    first = next(layer for layer in net.layers if layer.has_params)
-    if net.backend != "numba" or first.kind != "dense":
-        return False
-    if batch_size >= BLAS_BATCH_ROWS:
-        weights = [W.size for W in net.weights]
-        if sum(weights[1:]) >= DENSE_REST_SHARE * weights[0]:
-            return False
-    return bool(np.count_nonzero(X) < SPARSE_INPUT_DENSITY * X.size)
+class GradientStep:
+    """Every parameter's loss gradient from the training step itself: one step of SGD with
+    momentum 0 and lr 0 from zeroed state leaves the weights as they were and the velocity equal
+    to the gradient. The plan's optimizer and max-norm are set aside; its sample weights and
+    dropout stay."""
 
+    def __init__(self, net, params, plan, batch_size, reference=False):
+        self.params, self.batch_size = params, batch_size
+        self.plan = plan._replace(optimizer=K.OPTIMIZER_CODES["sgd"],
+                                  max_norm=np.zeros_like(plan.max_norm))
+        self.state = K.make_state(params, self.plan.optimizer, (0.0,) * 7, net.dtype)
+        self.ws = K.make_workspace(params, self.plan, net.n_features, batch_size, net.dtype)
+        self.step = K.train_steps_ref if reference or net.backend != "numba" else K.train_steps
+        self.codes = K.step_codes(params, self.plan)
 
-def one_blas_thread(active=True):
-    """While Numba's threads work, BLAS gets one thread: BLAS threads spinning beside them
-    (OpenBLAS spins ~0.1 s after each call) would starve both on a small machine."""
-    return threadpool_limits(1, user_api="blas") if active else nullcontext()
-
-
-def _in_disk_cache(dispatcher, sig):
-    """Whether Numba's disk cache holds ``dispatcher`` compiled for ``sig`` on this machine."""
-    try:
-        index = dispatcher._cache._cache_file._load_index()
-        magic = dispatcher.targetctx.codegen().magic_tuple()
-    except Exception:  # Numba's internals moved: assume a compile, which only adds a message
-        return False
-    return any(key[0] == sig and key[1] == magic for key in index)
-
-
-def _compile_times_path():
-    from .datasets import default_cache_dir
-    return default_cache_dir() / "compile-times.json"
-
-
-def _compile_times():
-    import json
-    try:
-        with open(_compile_times_path()) as f:
-            times = json.load(f)
-        return times if isinstance(times, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _record_compile_time(what, seconds):
-    """Remember how long compiling ``what`` took here, for the next message's estimate."""
-    import json
-    times = _compile_times()
-    times[what] = round(seconds, 1)
-    path = _compile_times_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(times, indent=1))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache folder costs the estimate, never the fit
-
-
-def compile_ahead(dispatcher, args, what, verbose=True):
-    """Compile ``dispatcher`` for ``args`` (or load it from Numba's disk cache) before they run,
-    so that compiling is never counted as training. When it is not cached, say so on stderr
-    first, with how long it took on this machine last time. Returns the seconds it spent
-    compiling, 0.0 when the code was already compiled or cached."""
-    try:
-        sig = tuple(dispatcher.typeof_pyval(a) for a in args)
-    except Exception:
-        return 0.0  # the call itself will say what is wrong with its arguments
-    if sig in dispatcher.overloads:
-        return 0.0
-    cached = _in_disk_cache(dispatcher, sig)
-    if not cached and verbose:
-        last = _compile_times().get(what)
-        if not isinstance(last, (int, float)):
-            how_long = "up to a minute on 2 cores"
-        elif last < 1:
-            how_long = "under a second last time on this machine"
-        else:
-            how_long = f"{last:.0f} s last time on this machine"
-        print(f"Compiling {what} ({how_long}; kept in the disk cache for later runs) ...",
-              file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
-    dispatcher.compile(sig)
-    seconds = time.perf_counter() - t0
-    if cached:
-        return 0.0
-    _record_compile_time(what, seconds)
-    return seconds
-
-
-class ThreadTuner:
-    """Chooses, while a fit runs, whether the compiled step uses all of Numba's threads or one.
-
-    On a VM two vCPUs can share one physical core for seconds at a time, and another program may
-    take one of them. Measured on the 2-core Zen 3 VM: the same independent per-thread work took
-    0.8–1.1× its one-thread time on two threads in some phases and 1.4–1.8× in others, phases
-    lasting seconds; a Fashion-MNIST batch-10 epoch took 1.8 s or 4.2 s on two threads (2.3 s
-    on one).
-
-    So the steps run in segments of about ``SEGMENT_SECONDS``, and now and then a shorter one
-    (``PROBE_SHARE``) runs on the other thread count; the faster count is kept. A probe that loses
-    doubles the wait for the next one (``PROBE_EVERY``: from 8 to 64 segments); a switch resets
-    it. Results do not depend on the choice: the work is split into the workspace's blocks, made
-    once per fit, whichever threads run them. (BLAS's own threads are left alone: OpenBLAS's
-    sums differ in the last bits between one thread and two, and a fit must not depend on
-    timing.)
-    """
-    SEGMENT_SECONDS = 0.05
-    PROBE_EVERY = (8, 64)
-    PROBE_SHARE = 0.25  # a probe's length, as a share of a segment's
-    SHORTEST_MEASURE = 0.004  # seconds: a shorter segment only sizes the next one
-    SWITCH_BELOW = 0.9  # switch when the other count's time per step is under this share of ours
-
-    def __init__(self, active=True):
-        self.full = numba.get_num_threads()
-        self.active = active and self.full > 1
-        self.counts = (self.full, 1)
-        self.current = 0  # index into counts
-        self.seconds_per_step = [None, None]
-        self.segments = 0  # since the last probe
-        self.probe_every = self.PROBE_EVERY[0]
-        self.segment_steps = 4
-        self.warm = False  # the first segment (compilation, cold caches) is not measured
-        self.last_current = None  # the last segment's seconds per step on the current count
-        self.switches = 0
-
-    def next_choice(self):
-        """Index into ``counts`` of the thread count the next segment runs on."""
-        other = 1 - self.current
-        if not self.warm or self.seconds_per_step[self.current] is None:
-            return self.current
-        if self.seconds_per_step[other] is None or self.segments >= self.probe_every:
-            return other
-        return self.current
-
-    def run(self, steps, begin, end):
-        """``steps(begin, end)`` -> (loss sum, correct, seen), over [begin, end) in segments."""
-        if not self.active:
-            return steps(begin, end)
-        loss_sum, correct, seen = 0.0, 0, 0
-        try:
-            while begin < end:
-                choice = self.next_choice()
-                probe_share = 1 if choice == self.current else self.PROBE_SHARE
-                stop = min(begin + max(1, int(self.segment_steps * probe_share)), end)
-                numba.set_num_threads(self.counts[choice])
-                t0 = time.perf_counter()
-                ls, c, s = steps(begin, stop)
-                seconds = time.perf_counter() - t0
-                loss_sum, correct, seen = loss_sum + ls, correct + c, seen + s
-                if not math.isfinite(ls):
-                    break
-                self.record(choice, seconds, stop - begin)
-                begin = stop
-        finally:
-            numba.set_num_threads(self.full)
-        return loss_sum, correct, seen
-
-    def record(self, choice, seconds, steps):
-        """A segment of ``steps`` steps took ``seconds`` on ``counts[choice]`` threads."""
-        per_step = seconds / steps
-        self.segment_steps = max(1, min(4096, int(self.SEGMENT_SECONDS / max(per_step, 1e-9))))
-        if not self.warm:
-            self.warm = True
-            return
-        if seconds < self.SHORTEST_MEASURE:  # too short to judge by (the first ones of a fit)
-            return
-        probed = choice != self.current
-        if probed:
-            self.seconds_per_step[choice] = per_step
-        else:  # the better of its last two: one segment slowed by a blip does not switch
-            last = self.last_current
-            self.seconds_per_step[choice] = per_step if last is None else min(per_step, last)
-            self.last_current = per_step
-        self.segments = 0 if probed else self.segments + 1
-        other, mine = self.seconds_per_step[1 - self.current], self.seconds_per_step[self.current]
-        if other is not None and mine is not None and other < self.SWITCH_BELOW * mine:
-            self.current = 1 - self.current
-            self.switches += 1
-            self.probe_every = self.PROBE_EVERY[0]
-            self.last_current = None
-        elif probed:
-            self.probe_every = min(2 * self.probe_every, self.PROBE_EVERY[1])
-
-
-FEATURE_NAMES = ("image layers", "zero-skipping first layer", "dropout", "threaded dense layers",
-                 "sample weights or max-norm")
-
-
-def step_description(plan, dtype, what="the training step", params=None):
-    """What a compiled step is specialised for, in words (the key of its compile time)."""
-    codes = K.step_codes(params, plan) if params is not None else K.forward_codes(plan)
-    used = [name for name, code in zip(FEATURE_NAMES, codes) if code]
-    return f"{what} for dense layers{''.join(', ' + u for u in used)} ({np.dtype(dtype).name})"
+    def __call__(self, X, y, order, batch, epoch=0):
+        """(weight gradients, bias gradients), one array per layer, on minibatch ``batch`` of
+        ``order``: the state's own arrays, overwritten by the next call."""
+        self.step(X, y, order, self.batch_size, batch, batch + 1, epoch, self.params,
+                  self.state, self.ws, self.plan, *self.codes)
+        return self.state.s1W, self.state.s1b
 
 
 class Trainer:
@@ -277,6 +90,59 @@ class Trainer:
             slots[name] = (s.s1W, s.s1b) if i == 0 else (s.s2W, s.s2b)
         return slots
 
+    def state_dict(self):
+        """The fit's state: {"arrays": parameters and optimizer slots by file name ("W0", "b0",
+        "velocity.W0", ...), "optimizer": its name, config, slot names and step count, "seed":
+        dropout's seed}. The arrays are the trainer's own, not copies."""
+        layers = self.net._param_layers
+        arrays = {}
+        for i, l in enumerate(layers):
+            arrays[f"W{i}"], arrays[f"b{i}"] = self.params.W[l], self.params.b[l]
+        for slot, (sW, sb) in self.slot_arrays().items():
+            for i, l in enumerate(layers):
+                arrays[f"{slot}.W{i}"], arrays[f"{slot}.b{i}"] = sW[l], sb[l]
+        opt = self.optimizer
+        return {"arrays": arrays, "seed": int(self.plan.seed),
+                "optimizer": {"name": opt.name, "config": opt.config(), "slots": list(opt.slots),
+                              "t": int(self.state.t[0])}}
+
+    def load_state_dict(self, state, source="state_dict"):
+        """Copy a :meth:`state_dict` (e.g. read from a checkpoint) into this fit's parameters
+        (the network's own arrays) and optimizer state, each array checked first."""
+        from .model_file import checked_array
+        net, arrays = self.net, state["arrays"]
+        layers = net._param_layers
+        targets = {}
+        for i, l in enumerate(layers):
+            targets[f"W{i}"], targets[f"b{i}"] = self.params.W[l], self.params.b[l]
+        for slot, (sW, sb) in self.slot_arrays().items():
+            for i, l in enumerate(layers):
+                targets[f"{slot}.W{i}"], targets[f"{slot}.b{i}"] = sW[l], sb[l]
+        checked = {name: checked_array(arrays, name, dst.shape, net.dtype, source, net.sizes,
+                                       "array" if "." not in name else "checkpoint lacks a valid")
+                   for name, dst in targets.items()}
+        for name, dst in targets.items():
+            np.copyto(dst, checked[name])
+        self.state.t[0] = check_int(state["optimizer"].get("t", 0), "optimizer step", 0)
+        self.plan = self.plan._replace(seed=check_int(state["seed"], "seed", 0))
+
+    @property
+    def lr(self):
+        """The learning rate in force."""
+        return float(self.state.hyper[LR])
+
+    @property
+    def momentum(self):
+        """The momentum (Adam's beta1) in force."""
+        return float(self.state.hyper[BETA1])
+
+    def set_hyper(self, lr=None, momentum=None):
+        """Change the learning rate and/or momentum (Adam's beta1) from the next step on."""
+        if lr is not None:
+            self.state.hyper[LR] = lr
+        if momentum is not None:
+            self.state.hyper[BETA1] = momentum
+
     def _live(self):
         """What a rollback restores: the parameters and the state slots the optimizer uses."""
         state = sum((sW + sb for sW, sb in self.slot_arrays().values()), ())
@@ -295,21 +161,15 @@ class Trainer:
                              verbose)
 
     def gradients(self, epoch):
-        """Each layer's weight gradient at the current weights on ``epoch``'s last minibatch:
-        one step of the NumPy twin (SGD, momentum 0, lr 0: the velocity is the gradient) on
-        copies. The fast step never stores the zero-skipping first layer's gradient."""
-        dtype = self.net.dtype
-        order = self.net.epoch_order(epoch, self.n, self.shuffle)
+        """Each layer's weight gradient at the current weights on ``epoch``'s last minibatch,
+        from the NumPy twin on copies (the fast step never stores the zero-skipping first
+        layer's gradient)."""
         params = K.Params(tuple(w.copy() for w in self.params.W),
                           tuple(b.copy() for b in self.params.b))
-        state = K.make_state(params, 0, (0.0,) * 7, dtype)
-        plan = self.plan._replace(optimizer=0, sparse_layer=-1,
-                                  max_norm=np.zeros_like(self.plan.max_norm))
-        ws = K.make_workspace(params, plan, self.net.n_features, self.batch_size, dtype)
-        last = self.steps - 1
-        K.train_steps_ref(self.X, self.y, order, self.batch_size, last, last + 1, epoch, params,
-                          state, ws, plan, *K.step_codes(params, plan))
-        return state.s1W
+        probe = GradientStep(self.net, params, self.plan._replace(sparse_layer=-1),
+                             self.batch_size, reference=True)
+        order = self.net.epoch_order(epoch, self.n, self.shuffle)
+        return probe(self.X, self.y, order, self.steps - 1, epoch)[0]
 
     def run_epoch(self, epoch, step=0, totals=(0.0, 0, 0, 0.0), should_stop=None, on_chunk=None,
                   until=None):
@@ -352,3 +212,282 @@ class Trainer:
                     on_chunk(step, loss_sum / seen, ls / s)
             elapsed += time.perf_counter() - t0
         return loss_sum, correct, seen, step, elapsed
+
+
+# ---- the fit: data checked once, then the epoch loop ------------------------------------------
+SMOKE_TEST_ENV = "FASTMLP_SMOKE_TEST"
+
+
+def smoke_test_samples():
+    """With $FASTMLP_SMOKE_TEST=N (N > 0), every fit trains at most one epoch on at most its
+    first N samples: how CI runs the documentation's snippets, whatever epochs they ask for."""
+    value = os.environ.get(SMOKE_TEST_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else 0
+
+
+class FitData:
+    """A fit's training data and validation data, checked against the network and config:
+    ``validation`` is (X_val, y_val, zero-skipping decision) or None."""
+
+    def __init__(self, net, X, y, config, validation_data=None, sample_weight=None):
+        from .validation import check_features, check_labels, warn_if_unscaled
+        warn_if_unscaled(X, net.input_shape)
+        X = check_features(X, net.n_features, net.dtype, input_shape=net.input_shape)
+        y = check_labels(y, X.shape[0], net.n_classes)
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=np.float64)
+            if sample_weight.shape != (X.shape[0],) or not np.isfinite(sample_weight).all() \
+                    or (sample_weight < 0).any():
+                raise ValueError(f"sample_weight must hold one finite weight >= 0 per sample "
+                                 f"({X.shape[0]}), got shape {sample_weight.shape}")
+        if config.validation_split:
+            if validation_data is not None:
+                raise ValueError("pass validation_data or validation_split, not both")
+            cut = X.shape[0] - int(round(X.shape[0] * config.validation_split))
+            if not 0 < cut < X.shape[0]:
+                raise ValueError(f"validation_split={config.validation_split} leaves no training "
+                                 f"or no validation sample of {X.shape[0]}")
+            validation_data = (X[cut:], y[cut:])
+            X, y = X[:cut], y[:cut]
+            sample_weight = None if sample_weight is None else sample_weight[:cut]
+        smoke = smoke_test_samples()
+        if smoke:  # the documentation's snippets in CI: one short epoch
+            X, y = X[:smoke], y[:smoke]
+            sample_weight = None if sample_weight is None else sample_weight[:smoke]
+        config.batch_size_for(X.shape[0])
+        self.validation = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (X_val, y_val)")
+            Xv = check_features(validation_data[0], net.n_features, net.dtype, "X_val",
+                                net.input_shape)
+            yv = check_labels(validation_data[1], Xv.shape[0], net.n_classes, "y_val")
+            self.validation = (Xv, yv, uses_sparse_input(net, Xv, SPARSE_EVAL_BATCH))
+        self.X, self.y, self.sample_weight = X, y, sample_weight
+
+
+def fit(net, X, y, config, validation_data=None, sample_weight=None):
+    """Train ``net`` on X, y as ``config`` (a :class:`fastmlp.fit_config.FitConfig`) says;
+    returns this call's History (``net.history`` keeps every epoch). Callbacks are ended on
+    every exit: the last epoch, early stopping, Ctrl-C, divergence or an error."""
+    augment = augment_tables(net, config.augment)  # the settings against the network first
+    data = FitData(net, X, y, config, validation_data, sample_weight)
+    progress = config.verbose == 1 and sys.stderr.isatty()
+    trainer = Trainer(net, data.X, data.y, config.batch_size, config.opt, config.shuffle,
+                      chunks_per_epoch=50 if progress else 8, sample_weight=data.sample_weight,
+                      augment=augment)
+    first, last, history, resume_at = _epoch_range(net, trainer, config)
+    compile_time = _start(net, trainer, config, history, last, data.X)
+    callbacks = _Callbacks(config.callbacks, net, trainer)
+    base_momentum = trainer.momentum
+    try:
+        callbacks.begin()
+        with _sigint_flag() as sigint, one_blas_thread(trainer.limit_blas):
+            for epoch in range(first, last):
+                _apply_schedules(trainer, config, epoch, base_momentum, net.history.history)
+                step = resume_at.pop("step", 0)
+                totals = tuple(resume_at.pop("partial", (0.0, 0, 0, 0.0)))
+                loss_sum, correct, seen, step, elapsed = _run_epoch(
+                    trainer, epoch, last, step, totals, progress, callbacks,
+                    lambda: sigint["hit"])
+                if step < trainer.steps:  # Ctrl-C
+                    _interrupted(net, trainer, config, history, epoch, step,
+                                 (loss_sum, correct, seen, elapsed))
+                    break
+                metrics = {"loss": loss_sum / seen, "accuracy": correct / seen,
+                           "epoch_time": elapsed, "lr": trainer.lr}
+                if epoch == first and compile_time:
+                    metrics["compile_time"] = compile_time
+                if data.validation is not None:
+                    Xv, yv, sparse = data.validation
+                    val = inference.evaluate(net, Xv, yv, sparse)
+                    metrics.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+                _record_epoch(net, history, epoch + 1, last, metrics, config.verbose)
+                if config.checkpoint is not None:
+                    checkpoint.save(config.checkpoint, net, trainer)
+                if callbacks.after_epoch(epoch + 1, metrics):
+                    _stopped(net, history, "early")
+                    break
+    except TrainingDivergedError:
+        _stopped(net, history, "diverged")
+        raise
+    finally:
+        callbacks.end()
+    return history
+
+
+def augment_tables(net, augment):
+    """The augmentation's per-fit tables for ``net``'s images, or None."""
+    if augment is None or not augment.active:
+        return None
+    from .augment import image_shape_of
+    return augment.tables(image_shape_of(net))
+
+
+def _epoch_range(net, trainer, config):
+    """(first epoch, end epoch, the History this call fills, where to go on in the first)."""
+    from .callbacks import History
+    if config.resume is not None:
+        resume_at = checkpoint.restore(config.resume, net, trainer, config.batch_size,
+                                       config.shuffle)
+        first, last, history = net.epochs_done, config.epochs, net.history
+    elif config.initial_epoch is not None:
+        first, last, history, resume_at = config.initial_epoch, config.epochs, History(), {}
+    else:
+        first, last = net.epochs_done, net.epochs_done + config.epochs
+        history, resume_at = History(), {}
+    if smoke_test_samples():
+        last = min(last, first + 1)
+    return first, last, history, resume_at
+
+
+def _start(net, trainer, config, history, last, X):
+    """Record the fit's settings, compile ahead (training step, then inference on data like
+    X), print the optimizer line; returns the seconds spent compiling."""
+    net.train_config = config.record(last, net.backend)
+    history.params = dict(net.train_config, samples=trainer.n)
+    _stopped(net, history, None)
+    verbose = config.verbose > 0
+    compile_time = trainer.compile(verbose) + inference.compile_inference(net, X, verbose)
+    history.params["compile_time"] = compile_time
+    if verbose and config.default_sgd:
+        print(f"Optimizer: SGD, lr {config.lr:g}, momentum {config.momentum:g}"
+              + (" (the default: pass momentum=0 for plain SGD)" if config.momentum == 0.9 else "")
+              + f", weight decay {config.weight_decay:g}", flush=True)
+    return compile_time
+
+
+def _apply_schedules(trainer, config, epoch, base_momentum, past):
+    from .schedules import evaluate
+    if config.lr_schedule is not None:
+        lr = evaluate(config.lr_schedule, "lr_schedule", epoch, config.opt.lr, past)
+        if lr <= 0:
+            raise ValueError(f"lr_schedule returned {lr!r} for epoch {epoch}: the learning rate "
+                             f"must be > 0")
+        trainer.set_hyper(lr=lr)
+    if config.momentum_schedule is not None:
+        mu = evaluate(config.momentum_schedule, "momentum_schedule", epoch, base_momentum, past)
+        if not 0 <= mu < 1:
+            raise ValueError(f"momentum_schedule returned {mu!r} for epoch {epoch}: expected a "
+                             f"value in [0, 1)")
+        trainer.set_hyper(momentum=mu)
+
+
+def _run_epoch(trainer, epoch, epochs, step, totals, progress, callbacks, should_stop):
+    """One epoch's steps from ``step``, with the progress bar and the step-loss watchers fed
+    after each chunk; returns what :meth:`Trainer.run_epoch` does."""
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=trainer.steps, initial=step, desc=f"Epoch {epoch + 1}/{epochs}",
+                   unit="step", leave=False, dynamic_ncols=True)
+    watchers = callbacks.step_watchers
+    on_chunk = None
+    if bar is not None or watchers:
+        def on_chunk(done, loss, chunk_loss):
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                bar.update(done - bar.n)
+            for watcher in watchers:
+                watcher.on_steps(epoch * trainer.steps + done, chunk_loss)
+    try:
+        return trainer.run_epoch(epoch, step, totals, should_stop, on_chunk)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _interrupted(net, trainer, config, history, epoch, step, partial):
+    _stopped(net, history, "interrupted")
+    if config.checkpoint is not None:
+        checkpoint.save(config.checkpoint, net, trainer, epoch_step=step, partial=partial)
+    if config.verbose:
+        print(f"Interrupted in epoch {epoch + 1} after step {step}/{trainer.steps}: the network "
+              f"holds the weights of that step."
+              + (f" Checkpoint: {config.checkpoint}" if config.checkpoint else ""), flush=True)
+
+
+def _record_epoch(net, history, epoch, epochs, metrics, verbose):
+    history._append(epoch, metrics)
+    if history is not net.history:
+        net.history._append(epoch, metrics)
+    net.epochs_done = epoch
+    if verbose:
+        print(format_epoch_line(epoch, epochs, metrics), flush=True)
+
+
+def _stopped(net, history, why):
+    """Why the fit ended early (None while it runs): "early", "interrupted" or "diverged"."""
+    history.stopped = net.history.stopped = why
+
+
+class _Callbacks:
+    """A fit's callbacks: ``on_train_begin(net)``, ``callback(epoch, metrics)`` after each epoch,
+    ``on_steps(step, loss)`` for those that watch the step losses, ``on_train_end(net)``."""
+
+    def __init__(self, callbacks, net, trainer):
+        self.callbacks, self.net, self.trainer = callbacks, net, trainer
+        self.step_watchers = [c for c in callbacks if hasattr(c, "on_steps")]
+        if self.step_watchers:  # chunks of the (shortest) interval the step losses are wanted at
+            trainer.chunk = min(getattr(c, "loss_every", trainer.chunk)
+                                for c in self.step_watchers)
+
+    def begin(self):
+        net, trainer = self.net, self.trainer
+
+        def last_gradients():  # one twin step, every layer (TensorBoard's histograms)
+            gradients = trainer.gradients(net.epochs_done - 1)
+            return [gradients[l] for l in net._param_layers]
+        net._last_gradients = last_gradients
+        for callback in self.callbacks:
+            if hasattr(callback, "on_train_begin"):
+                callback.on_train_begin(net)
+
+    def after_epoch(self, epoch, metrics):
+        """Call every callback; returns whether one of them asks to stop."""
+        for callback in self.callbacks:
+            callback(epoch, metrics)
+        return any(getattr(callback, "stop_training", False) for callback in self.callbacks)
+
+    def end(self):
+        try:
+            for callback in self.callbacks:
+                if hasattr(callback, "on_train_end"):
+                    callback.on_train_end(self.net)
+        finally:
+            self.net.__dict__.pop("_last_gradients", None)  # it holds the trainer's buffers
+
+
+def format_epoch_line(epoch, epochs, metrics):
+    took = f"{metrics['epoch_time']:.2f}s"
+    if metrics.get("compile_time"):
+        took += f" (+{metrics['compile_time']:.1f}s compiling, once)"
+    parts = [f"Epoch {epoch}/{epochs}", took,
+             f"loss: {metrics['loss']:.4f}", f"accuracy: {metrics['accuracy']:.4f}"]
+    if "val_loss" in metrics:
+        parts += [f"val_loss: {metrics['val_loss']:.4f}",
+                  f"val_accuracy: {metrics['val_accuracy']:.4f}"]
+    if "lr" in metrics:
+        parts.append(f"lr: {metrics['lr']:.4g}")
+    return " - ".join(parts)
+
+
+@contextmanager
+def _sigint_flag():
+    """While training, the first Ctrl-C asks to stop at the next step boundary; a second one
+    interrupts at once."""
+    state = {"hit": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum, frame):
+        if state["hit"]:
+            raise KeyboardInterrupt
+        state["hit"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, previous)

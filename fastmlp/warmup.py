@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 
+from .inference import compile_inference
 from .training import Trainer
 
 DENSITIES = {"mnist": 0.2, "dense": 0.6}  # MNIST-like inputs skip zeros, denser ones do not
@@ -42,7 +43,7 @@ def warm_network(net, batch_size, optimizer, augment=None, density=0.2):
         from .augment import image_shape_of
         tables = augment.tables(image_shape_of(net))
     trainer = Trainer(net, X, y, batch_size, optimizer, augment=tables)
-    return trainer.compile(verbose=False) + net._compile_inference(X, verbose=False)
+    return trainer.compile(verbose=False) + compile_inference(net, X, verbose=False)
 
 
 def warm_up(recipe_names=(), dtype="float32", densities=("mnist", "dense"), progress=True):

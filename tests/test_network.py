@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-import fastmlp.training as training_module
+import fastmlp.compiling as compiling_module
 from fastmlp import History, Network
 
 
@@ -32,7 +32,7 @@ def test_backends_agree_after_20_steps(toy_data, dtype, tol, activation):
 
 def test_sparse_and_dense_first_layer_agree(toy_data, monkeypatch):
     sparse = fit_steps("numba", "float64", toy_data)
-    monkeypatch.setattr(training_module, "SPARSE_INPUT_DENSITY", 0.0)  # never sparse
+    monkeypatch.setattr(compiling_module, "SPARSE_INPUT_DENSITY", 0.0)  # never sparse
     dense = fit_steps("numba", "float64", toy_data)
     for a, b in zip(weights_of(sparse), weights_of(dense)):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
@@ -142,7 +142,7 @@ import json, numpy as np
 from numba.core.runtime import rtsys
 from fastmlp import Network, SGD
 from fastmlp.optimizers import Adam
-import fastmlp.training as training
+import fastmlp.compiling as compiling
 from fastmlp.training import Trainer
 rng = np.random.default_rng(0)
 X = rng.random((2400, 100)).astype(np.float32)
@@ -152,7 +152,7 @@ out = {}
 for batch in (8, 240):
     for sparse in (True, False):
         for name, opt in (("sgd", SGD(0.1, 0.9)), ("adam", Adam(1e-3))):
-            training.SPARSE_INPUT_DENSITY = 1.0 if sparse else 0.0
+            compiling.SPARSE_INPUT_DENSITY = 1.0 if sparse else 0.0
             trainer = Trainer(Network([100, 32, 16, 10], seed=0, dropout=0.3), X, y, batch,
                               opt, chunks_per_epoch=1)
             assert trainer.sparse == sparse

@@ -291,8 +291,8 @@ def test_warmup_command_compiles_a_recipe(tmp_path):
 
 def test_the_compile_message_names_the_configuration(toy_data, capsys, monkeypatch):
     """Whenever the step is not in the disk cache, one line says so before compiling."""
-    from fastmlp import training
-    monkeypatch.setattr(training, "_in_disk_cache", lambda dispatcher, sig: False)
+    from fastmlp import compiling, training
+    monkeypatch.setattr(compiling, "_in_disk_cache", lambda dispatcher, sig: False)
     from fastmlp import kernels as K
     monkeypatch.setattr(K.train_steps, "overloads", {})  # as in a new process
     compiled = []

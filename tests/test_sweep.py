@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from fastmlp import Network
 from fastmlp.sweep import (SweepError, _start_local_pool, estimated_work, expand, read_records,
                            summarize, sweep, trial_key)
 
@@ -313,12 +314,20 @@ def test_trials_start_longest_first_and_come_back_in_grid_order(digits, tmp_path
 
 
 def test_estimated_work_counts_epochs_images_and_weights():
-    from fastmlp.bench import epoch_flops
     trial = {"hidden": (16, 8), "epochs": 3}
-    assert estimated_work(trial, 64, 10, 1400) == 3 * epoch_flops([64, 16, 8, 10], 1400)
-    assert estimated_work(dict(trial, train_size=100), 64, 10, 1400) == \
-        3 * epoch_flops([64, 16, 8, 10], 100)
-    assert epoch_flops([64, 16, 8, 10], 100) == 2 * 100 * (2 * 64 * 16 + 3 * (16 * 8 + 8 * 10))
+    per_image = 2 * (2 * 64 * 16 + 3 * (16 * 8 + 8 * 10))  # the first layer has no input gradient
+    assert estimated_work(trial, 64, 10, 1400) == 3 * 1400 * per_image
+    assert estimated_work(dict(trial, train_size=100), 64, 10, 1400) == 3 * 100 * per_image
+
+
+def test_network_flops_count_a_cnn_from_its_layers():
+    from fastmlp.layers import Conv2D, Dense, Flatten, MaxPool2D
+    net = Network([Conv2D(4, 3, activation="relu"), MaxPool2D(2), Flatten(), Dense(10)],
+                  input_shape=(8, 8, 1), seed=0)
+    conv = 6 * 6 * 4 * 3 * 3 * 1  # output positions x filters x kernel window x channels
+    dense = 3 * 3 * 4 * 10
+    assert net.flops(50) == 2 * 50 * (2 * conv + 3 * dense)
+    assert net.flops(50, input_density=0.5) == 2 * 50 * (2 * 0.5 * conv + 3 * dense)
 
 
 def test_grid_expansion_order():

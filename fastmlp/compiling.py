@@ -1,0 +1,231 @@
+"""Which compiled code a call runs, and compiling it ahead: the zero-skipping first layer and
+the threaded dense layers for given data and batch size, BLAS's threads beside Numba's (and the
+thread tuner that chooses Numba's), and ``compile_ahead``, which compiles before a fit or a
+predict and says so whenever the code is not in Numba's disk cache."""
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+
+import numba
+import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba calls: loaded before it is limited)
+from threadpoolctl import threadpool_limits
+
+from . import kernels as K
+
+# Fraction of nonzero inputs under which the first layer skips zeros. Measured on 2 cores with
+# 784-300-10: skipping zeros wins below ~30 % nonzero (MNIST: 19 %) and loses above, at batch
+# 64 and at 256 alike (Fashion-MNIST, ~50 % nonzero, takes the dense sgemm path).
+SPARSE_INPUT_DENSITY = 0.3
+# While the zero-skipping layer runs on Numba's threads, BLAS gets one thread for the layers
+# above it. From this many rows a minibatch's products use two BLAS threads well, and when those
+# layers hold at least DENSE_REST_SHARE of the first layer's weights the dense path wins.
+# Measured on 2 cores, MNIST, seconds per 30,000 images (zero-skipping / dense): 784-800-800-10
+# batch 128 2.57 / 1.98, batch 256 2.40-2.55 / 1.71-1.81; 784-1024-1024-10 batch 128 4.37 /
+# 3.13, batch 256 3.56-3.90 / 2.65-3.71; 784-500-300-10 (0.38 of the first layer) batch 256
+# 0.80 / 0.67-0.77; 784-800-10 and 784-1024-10 at 256: zero-skipping ahead by 1.2-1.6x.
+BLAS_BATCH_ROWS = 128
+DENSE_REST_SHARE = 0.5
+# Minibatches of at most this many rows run the large dense layers on Numba's threads with
+# kernels of their own (kernels/dense.py); larger ones are BLAS's, on its own threads.
+# Measured on 2 cores, Fashion-MNIST 784-300-10, seconds per epoch (threads / BLAS): batch 10
+# 1.7-1.8 / 2.2-2.5, batch 16 a tie, batch 24-64 BLAS ahead by 10-30 %.
+SMALL_BATCH_ROWS = 16
+SPARSE_EVAL_BATCH = 512  # rows per inference call of the zero-skipping first layer (its scratch)
+NO_THREADED_DENSE = 1 << 62
+def uses_sparse_input(net, X, batch_size):
+    """Whether the Numba path runs the first layer, if it is dense, on X's nonzeros (Numba's
+    threads), for minibatches of ``batch_size`` rows."""
+    first = next(layer for layer in net.layers if layer.has_params)
+    if net.backend != "numba" or first.kind != "dense":
+        return False
+    if batch_size >= BLAS_BATCH_ROWS:
+        weights = [W.size for W in net.weights]
+        if sum(weights[1:]) >= DENSE_REST_SHARE * weights[0]:
+            return False
+    return bool(np.count_nonzero(X) < SPARSE_INPUT_DENSITY * X.size)
+
+
+def one_blas_thread(active=True):
+    """While Numba's threads work, BLAS gets one thread: BLAS threads spinning beside them
+    (OpenBLAS spins ~0.1 s after each call) would starve both on a small machine."""
+    return threadpool_limits(1, user_api="blas") if active else nullcontext()
+
+
+def _in_disk_cache(dispatcher, sig):
+    """Whether Numba's disk cache holds ``dispatcher`` compiled for ``sig`` on this machine."""
+    try:
+        index = dispatcher._cache._cache_file._load_index()
+        magic = dispatcher.targetctx.codegen().magic_tuple()
+    except Exception:  # Numba's internals moved: assume a compile, which only adds a message
+        return False
+    return any(key[0] == sig and key[1] == magic for key in index)
+
+
+def _compile_times_path():
+    from .datasets import default_cache_dir
+    return default_cache_dir() / "compile-times.json"
+
+
+def _compile_times():
+    import json
+    try:
+        with open(_compile_times_path()) as f:
+            times = json.load(f)
+        return times if isinstance(times, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _record_compile_time(what, seconds):
+    """Remember how long compiling ``what`` took here, for the next message's estimate."""
+    import json
+    times = _compile_times()
+    times[what] = round(seconds, 1)
+    path = _compile_times_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(times, indent=1))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache folder costs the estimate, never the fit
+
+
+def compile_ahead(dispatcher, args, what, verbose=True):
+    """Compile ``dispatcher`` for ``args`` (or load it from Numba's disk cache) before they run,
+    so that compiling is never counted as training. When it is not cached, say so on stderr
+    first, with how long it took on this machine last time. Returns the seconds it spent
+    compiling, 0.0 when the code was already compiled or cached."""
+    try:
+        sig = tuple(dispatcher.typeof_pyval(a) for a in args)
+    except Exception:
+        return 0.0  # the call itself will say what is wrong with its arguments
+    if sig in dispatcher.overloads:
+        return 0.0
+    cached = _in_disk_cache(dispatcher, sig)
+    if not cached and verbose:
+        last = _compile_times().get(what)
+        if not isinstance(last, (int, float)):
+            how_long = "up to a minute on 2 cores"
+        elif last < 1:
+            how_long = "under a second last time on this machine"
+        else:
+            how_long = f"{last:.0f} s last time on this machine"
+        print(f"Compiling {what} ({how_long}; kept in the disk cache for later runs) ...",
+              file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    dispatcher.compile(sig)
+    seconds = time.perf_counter() - t0
+    if cached:
+        return 0.0
+    _record_compile_time(what, seconds)
+    return seconds
+
+
+class ThreadTuner:
+    """Chooses, while a fit runs, whether the compiled step uses all of Numba's threads or one.
+
+    On a VM two vCPUs can share one physical core for seconds at a time, and another program may
+    take one of them. Measured on the 2-core Zen 3 VM: the same independent per-thread work took
+    0.8–1.1× its one-thread time on two threads in some phases and 1.4–1.8× in others, phases
+    lasting seconds; a Fashion-MNIST batch-10 epoch took 1.8 s or 4.2 s on two threads (2.3 s
+    on one).
+
+    So the steps run in segments of about ``SEGMENT_SECONDS``, and now and then a shorter one
+    (``PROBE_SHARE``) runs on the other thread count; the faster count is kept. A probe that loses
+    doubles the wait for the next one (``PROBE_EVERY``: from 8 to 64 segments); a switch resets
+    it. Results do not depend on the choice: the work is split into the workspace's blocks, made
+    once per fit, whichever threads run them. (BLAS's own threads are left alone: OpenBLAS's
+    sums differ in the last bits between one thread and two, and a fit must not depend on
+    timing.)
+    """
+    SEGMENT_SECONDS = 0.05
+    PROBE_EVERY = (8, 64)
+    PROBE_SHARE = 0.25  # a probe's length, as a share of a segment's
+    SHORTEST_MEASURE = 0.004  # seconds: a shorter segment only sizes the next one
+    SWITCH_BELOW = 0.9  # switch when the other count's time per step is under this share of ours
+
+    def __init__(self, active=True):
+        self.full = numba.get_num_threads()
+        self.active = active and self.full > 1
+        self.counts = (self.full, 1)
+        self.current = 0  # index into counts
+        self.seconds_per_step = [None, None]
+        self.segments = 0  # since the last probe
+        self.probe_every = self.PROBE_EVERY[0]
+        self.segment_steps = 4
+        self.warm = False  # the first segment (compilation, cold caches) is not measured
+        self.last_current = None  # the last segment's seconds per step on the current count
+        self.switches = 0
+
+    def next_choice(self):
+        """Index into ``counts`` of the thread count the next segment runs on."""
+        other = 1 - self.current
+        if not self.warm or self.seconds_per_step[self.current] is None:
+            return self.current
+        if self.seconds_per_step[other] is None or self.segments >= self.probe_every:
+            return other
+        return self.current
+
+    def run(self, steps, begin, end):
+        """``steps(begin, end)`` -> (loss sum, correct, seen), over [begin, end) in segments."""
+        if not self.active:
+            return steps(begin, end)
+        loss_sum, correct, seen = 0.0, 0, 0
+        try:
+            while begin < end:
+                choice = self.next_choice()
+                probe_share = 1 if choice == self.current else self.PROBE_SHARE
+                stop = min(begin + max(1, int(self.segment_steps * probe_share)), end)
+                numba.set_num_threads(self.counts[choice])
+                t0 = time.perf_counter()
+                ls, c, s = steps(begin, stop)
+                seconds = time.perf_counter() - t0
+                loss_sum, correct, seen = loss_sum + ls, correct + c, seen + s
+                if not math.isfinite(ls):
+                    break
+                self.record(choice, seconds, stop - begin)
+                begin = stop
+        finally:
+            numba.set_num_threads(self.full)
+        return loss_sum, correct, seen
+
+    def record(self, choice, seconds, steps):
+        """A segment of ``steps`` steps took ``seconds`` on ``counts[choice]`` threads."""
+        per_step = seconds / steps
+        self.segment_steps = max(1, min(4096, int(self.SEGMENT_SECONDS / max(per_step, 1e-9))))
+        if not self.warm:
+            self.warm = True
+            return
+        if seconds < self.SHORTEST_MEASURE:  # too short to judge by (the first ones of a fit)
+            return
+        probed = choice != self.current
+        if probed:
+            self.seconds_per_step[choice] = per_step
+        else:  # the better of its last two: one segment slowed by a blip does not switch
+            last = self.last_current
+            self.seconds_per_step[choice] = per_step if last is None else min(per_step, last)
+            self.last_current = per_step
+        self.segments = 0 if probed else self.segments + 1
+        other, mine = self.seconds_per_step[1 - self.current], self.seconds_per_step[self.current]
+        if other is not None and mine is not None and other < self.SWITCH_BELOW * mine:
+            self.current = 1 - self.current
+            self.switches += 1
+            self.probe_every = self.PROBE_EVERY[0]
+            self.last_current = None
+        elif probed:
+            self.probe_every = min(2 * self.probe_every, self.PROBE_EVERY[1])
+
+
+FEATURE_NAMES = ("image layers", "zero-skipping first layer", "dropout", "threaded dense layers",
+                 "sample weights or max-norm")
+
+
+def step_description(plan, dtype, what="the training step", params=None):
+    """What a compiled step is specialised for, in words (the key of its compile time)."""
+    codes = K.step_codes(params, plan) if params is not None else K.forward_codes(plan)
+    used = [name for name, code in zip(FEATURE_NAMES, codes) if code]
+    return f"{what} for dense layers{''.join(', ' + u for u in used)} ({np.dtype(dtype).name})"
