@@ -20,8 +20,8 @@ epoch's FLOPs at that rate; for sparse data also the zero-skipping path's useful
 import argparse, json, statistics
 import numpy as np
 from fastmlp import Network, load_fashion_mnist, load_mnist
-from fastmlp.bench import epoch_flops, gemm_rates, machine
-from fastmlp.training import SPARSE_INPUT_DENSITY
+from harness import gemm_rates, machine
+from fastmlp.compiling import SPARSE_INPUT_DENSITY
 from fastmlp.augment import Augment
 from fastmlp.optimizers import Adam
 from fastmlp.recipes import RECIPES
@@ -53,10 +53,10 @@ for sizes, batch, rounds in NETWORKS:
     net_name = name_of(sizes, batch)
     if args.only and net_name != args.only:
         continue
-    out[f"{net_name}-floor"] = round(epoch_flops(sizes, len(y)) / rate, 3)
+    mlp = Network(sizes, seed=0, _initialise=False)
+    out[f"{net_name}-floor"] = round(mlp.flops(len(y)) / rate, 3)
     if nonzero < SPARSE_INPUT_DENSITY:  # fit may take the zero-skipping path
-        out[f"{net_name}-zero-skipping-floor"] = round(epoch_flops(sizes, len(y), nonzero) / rate,
-                                                       3)
+        out[f"{net_name}-zero-skipping-floor"] = round(mlp.flops(len(y), nonzero) / rate, 3)
     configs = {"none": None, "affine-copy": "copy", "affine": Augment(**affine),
                "elastic": Augment(**elastic),
                "affine-nearest": Augment(**affine, interpolation="nearest"),

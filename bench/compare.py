@@ -6,7 +6,8 @@ the machine's sgemm floor, in one run. Same as ``fastmlp bench``.
 import argparse
 import sys
 
-from fastmlp.bench import add_arguments, main
+import fastmlp  # noqa: F401  (first: it sets OpenBLAS up before NumPy loads)
+from harness import add_arguments, main
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__,

@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from fastmlp.bench import machine
 from fastmlp.datasets import load_mnist
 from fastmlp.sweep import _start_local_pool, estimated_work, expand, sweep
+from harness import machine
 
 rounds = int(sys.argv[1]) if sys.argv[1:] else 3
 epochs = int(sys.argv[2]) if sys.argv[2:] else 3

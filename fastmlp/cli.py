@@ -181,9 +181,36 @@ def build_parser():
 
     b = sub.add_parser("bench", help="time one epoch against the NumPy reference, PyTorch, JAX "
                                      "and the sgemm floor")
-    from .bench import add_arguments
-    add_arguments(b)
+    harness = bench_harness()
+    if harness is not None:
+        harness.add_arguments(b)
     return parser
+
+
+BENCH_MISSING = ("fastmlp bench needs the benchmark harness, bench/harness.py of fastmlp's "
+                 "repository, which is not part of the installed package (nor is PyTorch or "
+                 "JAX, which it compares against). Run it from a clone of the repository: "
+                 "pip install -e . there, then fastmlp bench (or python bench/compare.py)")
+
+
+def bench_harness():
+    """The repository's benchmark harness (``bench/harness.py``) as a module, or None where
+    fastmlp is installed without its repository. Looked for beside the package (a source
+    checkout, an editable install), then in the working directory's ``bench/``."""
+    import importlib.util
+    for folder in (Path(__file__).resolve().parent.parent / "bench", Path.cwd() / "bench"):
+        path = folder / "harness.py"
+        if not path.is_file():
+            continue
+        loaded = sys.modules.get("harness")
+        if loaded is not None and getattr(loaded, "__file__", None) == str(path):
+            return loaded
+        spec = importlib.util.spec_from_file_location("harness", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["harness"] = module  # the name its worker processes import it by
+        spec.loader.exec_module(module)
+        return module
+    return None
 
 
 # ---- train ------------------------------------------------------------------------------------
@@ -305,9 +332,6 @@ def _fit_arguments(args):
         return {"optimizer": args.resume_optimizer}
     fit_args = {"lr": 0.1 if args.lr is None else args.lr, "momentum": args.momentum,
                 "weight_decay": args.weight_decay}
-    if not args.optimizer and not args.recipe:
-        from .optimizers import SGD
-        SGD(**fit_args)  # its checks, before the data loads
     if args.recipe and not args.optimizer:
         fit_args = {k: v for k, v in args.recipe_fit.items() if k not in ("epochs", "batch_size")}
         if args.lr is not None:
@@ -344,13 +368,17 @@ def _save_model(net, path):
 
 
 def cmd_train(args):
+    from . import training
+    from .fit_config import FitConfig
     from .network import Network
     _check_train_args(args)
     resumed = None
     if args.resume:
         resumed = Network.load(args.resume, backend=args.backend)
         _resume_defaults(args, resumed)
-    fit_args = _fit_arguments(args)
+    config = FitConfig(epochs=args.epochs, batch_size=args.batch_size, **_fit_arguments(args),
+                       verbose=0 if args.quiet else 1, checkpoint=args.checkpoint,
+                       resume=args.resume)
     name, splits = _load_data(args, args.validation_size, args.dtype)
     if len(splits) == 3:
         (X, y), val, (Xt, yt) = splits
@@ -390,10 +418,8 @@ def cmd_train(args):
     if log:
         callbacks.append(log)
     try:
-        history = net.fit(X, y, epochs=args.epochs, batch_size=args.batch_size, **fit_args,
-                          validation_data=val, verbose=0 if args.quiet else 1,
-                          checkpoint=args.checkpoint, resume=args.resume,
-                          callbacks=callbacks)
+        history = training.fit(net, X, y, config.replace(callbacks=callbacks),
+                               validation_data=val)
     except TrainingDivergedError as exc:
         raise CLIError(f"training diverged: {exc}") from None
     finally:
@@ -605,8 +631,10 @@ def _apply_recipe(parser, argv):
 
 
 def cmd_bench(args):
-    from .bench import main as bench_main
-    return bench_main(args)
+    harness = bench_harness()
+    if harness is None:
+        raise CLIError(BENCH_MISSING)
+    return harness.main(args)
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
@@ -626,6 +654,10 @@ def _given_flags(argv):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"] and bench_harness() is None:  # before its flags are parsed
+        print(f"fastmlp bench: error: {BENCH_MISSING}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = _apply_recipe(parser, argv)
     args.given = _given_flags(argv)

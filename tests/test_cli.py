@@ -249,7 +249,10 @@ def test_train_resume_from_checkpoint_matches_an_uninterrupted_run(tmp_path):
 
 
 def test_time_to_accuracy_decays_the_lr_and_stops_at_the_target(mnist):
-    from fastmlp.bench import LR_FLOOR, TTA_RECIPE, decayed_lr, time_to_accuracy
+    from fastmlp.cli import bench_harness
+    harness = bench_harness()
+    LR_FLOOR, TTA_RECIPE, decayed_lr, time_to_accuracy = (
+        harness.LR_FLOOR, harness.TTA_RECIPE, harness.decayed_lr, harness.time_to_accuracy)
     recipe = dict(TTA_RECIPE, decay_epochs=2.0, lr=0.2)
     assert decayed_lr(recipe, 0.0) == 0.2
     assert decayed_lr(recipe, 1.0) == pytest.approx(0.1)

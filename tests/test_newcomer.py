@@ -158,7 +158,8 @@ def test_generated_files_are_ignored_by_git():
 
 
 def test_bench_says_which_peers_were_skipped(monkeypatch):
-    from fastmlp import bench
+    from fastmlp.cli import bench_harness
+    bench = bench_harness()
     monkeypatch.setattr(bench, "_installed", lambda module: False)
     lines = []
     bench.run(batch_sizes=(), samples=500, runner_names=["torch", "jax-scan"], tta=False,

@@ -8,6 +8,10 @@ epoch, then ``repeats`` timed ones; the runners alternate over ``rounds`` rounds
 of all of a runner's epochs is reported. The floor is the epoch's FLOPs over the best fp32 GEMM
 rate measured in the same run: NumPy's BLAS (with the kernel set fastmlp chooses) and XLA's
 matmul when JAX is installed, each in its own process.
+
+This harness lives in the repository's ``bench/`` folder, not in the installed package:
+``fastmlp bench`` finds it there (see ``fastmlp.cli.bench_harness``), and ``python
+bench/compare.py`` runs it directly.
 """
 import json
 import os
@@ -19,9 +23,10 @@ import tempfile
 import textwrap
 import time
 
-import numpy as np
+import numpy as np  # after fastmlp, which sets OpenBLAS' kernel set up before NumPy loads it
 
 LR, MOMENTUM = 0.1, 0.9
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 # ---- data and the floor -------------------------------------------------------------------------
@@ -31,8 +36,8 @@ DATASETS = {"mnist": ("MNIST", 0.19), "fashion-mnist": ("Fashion-MNIST", 0.50)}
 def bench_data(dataset="mnist", data_dir=None, n=60000):
     """The real data set when it is on disk (no download), else synthetic rows of its share of
     nonzero pixels. Returns X, y, the test split (or None) and where the data came from."""
-    from .datasets import load_fashion_mnist, load_mnist
-    from .errors import DataNotFoundError
+    from fastmlp.datasets import load_fashion_mnist, load_mnist
+    from fastmlp.errors import DataNotFoundError
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
     title, nonzero = DATASETS[dataset]
@@ -49,14 +54,6 @@ def bench_data(dataset="mnist", data_dir=None, n=60000):
     if n < X.shape[0]:
         X, y = X[:n], y[:n]
     return np.ascontiguousarray(X), y.astype(np.int64), test, source
-
-
-def epoch_flops(sizes, n, nonzero=1.0):
-    """FLOPs of one epoch: forward x@W, weight gradients xᵀδ, and δWᵀ for every layer but the
-    first (2 FLOPs per multiply-add). ``nonzero``: the share of nonzero inputs, for the useful
-    FLOPs of the zero-skipping first layer (its forward and weight gradient only touch those)."""
-    macs = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
-    return 2 * n * (2 * nonzero * macs[0] + 2 * sum(macs[1:]) + sum(macs[1:]))
 
 
 def _best_matmul_rate(square_product, seconds):
@@ -101,8 +98,9 @@ def gemm_rates():
     fastmlp sets it up (``import fastmlp`` chooses the kernel set), and XLA's when JAX is
     installed."""
     rates = {}
-    for name, code in (("blas", "import fastmlp, fastmlp.bench as b; print(b.sgemm_rate())"),
-                       ("xla", "import fastmlp.bench as b; print(b.xla_gemm_rate())")):
+    load = f"import sys; sys.path.insert(0, {BENCH_DIR!r}); "
+    for name, code in (("blas", load + "import fastmlp, harness as b; print(b.sgemm_rate())"),
+                       ("xla", load + "import harness as b; print(b.xla_gemm_rate())")):
         if name == "xla" and not _installed("jax"):
             continue
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -119,16 +117,8 @@ CNN_LR = 1e-3
 
 
 def cnn_network(backend="numba"):
-    from .recipes import build
+    from fastmlp.recipes import build
     return build(CNN_RECIPE, backend=backend)[0]
-
-
-def network_flops(net, n):
-    """FLOPs of one training epoch of ``net``: per layer with parameters, the forward product,
-    the weight gradient and (all but the first) the input gradient, 2 FLOPs per multiply-add."""
-    macs = [layer.macs(shape) for layer, shape in zip(net.layers, net._in_shapes)
-            if layer.has_params]
-    return 2 * n * (2 * sum(macs) + sum(macs[1:]))
 
 
 class FastmlpRunner:
@@ -140,16 +130,16 @@ class FastmlpRunner:
         return True
 
     def version(self):
-        from ._version import __version__
+        from fastmlp._version import __version__
         import numba
         return f"fastmlp {__version__}, numba {numba.__version__}, numpy {np.__version__}"
 
     def setup(self, X, y, hidden, batch):
-        from .network import Network
-        from .optimizers import SGD
-        from .training import Trainer
+        from fastmlp.network import Network
+        from fastmlp.optimizers import SGD
+        from fastmlp.training import Trainer
         if self.model == "cnn":
-            from .optimizers import Adam
+            from fastmlp.optimizers import Adam
             self.net, opt = cnn_network(self.backend), Adam(CNN_LR)
         else:
             self.net = Network([X.shape[1], *hidden, 10], seed=0, backend=self.backend)
@@ -344,7 +334,8 @@ def worker(spec):
     return {"times": times, "version": runner.version(), "thread_tuning": thread_tuning(runner)}
 
 
-_WORKER = ("import json, sys\nfrom fastmlp.bench import worker\n"
+_WORKER = (f"import json, sys\nsys.path.insert(0, {BENCH_DIR!r})\nimport fastmlp\n"
+           "from harness import worker\n"
            "print(json.dumps(worker(json.loads(sys.argv[1]))))")
 
 
@@ -404,9 +395,9 @@ def decayed_lr(recipe, epochs_done):
 def time_to_accuracy(X, y, Xt, yt, target=0.98, max_epochs=30, recipe=None, checks_per_epoch=8):
     """Training seconds until test accuracy first reaches target, checked every 1/8 epoch
     (the checks themselves are not counted)."""
-    from .network import Network
-    from .optimizers import SGD
-    from .training import Trainer
+    from fastmlp.network import Network
+    from fastmlp.optimizers import SGD
+    from fastmlp.training import Trainer
     recipe = dict(TTA_RECIPE, **(recipe or {}))
 
     def fresh():
@@ -421,7 +412,7 @@ def time_to_accuracy(X, y, Xt, yt, target=0.98, max_epochs=30, recipe=None, chec
     for epoch in range(max_epochs):
         step, totals = 0, (0.0, 0, 0, 0.0)
         while step < trainer.steps:
-            trainer.state.hyper[0] = decayed_lr(recipe, epoch + step / trainer.steps)
+            trainer.set_hyper(lr=decayed_lr(recipe, epoch + step / trainer.steps))
             loss_sum, correct, seen, step, chunk_seconds = trainer.run_epoch(
                 epoch, step, totals, until=step + trainer.chunk)
             totals = (loss_sum, correct, seen, 0.0)
@@ -464,7 +455,7 @@ def _child(data_dir, full_fit, env):
 
 def memory_and_startup(data_dir):
     """Peak RSS of a full MNIST fit, and the start-up cost with a cold and a warm JIT cache."""
-    from .datasets import locate
+    from fastmlp.datasets import locate
     data_dir = str(locate("mnist", data_dir, download=False)["train-images-idx3-ubyte.gz"].parent)
     env = dict(os.environ)
     with tempfile.TemporaryDirectory() as cache:
@@ -511,11 +502,8 @@ def threading_layer():
 
 def isa():
     """The widest x86 vector extension the CPU reports (AVX-512, AVX2, ...), else the machine."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(next(line for line in f if line.startswith("flags")).split(":")[1].split())
-    except (OSError, StopIteration):
-        return platform.machine()
+    from fastmlp._cpu import cpu_flags
+    _, flags = cpu_flags()
     for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"),
                        ("sse4_2", "SSE4.2")):
         if flag in flags:
@@ -548,16 +536,17 @@ def run(batch_sizes=(10, 256), hidden=(300,), repeats=3, samples=60000, runner_n
     if model == "cnn":
         net = cnn_network()
         recipe = f"recipe {CNN_RECIPE!r}: {net.layers}, Adam lr {CNN_LR}, float32"
-        flops, shape = network_flops(net, len(y)), f"CNN {CNN_RECIPE!r}"
+        flops, shape = net.flops(len(y)), f"CNN {CNN_RECIPE!r}"
         tta = memory = False
     else:
-        from .network import Network
-        from .training import SPARSE_INPUT_DENSITY, uses_sparse_input
+        from fastmlp.network import Network
+        from fastmlp.compiling import SPARSE_INPUT_DENSITY, uses_sparse_input
         recipe = f"ReLU, softmax cross-entropy, SGD lr {LR} momentum {MOMENTUM}, float32"
         sizes = (X.shape[1], *hidden, 10)
-        flops, shape = epoch_flops(sizes, len(y)), "-".join(map(str, sizes))
+        mlp = Network(list(sizes), _initialise=False, seed=0)
+        flops, shape = mlp.flops(len(y)), "-".join(map(str, sizes))
         if nonzero < SPARSE_INPUT_DENSITY:  # fastmlp-numba may take the zero-skipping path
-            sparse_flops = epoch_flops(sizes, len(y), nonzero)
+            sparse_flops = mlp.flops(len(y), nonzero)
             probe = Network(list(sizes), seed=0)  # fit decides it per batch size
     result = {"machine": machine(), "data": source, "dataset": dataset, "samples": len(y),
               "nonzero": nonzero, "hidden": list(hidden), "model": model, "recipe": recipe,
