@@ -16,12 +16,12 @@ if _importlib_util.find_spec("fastmlp.kernels") is None:  # imported from a sour
 from . import kernels  # noqa: E402
 from ._version import __version__
 from .datasets import load_cifar10, load_fashion_mnist, load_mnist, read_idx
-from .errors import (DataFormatError, DataNotFoundError, FastMLPError, ModelFormatError,
-                     TrainingDivergedError)
+from .errors import (DataFormatError, DataNotFoundError, ExportError, FastMLPError,
+                     ModelFormatError, TrainingDivergedError)
 from .network import History, Network
 from .optimizers import SGD
 
 __all__ = ["Network", "History", "SGD", "kernels", "load_mnist", "load_fashion_mnist",
            "load_cifar10", "read_idx",
-           "FastMLPError", "DataFormatError", "DataNotFoundError", "ModelFormatError",
+           "FastMLPError", "DataFormatError", "DataNotFoundError", "ExportError", "ModelFormatError",
            "TrainingDivergedError", "__version__"]

@@ -131,6 +131,14 @@ def build_parser():
     p.add_argument("--backend", default="numba", choices=["numba", "numpy"],
                    help="numba: the fast kernels; numpy: their reference twins")
 
+    x = sub.add_parser("export", help="write a model (or a FastMLPClassifier file) as ONNX, "
+                                      "for ONNX Runtime and other runtimes")
+    x.add_argument("model", help="a model file written by fastmlp (.npz)")
+    x.add_argument("out", help="the ONNX file to write (.onnx)")
+    x.add_argument("--opset", type=int, default=None, help="the ONNX opset (default 17)")
+    x.add_argument("--flat-input", action="store_true",
+                   help="an image network takes flat rows (N, h*w*c), not (N, h, w, c) images")
+
     sub.add_parser("recipes", help="list the named recipes and what each trains")
     wu = sub.add_parser("warmup", help="compile ahead what training and predicting will run "
                                        "(for CI, Docker images, a cluster's workers)")
@@ -637,8 +645,28 @@ def cmd_bench(args):
     return harness.main(args)
 
 
+def cmd_export(args):
+    from .network import Network
+    from .serialization import load_arrays
+    _check_output_path(args.out, "the output")
+    kind = load_arrays(args.model)[1].get("kind")
+    if kind == "estimator":
+        from .sklearn import FastMLPClassifier
+        if args.flat_input:
+            raise CLIError("--flat-input is for image networks; an estimator takes flat rows")
+        model = FastMLPClassifier.load(args.model)
+        model.to_onnx(args.out, opset=args.opset)
+        what = f"FastMLPClassifier ({model.net_.architecture}; outputs label, probabilities)"
+    else:
+        net = Network.load(args.model)
+        net.to_onnx(args.out, opset=args.opset, flat_input=args.flat_input)
+        what = f"{net.architecture} (outputs probabilities, logits)"
+    print(f"Wrote {args.out}: {what}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "recipes": cmd_recipes, "sweep": cmd_sweep, "bench": cmd_bench,
+            "export": cmd_export, "recipes": cmd_recipes, "sweep": cmd_sweep, "bench": cmd_bench,
             "augment-preview": cmd_augment_preview, "warmup": cmd_warmup}
 
 

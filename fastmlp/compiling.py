@@ -6,12 +6,12 @@ import math
 import os
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 import numba
 import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba calls: loaded before it is limited)
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from . import kernels as K
 
@@ -42,16 +42,41 @@ def uses_sparse_input(net, X, batch_size):
     if net.backend != "numba" or first.kind != "dense":
         return False
     if batch_size >= BLAS_BATCH_ROWS:
-        weights = [W.size for W in net.weights]
+        weights = [W.size for W in net._stored_weights()]
         if sum(weights[1:]) >= DENSE_REST_SHARE * weights[0]:
             return False
     return bool(np.count_nonzero(X) < SPARSE_INPUT_DENSITY * X.size)
 
 
+_BLAS_LIBRARIES = []
+
+
+def _blas_libraries():
+    """threadpoolctl's controllers of the BLAS libraries loaded (NumPy's and SciPy's, which
+    Numba calls), found once: finding them costs ~0.6 ms, setting their threads ~2 us."""
+    if not _BLAS_LIBRARIES:
+        controller = ThreadpoolController().select(user_api="blas")
+        _BLAS_LIBRARIES.extend(controller.lib_controllers or [None])
+    return [lib for lib in _BLAS_LIBRARIES if lib is not None]
+
+
+@contextmanager
+def _blas_threads(count):
+    libraries = _blas_libraries()
+    before = [lib.num_threads for lib in libraries]
+    try:
+        for lib in libraries:
+            lib.set_num_threads(count)
+        yield
+    finally:
+        for lib, threads in zip(libraries, before):
+            lib.set_num_threads(threads)
+
+
 def one_blas_thread(active=True):
     """While Numba's threads work, BLAS gets one thread: BLAS threads spinning beside them
     (OpenBLAS spins ~0.1 s after each call) would starve both on a small machine."""
-    return threadpool_limits(1, user_api="blas") if active else nullcontext()
+    return _blas_threads(1) if active else nullcontext()
 
 
 def _in_disk_cache(dispatcher, sig):

@@ -19,3 +19,7 @@ class ModelFormatError(FastMLPError, ValueError):
 
 class TrainingDivergedError(FastMLPError, FloatingPointError):
     """The loss became NaN or infinite; the network keeps its last finite weights."""
+
+
+class ExportError(FastMLPError, ValueError):
+    """A network, or a part of it, that cannot be exported (to ONNX) as it is."""

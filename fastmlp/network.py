@@ -128,7 +128,7 @@ class Network:
         """Take (contiguous copies of) 2-D ``weights`` and ``biases``, one per parameter layer."""
         for l, W, b in zip(self._param_layers, weights, biases):
             self._W[l], self._b[l] = np.ascontiguousarray(W), np.ascontiguousarray(b)
-        self.__dict__.pop("_inference_ready", None)
+        inference.forget_sessions(self)
 
     @property
     def n_classes(self):
@@ -142,7 +142,13 @@ class Network:
         for l in self._param_layers:  # e.g. read-only after unpickling from a memory map
             if not (self._W[l].flags.writeable and self._b[l].flags.writeable):
                 self._W[l], self._b[l] = self._W[l].copy(), self._b[l].copy()
+                inference.forget_sessions(self)
         return K.make_params(self._W, self._b, self.dtype)
+
+    def __getstate__(self):  # pickle, copy: the inference sessions (locks, buffers) stay behind
+        state = dict(self.__dict__)
+        state.pop("_inference_sessions", None)
+        return state
 
     def _plan(self, optimizer_code=0, sparse_input=False, sample_weight=None, augment=None,
               threaded_min=K.THREADED_MIN_WEIGHTS):
@@ -231,6 +237,14 @@ class Network:
     def load(cls, path, backend="numba"):
         """Read a model (or checkpoint) written by :meth:`save`; never unpickles."""
         return model_file.load(cls, path, backend)[0]
+
+    def to_onnx(self, path=None, opset=None, flat_input=False):
+        """The network as an ONNX model (an ``onnx.ModelProto``), written atomically to ``path``
+        when given; needs ``pip install 'fastmlp[onnx]'``. Input ``input``: (N, features), or
+        for an image network (N, height, width, channels) unless ``flat_input``; outputs
+        ``probabilities`` and ``logits``. See :mod:`fastmlp.onnx_export`."""
+        from .onnx_export import export_network
+        return export_network(self, path, opset, flat_input)
 
     # ---- description -------------------------------------------------------------------------
     def _structure(self):

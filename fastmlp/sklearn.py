@@ -312,6 +312,14 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
             return np.full(X.shape[0], self.classes_[0])
         return self.classes_[self.net_.predict(X)]
 
+    def to_onnx(self, path=None, opset=None):
+        """The fitted estimator as an ONNX model with outputs ``label`` and ``probabilities``
+        (as skl2onnx exports MLPClassifier with ``zipmap=False``), written atomically to
+        ``path`` when given; needs ``pip install 'fastmlp[onnx]'``."""
+        check_is_fitted(self, "net_")
+        from .onnx_export import export_classifier
+        return export_classifier(self, path, opset)
+
     # ---- files --------------------------------------------------------------------------------
     def save(self, path):
         """Write the fitted estimator to ``path`` (.npz) atomically, without pickle: the

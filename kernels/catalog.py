@@ -22,6 +22,7 @@ from .network import (CONV, DENSE, DROPOUT, FLATTEN, POOL, forward, forward_code
 from .optim import (ADAM, N_HYPER, ONE, OPTIMIZER_CODES, TINY, max_norm_columns,
                     max_norm_columns_ref, optimizer_update, optimizer_update_ref)
 from .registry import register
+from .rows import dense_rows_forward, dense_rows_forward_ref
 from .sparse_input import (sparse_input_backward_update, sparse_input_backward_update_ref,
                            sparse_input_forward, sparse_input_forward_ref)
 
@@ -154,6 +155,22 @@ def _gather_case(rng, c):
     X = _normal(rng, (3 * c.batch + 1, c.n_in), c.dtype)
     return (X, rng.integers(0, X.shape[0], c.batch).astype(np.int64),
             np.zeros((c.batch, c.n_in), c.dtype))
+
+
+def _rows_forward_case(rng, c):
+    """A batch of rows through n_in -> n_out (act) -> 10 -> 10 (identity): mostly-zero rows
+    when the case is sparse, dense ones else."""
+    X = (_sparse_images(rng, c.batch, c.n_in, c.dtype) if c.sparse_input
+         else _normal(rng, (c.batch, c.n_in), c.dtype))
+    shapes = [(c.n_in, c.n_out), (c.n_out, 10), (10, 10)]
+    Ws = tuple(_normal(rng, s, c.dtype, 1 / np.sqrt(s[0])) for s in shapes)
+    bs = tuple(_normal(rng, s[1], c.dtype, 0.1) for s in shapes)
+    acts = np.array([c.act, c.act, A.IDENTITY], np.int64)
+    return (X, Ws, bs, acts, np.zeros((c.batch, 10), c.dtype), 3)  # more blocks than threads
+
+
+def _rows_flops(c):
+    return 2 * c.batch * (c.n_in * c.n_out + c.n_out * 10 + 100)
 
 
 def _activate_case(rng, c):
@@ -411,6 +428,8 @@ register("sparse_input_forward", fast=sparse_input_forward, reference=sparse_inp
 register("sparse_input_backward_update", fast=sparse_input_backward_update,
          reference=sparse_input_backward_update_ref, make_case=_sparse_backward_case,
          outputs=(4, 5, 6), flops=_mlp_flops, variants=OPTIMIZERS, parallel=True)
+register("dense_rows_forward", fast=dense_rows_forward, reference=dense_rows_forward_ref,
+         make_case=_rows_forward_case, outputs=(4,), flops=_rows_flops, parallel=True)
 register("output_loss", fast=output_loss, reference=output_loss_ref, make_case=_loss_case,
          outputs=(3,), compares_return=True, variants=LOSSES, output_layer=True)
 register("output_activation", fast=output_activation, reference=output_activation_ref,
