@@ -139,6 +139,13 @@ def build_parser():
     x.add_argument("--flat-input", action="store_true",
                    help="an image network takes flat rows (N, h*w*c), not (N, h, w, c) images")
 
+    sv = sub.add_parser("serve", help="a page to draw digits on and see what the model reads, "
+                                      "with a JSON API (needs fastmlp[serve])")
+    sv.add_argument("model", help="a model file written by fastmlp (.npz)")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="the address to listen on (127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="the port to listen on")
+
     sub.add_parser("recipes", help="list the named recipes and what each trains")
     wu = sub.add_parser("warmup", help="compile ahead what training and predicting will run "
                                        "(for CI, Docker images, a cluster's workers)")
@@ -435,6 +442,7 @@ def cmd_train(args):
             log.close()
     net.train_config["dataset"] = name
     test = net.evaluate(Xt, yt)
+    net.train_config.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
     print(f"Test loss: {test['loss']:.4f} - test accuracy: {test['accuracy']:.4f}", flush=True)
     status = 0
     if args.out:
@@ -497,13 +505,13 @@ def cmd_evaluate(args):
 
 # ---- predict ----------------------------------------------------------------------------------
 def cmd_predict(args):
-    from .images import prepare
+    from .images import prepare, style_of
     from .network import Network
     net = Network.load(args.model, backend=args.backend)
     if args.top_k < 1:
         raise CLIError(f"--top-k must be >= 1, got {args.top_k}")
     k = min(args.top_k, net.n_classes)
-    style = "uci-digits" if net.train_config.get("dataset") == datasets.FALLBACK else "mnist"
+    style = style_of(net)
     if style == "uci-digits":
         print(f"note: {args.model} was trained on the 8x8 UCI digits, not MNIST: each image is "
               f"reduced to 8x8 the way those digits were made (32x32 bitmap, 4x4 block counts)",
@@ -665,7 +673,17 @@ def cmd_export(args):
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
+def cmd_serve(args):
+    from .serve import serve
+    if not 0 < args.port < 65536:
+        raise CLIError(f"--port must be in [1, 65535], got {args.port}")
+    if not Path(args.model).is_file():
+        raise CLIError(f"{args.model}: no such model file")
+    serve(args.model, args.host, args.port, log=lambda m: print(m, flush=True))
+    return 0
+
+
+COMMANDS = {"serve": cmd_serve, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
             "export": cmd_export, "recipes": cmd_recipes, "sweep": cmd_sweep, "bench": cmd_bench,
             "augment-preview": cmd_augment_preview, "warmup": cmd_warmup}
 

@@ -21,33 +21,54 @@ def load_image(path, side=None):
             arr = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:
             raise DataFormatError(f"{path}: not a readable .npy array ({exc})") from None
-        if arr.dtype.kind not in "biuf":
-            raise DataFormatError(f"{path}: expected a numeric array, got dtype {arr.dtype}")
-        if side is not None and arr.shape not in ((side, side), (side * side,), (side, side, 1)):
-            raise DataFormatError(f"{path}: an array of shape {arr.shape}; the model takes "
-                                  f"images of shape ({side}, {side}), ({side * side},) or "
-                                  f"({side}, {side}, 1)")
-        if arr.ndim == 3 and arr.shape[-1] == 1:
-            arr = arr[..., 0]
-        if arr.ndim == 1:
-            side = int(round(np.sqrt(arr.size)))
-            if side * side != arr.size:
-                raise DataFormatError(f"{path}: a 1-D array of {arr.size} values is not a square "
-                                      f"image")
-            arr = arr.reshape(side, side)
-        if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-            arr = arr[..., :3].mean(axis=-1)
-        if arr.ndim != 2 or arr.size == 0:
-            raise DataFormatError(f"{path}: expected a 2-D image, got shape {arr.shape}")
-        arr = arr.astype(np.float64)
-        if not np.isfinite(arr).all():
-            raise DataFormatError(f"{path}: contains NaN or infinite values")
-        if arr.max() > 1:
-            arr = arr / 255.0
-        return np.clip(arr, 0, 1)
+        return image_from_array(arr, path, side)
+    return image_from_bytes(path.read_bytes(), path)
+
+
+def image_from_array(arr, where, side=None):
+    """A 2-D float array in [0, 1] from an array of pixels (0-1 or 0-255): (h, w), (h, w, 1),
+    (h, w, 3 or 4), or one flat square row; ``side`` x ``side`` when ``side`` is given."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "biuf":
+        raise DataFormatError(f"{where}: expected a numeric array, got dtype {arr.dtype}")
+    if side is not None and arr.shape not in ((side, side), (side * side,), (side, side, 1)):
+        raise DataFormatError(f"{where}: an array of shape {arr.shape}; the model takes "
+                              f"images of shape ({side}, {side}), ({side * side},) or "
+                              f"({side}, {side}, 1)")
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 1:
+        side = int(round(np.sqrt(arr.size)))
+        if side * side != arr.size:
+            raise DataFormatError(f"{where}: a 1-D array of {arr.size} values is not a square "
+                                  f"image")
+        arr = arr.reshape(side, side)
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        arr = arr[..., :3].mean(axis=-1)
+    if arr.ndim != 2 or arr.size == 0:
+        raise DataFormatError(f"{where}: expected a 2-D image, got shape {arr.shape}")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise DataFormatError(f"{where}: contains NaN or infinite values")
+    if arr.max() > 1:
+        arr = arr / 255.0
+    return np.clip(arr, 0, 1)
+
+
+MAX_PIXELS = 4096 * 4096  # a decoded picture larger than this is refused (decompression bombs)
+
+
+def image_from_bytes(data, where):
+    """A 2-D float array in [0, 1] from the bytes of a PNG/JPG/... picture (Pillow);
+    transparent pixels composited on white."""
+    import io
+
     from PIL import Image, UnidentifiedImageError
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise DataFormatError(f"{where}: a picture of {im.width}x{im.height} pixels is "
+                                      f"too large (at most {MAX_PIXELS} pixels)")
             im.load()
             if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
                 rgba = im.convert("RGBA")
@@ -55,8 +76,8 @@ def load_image(path, side=None):
                 gray = Image.alpha_composite(white, rgba).convert("L")
             else:
                 gray = im.convert("L")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataFormatError(f"{path}: not a readable image ({exc})") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataFormatError(f"{where}: not a readable image ({exc})") from None
     return np.asarray(gray, dtype=np.float64) / 255.0
 
 
@@ -104,13 +125,30 @@ def uci_digits_style(image, side=8, block=4):
 def prepare(path, n_features, style="mnist"):
     """Read an image file and make it a network input of n_features values, prepared the way
     the model's training images were (``style``: "mnist" or "uci-digits")."""
+    return to_input(load_image(path, square_side(n_features)), n_features, style, path)
+
+
+def square_side(n_features):
     side = int(round(np.sqrt(n_features)))
     if side * side != n_features:
         raise ValueError(f"the model takes {n_features} inputs, not a square image")
-    image = load_image(path, side)
+    return side
+
+
+def to_input(image, n_features, style, where):
+    """A 2-D image in [0, 1] as a network input of n_features values, prepared the way the
+    model's training images were (``style``: "mnist" or "uci-digits")."""
+    side = square_side(n_features)
     try:
         if style == "uci-digits":
             return uci_digits_style(image, side=side)
         return mnist_style(image, side=side, box=max(1, round(side * 20 / 28)))
     except ValueError as exc:
-        raise DataFormatError(f"{path}: {exc}") from None
+        raise DataFormatError(f"{where}: {exc}") from None
+
+
+def style_of(net):
+    """How the model's training images were made: "uci-digits" for the 8x8 fallback data set's
+    models, else "mnist"."""
+    from .datasets import FALLBACK
+    return "uci-digits" if net.train_config.get("dataset") == FALLBACK else "mnist"

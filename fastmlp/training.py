@@ -94,15 +94,8 @@ class Trainer:
         """The fit's state: {"arrays": parameters and optimizer slots by file name ("W0", "b0",
         "velocity.W0", ...), "optimizer": its name, config, slot names and step count, "seed":
         dropout's seed}. The arrays are the trainer's own, not copies."""
-        layers = self.net._param_layers
-        arrays = {}
-        for i, l in enumerate(layers):
-            arrays[f"W{i}"], arrays[f"b{i}"] = self.params.W[l], self.params.b[l]
-        for slot, (sW, sb) in self.slot_arrays().items():
-            for i, l in enumerate(layers):
-                arrays[f"{slot}.W{i}"], arrays[f"{slot}.b{i}"] = sW[l], sb[l]
         opt = self.optimizer
-        return {"arrays": arrays, "seed": int(self.plan.seed),
+        return {"arrays": self._named_arrays(), "seed": int(self.plan.seed),
                 "optimizer": {"name": opt.name, "config": opt.config(), "slots": list(opt.slots),
                               "t": int(self.state.t[0])}}
 
@@ -111,13 +104,7 @@ class Trainer:
         (the network's own arrays) and optimizer state, each array checked first."""
         from .model_file import checked_array
         net, arrays = self.net, state["arrays"]
-        layers = net._param_layers
-        targets = {}
-        for i, l in enumerate(layers):
-            targets[f"W{i}"], targets[f"b{i}"] = self.params.W[l], self.params.b[l]
-        for slot, (sW, sb) in self.slot_arrays().items():
-            for i, l in enumerate(layers):
-                targets[f"{slot}.W{i}"], targets[f"{slot}.b{i}"] = sW[l], sb[l]
+        targets = self._named_arrays()
         checked = {name: checked_array(arrays, name, dst.shape, net.dtype, source, net.sizes,
                                        "array" if "." not in name else "checkpoint lacks a valid")
                    for name, dst in targets.items()}
@@ -125,6 +112,17 @@ class Trainer:
             np.copyto(dst, checked[name])
         self.state.t[0] = check_int(state["optimizer"].get("t", 0), "optimizer step", 0)
         self.plan = self.plan._replace(seed=check_int(state["seed"], "seed", 0))
+
+    def _named_arrays(self):
+        """The parameters and optimizer slots by their names in files: W0, b0, velocity.W0..."""
+        layers = self.net._param_layers
+        named = {}
+        for i, l in enumerate(layers):
+            named[f"W{i}"], named[f"b{i}"] = self.params.W[l], self.params.b[l]
+        for slot, (sW, sb) in self.slot_arrays().items():
+            for i, l in enumerate(layers):
+                named[f"{slot}.W{i}"], named[f"{slot}.b{i}"] = sW[l], sb[l]
+        return named
 
     @property
     def lr(self):

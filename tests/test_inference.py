@@ -3,7 +3,7 @@ layer table's forward in batches) agree with the NumPy twins whichever a call ta
 cached sessions follow the weights, survive threads and pickling."""
 import copy
 import pickle
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -82,9 +82,6 @@ def test_threads_predicting_at_once_each_get_their_own_answer(toy_data, name):
             if not np.array_equal(got, expected[k % 6]):
                 failures.append(k)
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(worker, range(8)))
     assert not failures
