@@ -241,3 +241,15 @@ def test_a_person_draws_a_seven_and_a_one_in_chromium(model_file, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.mnist
+def test_an_image_network_is_served_too(mnist):
+    from fastmlp.recipes import build
+    _, (Xt, _) = mnist
+    net = build("cnn", seed=0)[0]
+    client = TestClient(create_app(net))
+    assert client.get("/api/model").json()["architecture"].startswith("28x28x1 > Conv2D")
+    r = client.post("/api/predict", content=png(drawing(Xt[0])),
+                    headers={"Content-Type": "image/png"})
+    assert r.status_code == 200 and len(r.json()["probabilities"]) == 10
