@@ -199,3 +199,60 @@ def test_fastmlp_export_writes_a_model_onnx_runtime_reads(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "fastmlp", "export", str(tmp_path / "none.npz"),
                           str(tmp_path / "x.onnx")], capture_output=True, text=True)
     assert bad.returncode == 2 and "none.npz" in bad.stderr
+
+
+def random_network(rng):
+    """A random stack of the kinds fastmlp exports, or None when the draw does not fit its
+    input (a layer refuses it)."""
+    acts = [None, "relu", "sigmoid", "tanh"]
+    output, loss = [("softmax", "cross_entropy"), ("sigmoid", "cross_entropy"),
+                    ("sigmoid", "quadratic")][rng.integers(3)]
+    layers = []
+    if rng.random() < 0.6:
+        shape = (int(rng.integers(4, 15)), int(rng.integers(4, 15)), int(rng.choice([1, 3])))
+        for _ in range(rng.integers(1, 3)):
+            layers.append(Conv2D(int(rng.integers(1, 6)), int(rng.integers(1, 4)),
+                                 strides=int(rng.integers(1, 3)),
+                                 padding=str(rng.choice(["valid", "same"])),
+                                 activation=acts[rng.integers(4)]))
+            if rng.random() < 0.5:
+                layers.append(MaxPool2D(int(rng.integers(1, 3))))
+            if rng.random() < 0.3:
+                layers.append(Dropout(0.25))
+        layers.append(Flatten())
+    else:
+        shape = (int(rng.integers(3, 60)),)
+    for _ in range(rng.integers(0, 3)):
+        layers.append(Dense(int(rng.integers(1, 40)), activation=acts[1 + rng.integers(3)]))
+        if rng.random() < 0.3:
+            layers.append(Dropout(0.5))
+    layers.append(Dense(int(rng.integers(2, 11))))
+    try:
+        return Network(layers, input_shape=shape, output=output, loss=loss,
+                       dtype=str(rng.choice(["float32", "float64"])),
+                       seed=int(rng.integers(1000)))
+    except ValueError:
+        return None
+
+
+def test_random_networks_export_and_agree_or_are_refused():
+    """#43: a fuzzed set of stacks within the supported kinds, shapes and dtypes."""
+    rng = np.random.default_rng(2026)
+    exported = 0
+    while exported < 40:
+        net = random_network(rng)
+        if net is None:
+            continue
+        X = rng.random((33, *net.input_shape))
+        X[X < 0.4] = 0
+        X = X.astype(net.dtype)
+        try:
+            model = net.to_onnx(opset=int(rng.choice([13, 17, 18])))
+        except ExportError:
+            continue  # refused, never written wrong
+        onnx.checker.check_model(model, full_check=True)
+        got = session(model).run(["probabilities"], {"input": X})[0]
+        tolerance = TOLERANCE if net.dtype == np.float32 else 1e-10
+        np.testing.assert_allclose(got, net.predict_proba(X), atol=tolerance, rtol=0,
+                                   err_msg=net.architecture)
+        exported += 1

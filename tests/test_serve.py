@@ -181,6 +181,18 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _wait_for(server, port):
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/model", timeout=2)
+            return
+        except OSError:
+            assert server.poll() is None, server.stderr.read()
+            assert time.time() < deadline, "the server did not start"
+            time.sleep(0.2)
+
+
 def _stroke(page, box, points):
     """A mouse stroke through points given on the 280x280 pad."""
     page.mouse.move(box["x"] + points[0][0], box["y"] + points[0][1])
@@ -202,15 +214,7 @@ def test_a_person_draws_a_seven_and_a_one_in_chromium(model_file, tmp_path):
                                "--port", str(port)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/model", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read()
-                assert time.time() < deadline, "the server did not start"
-                time.sleep(0.2)
+        _wait_for(server, port)
         with sync_playwright() as p:
             browser = p.chromium.launch(
                 executable_path=CHROMIUM,
@@ -253,3 +257,76 @@ def test_an_image_network_is_served_too(mnist):
     r = client.post("/api/predict", content=png(drawing(Xt[0])),
                     headers={"Content-Type": "image/png"})
     assert r.status_code == 200 and len(r.json()["probabilities"]) == 10
+
+
+def _rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+
+
+@pytest.mark.mnist
+def test_a_loaded_server_answers_every_request_and_stays_flat(model_file, mnist):
+    """#43: 1,600 requests from 16 clients at once, valid and invalid mixed, oversized bodies and
+    slow uploads among them, against a real Uvicorn: every valid request answered right, every
+    invalid one a 4xx, the process alive, its memory flat."""
+    import http.client
+    _, (Xt, _) = mnist
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "fastmlp", "serve", str(model_file),
+                               "--port", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(server, port)
+        valid = [png(drawing(d)) for d in Xt[:20]]
+
+        def post(body, content_type, slow=False):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            if slow:  # a trickle of 4 KB pieces
+                connection.putrequest("POST", "/api/predict")
+                connection.putheader("Content-Type", content_type)
+                connection.putheader("Content-Length", str(len(body)))
+                connection.endheaders()
+                for i in range(0, len(body), 4096):
+                    connection.send(body[i:i + 4096])
+                    time.sleep(0.002)
+            else:
+                connection.request("POST", "/api/predict", body,
+                                   {"Content-Type": content_type})
+            response = connection.getresponse()
+            answer = response.status, json.loads(response.read() or b"{}")
+            connection.close()
+            return answer
+
+        expected = [post(b, "image/png")[1]["label"] for b in valid]
+        rss_before = _rss_kb(server.pid)
+        bad = {"oversized": (b"\x89PNG" + bytes(MAX_BODY), "image/png", 413),
+               "garbage": (b"\x00" * 500, "image/png", 400),
+               "text": (b"seven", "text/plain", 400),
+               "shape": (json.dumps({"pixels": [[0.5] * 5] * 3}).encode(), "application/json",
+                         400)}
+        failures = []
+
+        def client(k):
+            for i in range(100):
+                kind = (k + i) % 8
+                try:
+                    if kind < 4:  # valid, one in four of them uploaded slowly
+                        status, answer = post(valid[(k + i) % 20], "image/png", slow=kind == 3)
+                        if status != 200 or answer["label"] != expected[(k + i) % 20]:
+                            failures.append((k, i, status))
+                    else:
+                        body, content_type, want = list(bad.values())[kind - 4]
+                        status, _ = post(body, content_type)
+                        if status != want:
+                            failures.append((k, i, status, want))
+                except OSError as exc:
+                    failures.append((k, i, repr(exc)))
+
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(client, range(16)))
+        assert not failures[:5]
+        assert server.poll() is None
+        assert _rss_kb(server.pid) - rss_before < 60_000  # kB: no growth with the requests
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
