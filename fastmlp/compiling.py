@@ -48,6 +48,22 @@ def uses_sparse_input(net, X, batch_size):
     return bool(np.count_nonzero(X) < SPARSE_INPUT_DENSITY * X.size)
 
 
+def kernel_input(X):
+    """X as the compiled kernels take it: X itself when writeable; else (a read-only array, a
+    memory map opened with mode "r") a writeable alias of the same memory, without a copy.
+    Numba types read-only arrays apart, so X as it is would compile a second copy of every
+    kernel; the kernels never write their input, so the alias is only ever read. It holds X,
+    so the memory outlives it."""
+    if X.flags.writeable or X.size == 0:
+        return X
+    import ctypes
+    memory = (ctypes.c_char * X.nbytes).from_address(X.ctypes.data)
+    memory._keep = X  # the alias keeps the mapping alive
+    alias = np.frombuffer(memory, dtype=X.dtype).reshape(X.shape)
+    assert alias.flags.c_contiguous and alias.ctypes.data == X.ctypes.data
+    return alias
+
+
 _BLAS_LIBRARIES = []
 
 

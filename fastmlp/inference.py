@@ -11,8 +11,8 @@ import numba
 import numpy as np
 
 from . import kernels as K
-from .compiling import (SPARSE_EVAL_BATCH, compile_ahead, one_blas_thread, step_description,
-                        uses_sparse_input)
+from .compiling import (SPARSE_EVAL_BATCH, compile_ahead, kernel_input, one_blas_thread,
+                        step_description, uses_sparse_input)
 
 EVAL_BATCH = 4096
 EVAL_BUFFER_VALUES = 16 * 2 ** 20  # inference buffers: at most this many values per batch
@@ -71,6 +71,7 @@ def forward_batches(net, X, each, sparse=None):
 
     On the Numba backend, mostly-zero inputs go through the zero-skipping first layer,
     like training does (``sparse``: that decision, if already made for this X)."""
+    X = kernel_input(X)
     n = X.shape[0]
     dense = _dense_layers(net)
     threads = numba.get_num_threads()
@@ -140,6 +141,7 @@ def compile_inference(net, X, verbose=True):
     spent compiling (0.0 when cached or on the NumPy backend)."""
     if net.backend != "numba":
         return 0.0
+    X = kernel_input(X)
     sparse = uses_sparse_input(net, X, SPARSE_EVAL_BATCH)
     params, plan = net._params(), net._plan(sparse_input=sparse)
     ws = K.make_workspace(params, plan, net.n_features, 2, net.dtype, training=False)
@@ -180,6 +182,7 @@ def predict(net, X):
 
 def evaluate(net, X, y, sparse=None):
     """{"loss", "accuracy"} of checked X, y."""
+    y = kernel_input(y)
     loss_fn = kernel(net, "output_loss")
     scratch = np.empty((min(X.shape[0], EVAL_BATCH), net.n_classes), net.dtype)
     totals = [0.0, 0]

@@ -13,8 +13,8 @@ import numpy as np
 from . import checkpoint, inference
 from . import kernels as K
 from .compiling import (NO_THREADED_DENSE, SMALL_BATCH_ROWS, SPARSE_EVAL_BATCH,  # noqa: F401
-                        SPARSE_INPUT_DENSITY, ThreadTuner, compile_ahead, one_blas_thread,
-                        step_description, uses_sparse_input)
+                        SPARSE_INPUT_DENSITY, ThreadTuner, compile_ahead, kernel_input,
+                        one_blas_thread, step_description, uses_sparse_input)
 from .errors import TrainingDivergedError
 from .kernels.optim import BETA1, LR
 from .validation import check_int
@@ -58,7 +58,7 @@ class Trainer:
 
     def __init__(self, net, X, y, batch_size, optimizer, shuffle=True, chunks_per_epoch=8,
                  sample_weight=None, augment=None):
-        self.net, self.X, self.y = net, X, y
+        self.net, self.X, self.y = net, kernel_input(X), kernel_input(y)
         self.batch_size, self.shuffle = batch_size, shuffle
         self.n = X.shape[0]
         self.steps = -(-self.n // batch_size)
@@ -233,7 +233,7 @@ class FitData:
         X = check_features(X, net.n_features, net.dtype, input_shape=net.input_shape)
         y = check_labels(y, X.shape[0], net.n_classes)
         if sample_weight is not None:
-            sample_weight = np.asarray(sample_weight, dtype=np.float64)
+            sample_weight = np.array(sample_weight, dtype=np.float64)  # small; ours, writeable
             if sample_weight.shape != (X.shape[0],) or not np.isfinite(sample_weight).all() \
                     or (sample_weight < 0).any():
                 raise ValueError(f"sample_weight must hold one finite weight >= 0 per sample "
