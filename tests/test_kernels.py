@@ -196,3 +196,22 @@ def test_a_feature_the_plan_uses_is_never_left_out(name, codes):
                 bad[len(args) - codes + k] = None
                 with pytest.raises(ValueError, match="a feature argument is None"):
                     fn(*bad)
+
+
+@pytest.mark.parametrize("name", ["train_steps", "train_steps_cnn"])
+def test_the_whole_step_agrees_with_its_twin_on_every_combination(name):
+    """#43: the generated matrix, float64 — every optimizer × output/loss × hidden activation ×
+    first-layer path (zero-skipping or dense), on the dense layer table (with sample weights,
+    input dropout, augmentation, Nesterov/decoupled variants as the case's shape selects) and
+    on the convolutional one, combinations that no recipe uses included."""
+    pair = KERNELS[name]
+    for shape in ((7, 20, 13), (6, 20, 13)):  # odd: input dropout, Nesterov; even: weights
+        for optimizer, loss, act, sparse_input in itertools.product(
+                sorted(OPTIMIZER_CODES.values()), sorted(OUTPUT_LOSS_CODES.values()), ACTS,
+                (True, False)):
+            case = Case(*shape, dtype=np.float64, act=act, sparse_input=sparse_input,
+                        optimizer=optimizer, loss=loss)
+            _, fast_args, ref_args, fast_ret, ref_ret = run_pair(pair, case)
+            for (label, fast), (_, ref) in zip(written(pair, fast_args), written(pair, ref_args)):
+                assert_same(fast, ref, np.float64, f"{name} {case}: {label}")
+            assert_same(fast_ret, ref_ret, np.float64, f"{name} {case}: return value")
