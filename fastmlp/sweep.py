@@ -406,7 +406,9 @@ def _as_completed(backend, trials, payload, data_dir, threads, n_jobs, pool=None
             delayed(run_trial)(t, payload, data_dir, threads, trial_key(t)) for t in trials)
     # Ray's joblib backend returns only whole lists: use Ray's own futures to stream records
     import ray
-    remote = ray.remote(num_cpus=threads)(run_trial)
+    # a dead worker surfaces here (WorkerCrashedError), to be reported and retried like the
+    # other backends', rather than retried silently by Ray
+    remote = ray.remote(num_cpus=threads, max_retries=0)(run_trial)
     shared = ray.put(payload)
     refs = [remote.remote(t, shared, data_dir, threads, trial_key(t)) for t in trials]
 

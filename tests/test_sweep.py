@@ -198,6 +198,49 @@ def test_a_killed_worker_is_reported_and_its_trial_retried(digits, tmp_path):
               backend="local", n_jobs=1, log=lambda m: None)
 
 
+def _killing_once(marker):
+    def kill_the_first_worker(epoch):  # runs in the worker, inside fit
+        if not marker.exists():
+            marker.write_text("x")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return 1e-3
+    return kill_the_first_worker
+
+
+def _no_record_lost_or_twice(out, records, seeds):
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["seed"] for r in lines) == sorted(seeds)  # each trial once in the file
+    assert sorted(r["seed"] for r in records) == sorted(seeds)
+    assert all("test_accuracy" in r for r in records)
+
+
+def test_a_worker_killed_on_a_dask_cluster_loses_no_trial(digits, tmp_path):
+    from distributed import Client, LocalCluster
+    marker, out, messages = tmp_path / "killed-once", tmp_path / "out.jsonl", []
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                         dashboard_address=None) as cluster, Client(cluster):
+        records = sweep({"seed": [0, 1, 2]}, data=digits, out=out, backend="dask", n_jobs=2,
+                        base=dict(BASE, hidden=(16,), lr_schedule=_killing_once(marker)),
+                        log=messages.append)
+    assert marker.exists()  # the scheduler ran the killed worker's trial again
+    _no_record_lost_or_twice(out, records, [0, 1, 2])
+
+
+def test_a_worker_killed_on_ray_loses_no_trial(digits, tmp_path):
+    import ray
+    marker, out, messages = tmp_path / "killed-once", tmp_path / "out.jsonl", []
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        records = sweep({"seed": [0, 1, 2]}, data=digits, out=out, backend="ray", n_jobs=2,
+                        base=dict(BASE, hidden=(16,), lr_schedule=_killing_once(marker)),
+                        log=messages.append)
+    finally:
+        ray.shutdown()
+    assert marker.exists()
+    assert any("a worker failed" in m for m in messages), messages
+    _no_record_lost_or_twice(out, records, [0, 1, 2])
+
+
 def test_a_later_sweep_reuses_the_idle_workers(digits, tmp_path):
     def record_pid(epoch):  # runs in the worker, inside fit
         (tmp_path / f"{os.getpid()}.pid").touch()
