@@ -17,8 +17,14 @@ def save(path, net, trainer, epoch_step=0, partial=None):
     ``partial`` (loss sum, correct, seen, seconds) say where inside an epoch it stopped."""
     state = trainer.state_dict()
     slots = {name: array for name, array in state["arrays"].items() if "." in name}
-    model_file.save(net, path, kind="checkpoint", extra_arrays=slots, step=epoch_step,
-                    partial=list(partial) if partial else None, optimizer=state["optimizer"])
+    try:
+        model_file.save(net, path, kind="checkpoint", extra_arrays=slots, step=epoch_step,
+                        partial=list(partial) if partial else None,
+                        optimizer=state["optimizer"])
+    except OSError as exc:
+        raise OSError(exc.errno, f"checkpoint {path} could not be saved ({exc}); the previous "
+                                 f"checkpoint there, if any, is kept, and the network holds the "
+                                 f"weights of epoch {net.epochs_done}") from exc
 
 
 def structure(net):

@@ -530,7 +530,13 @@ def sweep(grid, data="mnist", base=None, backend="local", n_jobs=2, out=None, sc
                 for record in results:
                     done[record["key"]] = record
                     if out:
-                        _append(out, record)
+                        try:
+                            _append(out, record)
+                        except OSError as exc:
+                            raise SweepError(
+                                f"{out}: the record of a finished trial could not be written "
+                                f"({exc}); the records written before it are kept: run the "
+                                f"sweep again to go on from there") from exc
                     log(f"sweep: {len(done)}/{len(trials)} "
                         + (f"test accuracy {record['test_accuracy']:.4f}"
                            if "test_accuracy" in record else f"failed: {record['error']}"))

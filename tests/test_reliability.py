@@ -488,3 +488,43 @@ def test_two_processes_saving_to_one_path_leave_one_whole_model(tmp_path):
     assert any(np.array_equal(final, e) for e in expected.values())
     assert seen, "the reader saw no whole model"
     assert not list(tmp_path.glob(".shared.npz.*.tmp"))  # no temporary file left behind
+
+
+def test_a_checkpoint_that_cannot_be_written_keeps_the_last_one_and_the_weights(toy_data,
+                                                                               tmp_path,
+                                                                               monkeypatch):
+    """#43, disk full while a fit checkpoints: a clear error naming the file, the previous
+    checkpoint intact (and resumable to the uninterrupted run's weights), the network at the
+    last completed epoch."""
+    import errno
+    X, y = toy_data
+    kw = dict(epochs=3, batch_size=64, verbose=0)
+    full = Network([64, 16, 10], seed=0)
+    full.fit(X, y, **kw)
+    from fastmlp import serialization
+    ck = tmp_path / "ck.npz"
+    saves = {"n": 0}
+    atomic_write_bytes = serialization.atomic_write_bytes
+
+    def full_disk_on_the_second_save(path, write):
+        saves["n"] += 1
+        if saves["n"] != 2:
+            return atomic_write_bytes(path, write)
+
+        def part_then_full(f):
+            f.write(b"PK\x03\x04 the first bytes")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return atomic_write_bytes(path, part_then_full)
+
+    monkeypatch.setattr(serialization, "atomic_write_bytes", full_disk_on_the_second_save)
+    net = Network([64, 16, 10], seed=0)
+    with pytest.raises(OSError, match=r"checkpoint .*ck.npz could not be saved .*No space left"
+                                      r".* the previous checkpoint there, if any, is kept"):
+        net.fit(X, y, checkpoint=ck, **kw)
+    monkeypatch.undo()
+    assert net.epochs_done == 2 and Network.load(ck).epochs_done == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.npz"]  # no temporary file left
+    resumed = Network([64, 16, 10], seed=5)
+    resumed.fit(X, y, resume=ck, **kw)
+    for a, b in zip(full.weights, resumed.weights):
+        np.testing.assert_array_equal(a, b)

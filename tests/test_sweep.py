@@ -387,3 +387,32 @@ def test_grid_keys_are_network_and_fit_keywords():
     from fastmlp.sweep import FIT_KEYS, NETWORK_KEYS
     assert NETWORK_KEYS <= set(inspect.signature(Network.__init__).parameters)
     assert FIT_KEYS <= set(inspect.signature(Network.fit).parameters)
+
+
+def test_a_results_file_that_cannot_be_written_stops_the_sweep_and_a_rerun_goes_on(
+        digits, tmp_path, monkeypatch, sequential):
+    """#43, disk full under a sweep's results file: a clear error, the records written so far
+    kept whole, and a rerun runs only the rest, none twice."""
+    import errno
+    out = tmp_path / "out.jsonl"
+    fsync, calls = os.fsync, {"n": 0}
+
+    def disk_full_at_the_third_record(fd):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", disk_full_at_the_third_record)
+    with pytest.raises(SweepError, match=r"out.jsonl: the record of a finished trial could not "
+                                         r"be written .*No space left.* run the sweep again"):
+        sweep(GRID, data=digits, base=BASE, backend="sequential", out=out, log=lambda m: None)
+    monkeypatch.undo()
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert 2 <= len(written) <= 3  # the third line may have reached the disk before fsync failed
+    messages = []
+    records = sweep(GRID, data=digits, base=BASE, backend="sequential", out=out,
+                    log=messages.append)
+    keys = [json.loads(line)["key"] for line in out.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == len(records)
+    _same(records, sequential)
