@@ -193,7 +193,7 @@ class Network:
         if not shuffle:
             return np.arange(n, dtype=np.int64)
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, 1, epoch]))
-        return rng.permutation(n).astype(np.int64)
+        return rng.permutation(n).astype(np.int64, copy=False)
 
     def fit(self, X, y, epochs=10, batch_size=256, lr=0.1, momentum=0.9, weight_decay=0.0,
             validation_data=None, shuffle=True, verbose=1, checkpoint=None, resume=None,
