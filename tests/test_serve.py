@@ -1,5 +1,6 @@
 """``fastmlp serve``: the JSON API through Starlette's test client, and the page in a real
 headless Chromium driven by Playwright against a real Uvicorn, drawing digits with the mouse."""
+import contextlib
 import io
 import json
 import os
@@ -181,16 +182,27 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _wait_for(server, port):
-    deadline = time.time() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/model", timeout=2)
-            return
-        except OSError:
-            assert server.poll() is None, server.stderr.read()
-            assert time.time() < deadline, "the server did not start"
-            time.sleep(0.2)
+@contextlib.contextmanager
+def running_server(model_file):
+    """(process, port) of a real `fastmlp serve` on a free port, once it answers."""
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "fastmlp", "serve", str(model_file),
+                               "--port", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/model", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read()
+                assert time.time() < deadline, "the server did not start"
+                time.sleep(0.2)
+        yield server, port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def _stroke(page, box, points):
@@ -209,12 +221,7 @@ def _stroke(page, box, points):
 def test_a_person_draws_a_seven_and_a_one_in_chromium(model_file, tmp_path):
     assert CHROMIUM is not None, "Chromium is required here: apt-get install chromium"
     from playwright.sync_api import sync_playwright
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "fastmlp", "serve", str(model_file),
-                               "--port", str(port)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for(server, port)
+    with running_server(model_file) as (server, port):
         with sync_playwright() as p:
             browser = p.chromium.launch(
                 executable_path=CHROMIUM,
@@ -242,9 +249,6 @@ def test_a_person_draws_a_seven_and_a_one_in_chromium(model_file, tmp_path):
         if shot:
             shutil.copy(tmp_path / "draw-7.png", shot)
         assert seen == {"7": "7", "1": "1"}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.mark.mnist
@@ -271,12 +275,7 @@ def test_a_loaded_server_answers_every_request_and_stays_flat(model_file, mnist)
     invalid one a 4xx, the process alive, its memory flat."""
     import http.client
     _, (Xt, _) = mnist
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "fastmlp", "serve", str(model_file),
-                               "--port", str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_for(server, port)
+    with running_server(model_file) as (server, port):
         valid = [png(drawing(d)) for d in Xt[:20]]
 
         def post(body, content_type, slow=False):
@@ -327,6 +326,3 @@ def test_a_loaded_server_answers_every_request_and_stays_flat(model_file, mnist)
         assert not failures[:5]
         assert server.poll() is None
         assert _rss_kb(server.pid) - rss_before < 60_000  # kB: no growth with the requests
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
