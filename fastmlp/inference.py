@@ -80,10 +80,14 @@ def forward_batches(net, X, each, sparse=None):
                                 else uses_sparse_input(net, X, SPARSE_EVAL_BATCH)))):
         logits = np.empty((min(n, EVAL_BATCH), net.n_classes), net.dtype)
         blocks = min(n, threads)
+        kernel = K.KERNELS["dense_rows_forward"].fast
+        if dense[4] is None:  # once per network: say so if it is about to compile
+            compile_ahead(kernel, (X[:1], *dense[:3], logits[:1], 1),
+                          f"inference row by row ({net.dtype.name})")
+            net.__dict__.setdefault("_inference_sessions", {})["rows"] = dense[:4] + (True,)
         for start in range(0, n, EVAL_BATCH):
             stop = min(start + EVAL_BATCH, n)
-            K.KERNELS["dense_rows_forward"].fast(X[start:stop], *dense[:3],
-                                                 logits[:stop - start], blocks)
+            kernel(X[start:stop], *dense[:3], logits[:stop - start], blocks)
             each(start, stop, logits[:stop - start])
         return
     if sparse is None:
@@ -115,8 +119,9 @@ def forward_batches(net, X, each, sparse=None):
 
 
 def _dense_layers(net):
-    """(weights, biases, activation codes, weight count) of a network of dense layers on the
-    Numba backend, for the row-by-row kernel; None for other networks (made once, kept)."""
+    """(weights, biases, activation codes, weight count, compiled-ahead flag) of a network of
+    dense layers on the Numba backend, for the row-by-row kernel; None for other networks (made
+    once, kept)."""
     sessions = net.__dict__.setdefault("_inference_sessions", {})
     if "rows" not in sessions:
         dense = [layer for layer in net.layers if layer.kind != "dropout"]
@@ -127,7 +132,7 @@ def _dense_layers(net):
             acts = np.array([K.ACTIVATION_CODES[layer.activation or "identity"]
                              for layer in dense], np.int64)
             sessions["rows"] = (weights, tuple(net.biases), acts,
-                                sum(W.size for W in weights))
+                                sum(W.size for W in weights), None)  # None: not checked yet
     return sessions["rows"]
 
 
