@@ -107,25 +107,16 @@ def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed
                 else np.asarray(augment[2], np.int64), threaded_min=int(threaded_min))
 
 
-# Every per-layer tuple has a multiple of this many entries (zero-size arrays after the last
-# layer): the tuples' Numba type, hence the compiled step, is then the same for every network
-# of up to 8 layers (every recipe), and one cached compilation per dtype serves them all
-# (deeper networks: one more per multiple of 8). More slots cost compile time: every tuple
-# access by layer index is a switch over the slots (16 slots: 65 s for a cold first fit, 8: 54).
-TABLE_SLOTS = 8
-
-
-def padded(arrays, empty):
-    """``arrays`` as a tuple of a multiple of TABLE_SLOTS entries, filled up with ``empty``."""
-    arrays = tuple(arrays)
-    slots = max(1, -(-len(arrays) // TABLE_SLOTS)) * TABLE_SLOTS
-    return arrays + (empty,) * (slots - len(arrays))
+# Each per-layer tuple has one entry per layer. Every access to it by layer index compiles to a
+# switch over its entries, so the step is compiled for the network's depth: a deeper table costs
+# compile time (a cold first fit of 784-300-10: 31 s with the tuples padded to 8 entries, 21 s
+# with its 2), and a network compiles only for its own depth.
 
 
 def make_params(W, b, dtype):
-    """Params of per-layer weights W and biases b (zero-size for layers without parameters)."""
-    dtype = np.dtype(dtype)
-    return Params(W=padded(W, np.zeros((0, 0), dtype)), b=padded(b, np.zeros(0, dtype)))
+    """Params of per-layer weights W and biases b (zero-size arrays of ``dtype`` for layers
+    without parameters)."""
+    return Params(W=tuple(W), b=tuple(b))
 
 
 def make_state(params, optimizer, hyper, dtype):
@@ -187,7 +178,7 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
         out = []
         for l, (kind, m) in enumerate(zip(plan.kind, widths)):
             out.append(out[l - 1] if kind == FLATTEN and l > 0 else np.zeros((rows, m), dtype))
-        return padded(out, empty2)
+        return tuple(out)
 
     conv_sizes = [w.size + w.shape[1] for k, w in zip(plan.kind, params.W) if k == CONV]
     return Workspace(
@@ -195,11 +186,10 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
         deltas=per_layer(rows),
         gW=tuple(np.zeros_like(w) if training else empty2 for w in params.W),
         gb=tuple(np.zeros_like(b) if training else b[:0] for b in params.b),
-        masks=padded((np.zeros((rows, m), dtype) if k == DROPOUT else empty2
-                      for k, m in zip(plan.kind, widths)), empty2),
-        argmax=padded((np.zeros((batch_size, m), np.int32) if k == POOL
-                       else np.zeros((0, 0), np.int32) for k, m in zip(plan.kind, widths)),
-                      np.zeros((0, 0), np.int32)),
+        masks=tuple(np.zeros((rows, m), dtype) if k == DROPOUT else empty2
+                    for k, m in zip(plan.kind, widths)),
+        argmax=tuple(np.zeros((batch_size, m) if k == POOL else (0, 0), np.int32)
+                     for k, m in zip(plan.kind, widths)),
         xb=np.zeros((batch_size, n_in), dtype),
         yb=np.zeros(rows, np.int64),
         nz_idx=np.zeros((batch_size, sparse_in), np.int32),
