@@ -75,9 +75,9 @@ def forward_batches(net, X, each, sparse=None):
     n = X.shape[0]
     dense = _dense_layers(net)
     threads = numba.get_num_threads()
-    if dense is not None and (n <= threads or dense[3] <= ROWS_MAX_WEIGHTS and (
-            n <= ROWS_BATCH or (sparse if sparse is not None
-                                else uses_sparse_input(net, X, SPARSE_EVAL_BATCH)))):
+    if dense is not None and (n <= threads or _rows_kernel_takes(
+            dense, n, lambda: sparse if sparse is not None
+            else uses_sparse_input(net, X, SPARSE_EVAL_BATCH))):
         logits = np.empty((min(n, EVAL_BATCH), net.n_classes), net.dtype)
         blocks = min(n, threads)
         kernel = K.KERNELS["dense_rows_forward"].fast
@@ -136,6 +136,13 @@ def _dense_layers(net):
     return sessions["rows"]
 
 
+def _rows_kernel_takes(dense, n, sparse):
+    """Whether the row-by-row kernel takes a call of ``n`` rows (more than a row per thread) on
+    the dense network ``dense`` (``_dense_layers``); ``sparse()``: whether the input is mostly
+    zeros."""
+    return dense[3] <= ROWS_MAX_WEIGHTS and (n <= ROWS_BATCH or sparse())
+
+
 def forget_sessions(net):
     """Drop the cached sessions (their parameter arrays are no longer the network's)."""
     net.__dict__.pop("_inference_sessions", None)
@@ -148,13 +155,16 @@ def compile_inference(net, X, verbose=True):
         return 0.0
     X = kernel_input(X)
     sparse = uses_sparse_input(net, X, SPARSE_EVAL_BATCH)
-    params, plan = net._params(), net._plan(sparse_input=sparse)
-    ws = K.make_workspace(params, plan, net.n_features, 2, net.dtype, training=False)
-    rows = np.arange(2, dtype=np.int64)
-    seconds = compile_ahead(K.forward, (X, rows, params, plan, ws, *K.forward_codes(plan)),
-                            step_description(plan, net.dtype, "inference"), verbose)
-    logits = np.zeros((2, net.n_classes), net.dtype)
     dense = _dense_layers(net)
+    seconds = 0.0
+    # the batched forward pass, unless the row-by-row kernel takes calls of any size on such X
+    if dense is None or not _rows_kernel_takes(dense, EVAL_BATCH, lambda: sparse):
+        params, plan = net._params(), net._plan(sparse_input=sparse)
+        ws = K.make_workspace(params, plan, net.n_features, 2, net.dtype, training=False)
+        rows = np.arange(2, dtype=np.int64)
+        seconds += compile_ahead(K.forward, (X, rows, params, plan, ws, *K.forward_codes(plan)),
+                                 step_description(plan, net.dtype, "inference"), verbose)
+    logits = np.zeros((2, net.n_classes), net.dtype)
     if dense is not None:
         seconds += compile_ahead(K.KERNELS["dense_rows_forward"].fast,
                                  (X[:2], *dense[:3], logits, 2),
