@@ -6,6 +6,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 
 import numba
@@ -158,7 +159,12 @@ def compile_ahead(dispatcher, args, what, verbose=True):
         print(f"Compiling {what} ({how_long}; kept in the disk cache for later runs) ...",
               file=sys.stderr, flush=True)
     t0 = time.perf_counter()
-    dispatcher.compile(sig)
+    with warnings.catch_warnings():
+        # a configuration whose parallel loops were all left out (every feature that runs on
+        # Numba's threads is None) is not a problem to report to the user
+        warnings.filterwarnings("ignore", category=numba.NumbaPerformanceWarning,
+                                message="(?s).*parallel=True")
+        dispatcher.compile(sig)
     seconds = time.perf_counter() - t0
     if cached:
         return 0.0

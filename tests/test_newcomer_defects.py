@@ -308,6 +308,31 @@ def test_the_compile_message_names_the_configuration(toy_data, capsys, monkeypat
     assert "first run only" not in err
 
 
+def test_a_compile_with_no_parallel_loop_left_warns_nothing(monkeypatch):
+    """A configuration whose parallel loops are all pruned (dense inputs at a large batch) used
+    to print Numba's "parallel=True ... no transformation" warning to a new user."""
+    import warnings
+
+    import numba
+
+    from fastmlp import compiling
+    monkeypatch.setattr(compiling, "_in_disk_cache", lambda dispatcher, sig: False)
+
+    @numba.njit(parallel=True)
+    def add_one(x):  # no prange: Numba would warn
+        return x + 1.0
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiling.compile_ahead(add_one, (1.0,), "a kernel", verbose=False)
+    assert add_one.signatures
+    assert not [w for w in caught if issubclass(w.category, numba.NumbaPerformanceWarning)]
+    with warnings.catch_warnings(record=True) as caught:  # the test can fail: Numba does warn
+        warnings.simplefilter("always")
+        add_one.compile((numba.int64,))
+    assert [w for w in caught if issubclass(w.category, numba.NumbaPerformanceWarning)]
+
+
 def test_warmup_builds_every_recipe_with_its_own_input():
     from fastmlp.recipes import names
     from fastmlp.warmup import _configs
