@@ -3,9 +3,10 @@
 This folder is installed as ``fastmlp.kernels`` (see ``package-dir`` in pyproject.toml).
 """
 # ruff: noqa: E402
-from ._cache_guard import invalidate_stale_cache
+from ._cache_guard import invalidate_stale_cache, stamp_entries_with_sources
 
-invalidate_stale_cache()  # before any kernel module is imported and its cache consulted
+# before any kernel module is imported and its cache consulted
+stamp_entries_with_sources(__path__[0], invalidate_stale_cache())
 
 from . import augment, catalog  # noqa: F401  (catalog fills the registry)
 from .activations import ACTIVATION_CODES, IDENTITY, RELU, SIGMOID, TANH

@@ -95,6 +95,65 @@ def test_cache_guard_deletes_safely_while_other_processes_load(tmp_path, monkeyp
     assert (cache / "fastmlp-kernels.stamp").read_text() != "stale"
 
 
+TANH_KERNEL = """
+import sys
+sys.path.insert(0, {pkg!r})
+import numpy as np
+import kernels
+from kernels.activations import TANH
+from kernels.dense import dense_forward
+assert kernels.__file__.startswith({pkg!r}), kernels.__file__
+if {wait}:
+    print("imported", flush=True)
+    sys.stdin.readline()
+out = np.empty((1, 1))
+dense_forward(np.full((1, 1), 0.5), np.ones((1, 1)), np.zeros(1), TANH, out)
+print(float(out[0, 0]), sum(dense_forward.stats.cache_hits.values()), flush=True)
+"""
+
+
+def test_a_process_never_loads_kernels_compiled_from_other_sources(tmp_path):
+    """Process A imports the kernels; then a callee's source changes (tanh, inlined into
+    dense_forward from activations.py: dense.py's own timestamp, which Numba checks, stays), and
+    process B, on the new sources, drops the cache, compiles and writes it. A then runs its
+    kernel: it must run the code of its own sources, not load B's; the next process on the new
+    sources loads B's entry; and with the old sources back, a process computes the old value."""
+    import math
+    import shutil
+
+    from fastmlp import kernels
+    pkg = tmp_path / "pkg"
+    shutil.copytree(Path(kernels.__file__).parent, pkg / "kernels",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+
+    def start(wait=False):
+        return subprocess.Popen([sys.executable, "-c", TANH_KERNEL.format(pkg=str(pkg), wait=wait)],
+                                env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def result(proc, stdin=None):
+        out, err = proc.communicate(stdin, timeout=600)
+        assert proc.returncode == 0, err
+        value, hits = out.split()[-2:]
+        return float(value), int(hits)
+
+    a = start(wait=True)
+    assert a.stdout.readline().strip() == "imported"
+    activations = pkg / "kernels" / "activations.py"
+    old_text = activations.read_text()
+    assert old_text.count("return np.tanh(z)\n") == 1
+    activations.write_text(old_text.replace("return np.tanh(z)\n", "return np.tanh(z) + 1\n"))
+    new_value, hits = result(start())
+    assert new_value == math.tanh(0.5) + 1 and hits == 0
+    assert list((tmp_path / "cache").rglob("dense.dense_forward*.nbi")), "B wrote its entry"
+    old_value, _ = result(a, "go\n")
+    assert old_value == math.tanh(0.5), "A ran code compiled from B's sources"
+    assert result(start()) == (new_value, 1), "the next process loads B's entry"
+    activations.write_text(old_text)
+    assert result(start())[0] == old_value
+
+
 def test_ctrl_c_during_a_sweep_keeps_finished_records_and_exits_130(tmp_path):
     cmd = [sys.executable, "-m", "fastmlp", "sweep", "--dataset", "digits", "--hidden",
            "8,16,32,64", "--seeds", "0-9", "--epochs", "30", "--batch-size", "16", "--jobs", "2",
