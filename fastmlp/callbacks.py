@@ -2,6 +2,7 @@
 after every epoch; an object may also have ``on_train_begin(net)``, ``on_train_end(net)`` and a
 ``stop_training`` attribute that fit reads after every epoch."""
 import math
+from contextlib import contextmanager
 
 
 class History:
@@ -99,14 +100,13 @@ class TensorBoard(Callback):
 
     def __init__(self, log_dir, run_name=None, loss_every=100, histograms=False):
         try:
-            from tensorboardX import SummaryWriter
+            import tensorboardX  # noqa: F401
         except ImportError:
             raise ImportError("the TensorBoard callback needs the tensorboard extra: pip install "
                               "'fastmlp[tensorboard]'") from None
         from pathlib import Path
         if isinstance(loss_every, bool) or not isinstance(loss_every, int) or loss_every < 1:
             raise ValueError(f"loss_every must be an integer >= 1, got {loss_every!r}")
-        self._writer_class = SummaryWriter
         self.log_dir = Path(log_dir)
         self.run_name, self.loss_every, self.histograms = run_name, loss_every, bool(histograms)
         self.writer, self.run_dir = None, None
@@ -126,37 +126,103 @@ class TensorBoard(Callback):
 
     def on_train_begin(self, net):
         import json
-        self.net = net
+        from tensorboardX.summary import text
+        self.net, self.epoch = net, 0
         self.run_dir = self._new_run_dir()
-        self.writer = self._writer_class(logdir=str(self.run_dir), flush_secs=5)
         settings = {"layers": [layer.config() for layer in net.layers],
                     "input_shape": list(net.input_shape), "output": net.output,
                     "loss": net.loss, "dtype": net.dtype.name, "backend": net.backend,
                     "seed": net.seed, "fit": net.train_config}
-        self.writer.add_text("settings", "```\n" + json.dumps(settings, indent=2, default=str)
-                             + "\n```", 0)
-        self.writer.flush()
+        with self._writing():
+            self.writer = _EventFile(self.run_dir)
+            self.writer.add(text("settings", "```\n" + json.dumps(settings, indent=2,
+                                                                  default=str) + "\n```"), 0)
+            self.writer.flush()
 
     def on_steps(self, step, loss):
         """The mean training loss of the steps just run, at ``step`` steps done in all."""
-        self.writer.add_scalar("step/loss", loss, step)
+        from tensorboardX.summary import scalar
+        with self._writing():
+            self.writer.add(scalar("step/loss", loss), step)
 
     def __call__(self, epoch, metrics):
-        for key, tag in self.TAGS.items():
-            value = metrics.get(key)
-            if value is not None and value == value:
-                self.writer.add_scalar(tag, value, epoch)
-        if self.histograms:
-            for i, (w, b) in enumerate(zip(self.net.weights, self.net.biases)):
-                self.writer.add_histogram(f"weights/layer{i}", w, epoch)
-                self.writer.add_histogram(f"biases/layer{i}", b, epoch)
-            gradients = getattr(self.net, "_last_gradients", None)  # set by fit while it runs
-            for i, g in enumerate(gradients() if gradients else []):
-                if g is not None:
-                    self.writer.add_histogram(f"gradients/layer{i}", g, epoch)
-        self.writer.flush()
+        from tensorboardX.summary import histogram, scalar
+        with self._writing():
+            for key, tag in self.TAGS.items():
+                value = metrics.get(key)
+                if value is not None and value == value:
+                    self.writer.add(scalar(tag, value), epoch)
+            if self.histograms:
+                for i, (w, b) in enumerate(zip(self.net.weights, self.net.biases)):
+                    self.writer.add(histogram(f"weights/layer{i}", w, _BINS), epoch)
+                    self.writer.add(histogram(f"biases/layer{i}", b, _BINS), epoch)
+                gradients = getattr(self.net, "_last_gradients", None)  # set by fit while it runs
+                for i, g in enumerate(gradients() if gradients else []):
+                    if g is not None:
+                        self.writer.add(histogram(f"gradients/layer{i}", g, _BINS), epoch)
+            self.writer.flush()
+        self.epoch = epoch
+
+    @contextmanager
+    def _writing(self):
+        """An event file that cannot be written (disk full, folder gone or read-only) stops the
+        fit with an error that names it; what was written before stays readable."""
+        try:
+            yield
+        except OSError as e:
+            if self.writer is not None:
+                self.writer.abandon()
+                self.writer = None
+            raise OSError(e.errno, f"the TensorBoard log in {self.run_dir} could not be "
+                                   f"written ({e.strerror or e}); the fit stopped, the network "
+                                   f"holds its last completed epoch ({self.epoch})") from e
 
     def on_train_end(self, net):
         if self.writer is not None:
-            self.writer.close()
-            self.writer = None
+            with self._writing():
+                writer, self.writer = self.writer, None
+                writer.close()
+
+
+def _default_bins():
+    """TensorBoard's histogram buckets, as tensorboardX's SummaryWriter makes them: from 1e-12,
+    10 % wider each, up to 1e20; their negatives; and 0."""
+    v, buckets = 1e-12, []
+    while v < 1e20:
+        buckets.append(v)
+        v *= 1.1
+    return [-v for v in reversed(buckets)] + [0] + buckets
+
+
+_BINS = _default_bins()
+
+
+class _EventFile:
+    """One TensorBoard event file, written in the caller's thread. (tensorboardX's
+    SummaryWriter writes from a thread of its own, which dies on a write error: its next
+    ``flush`` then waits forever, and a fit on a full disk would hang.)"""
+
+    def __init__(self, run_dir):
+        import os
+
+        from tensorboardX.event_file_writer import EventsWriter
+        self._events = EventsWriter(os.path.join(run_dir, "events"))
+
+    def add(self, summary, step):
+        import time
+
+        from tensorboardX.proto.event_pb2 import Event
+        self._events.write_event(Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def flush(self):
+        self._events.flush()
+
+    def close(self):
+        self._events.close()
+
+    def abandon(self):
+        """Close the file after a failed write, dropping what could not be written."""
+        try:
+            self._events.close()
+        except OSError:
+            pass

@@ -231,7 +231,13 @@ class Network:
     # ---- files -------------------------------------------------------------------------------
     def save(self, path):
         """Write the model to path (.npz) atomically: a failed save keeps the previous file."""
-        model_file.save(self, path)
+        try:
+            model_file.save(self, path)
+        except OSError as exc:
+            if str(path) in str(exc):  # (already named, as by open() of a missing folder)
+                raise
+            raise OSError(exc.errno, f"model {path} could not be saved ({exc.strerror or exc}); "
+                                     f"the previous file there, if any, is kept") from exc
 
     @classmethod
     def load(cls, path, backend="numba"):

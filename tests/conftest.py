@@ -99,3 +99,40 @@ def ctrl_c_when(cmd, cwd, stream, prefix, timeout=300):
             break
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
+
+
+DISK_TESTS_REQUIRED = os.environ.get("FASTMLP_DISK_TESTS") == "required"  # set by .ci/run
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real file system of 512 KiB (a tmpfs mounted at tmp_path/"disk"), for disk-full tests
+    without patched writes. Mounting needs root: where it fails, the test fails when
+    FASTMLP_DISK_TESTS=required (as in CI) and is skipped elsewhere."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        reason = f"cannot mount a small tmpfs here: {mounted.stderr.strip()}"
+        if DISK_TESTS_REQUIRED:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def fill_disk(disk):
+    """Write a file into ``disk`` until no byte more fits; returns its path."""
+    import errno
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        for chunk in (65536, 4096, 1):
+            try:
+                while True:
+                    f.write(b"\0" * chunk)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+    return filler

@@ -528,3 +528,86 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_last_one_and_the_weights(
     resumed.fit(X, y, resume=ck, **kw)
     for a, b in zip(full.weights, resumed.weights):
         np.testing.assert_array_equal(a, b)
+
+
+# ---- a real full disk (a small tmpfs) ------------------------------------------------------
+def test_a_model_save_on_a_full_disk_keeps_the_previous_file(small_disk):
+    from conftest import fill_disk
+    path = small_disk / "model.npz"
+    old = Network([64, 16, 10], seed=1)
+    old.save(path)
+    fill_disk(small_disk)
+    with pytest.raises(OSError, match=r"model.npz.*No space left"):
+        Network([64, 300, 10], seed=2).save(path)
+    kept = Network.load(path)
+    for a, b in zip(old.weights + old.biases, kept.weights + kept.biases):
+        np.testing.assert_array_equal(a, b)
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "model.npz"]
+
+
+def test_a_checkpoint_on_a_full_disk_stops_the_fit_and_the_last_one_resumes(small_disk,
+                                                                           toy_data):
+    """The disk fills up after the first epoch's checkpoint: the second fails with an error
+    naming it, the first stays whole and resumes to the uninterrupted run's weights."""
+    from conftest import fill_disk
+    X, y = toy_data
+    kw = dict(epochs=3, batch_size=64, verbose=0)
+    whole = Network([64, 16, 10], seed=0)
+    whole.fit(X, y, **kw)
+    ck = small_disk / "ck.npz"
+    net = Network([64, 16, 10], seed=0)
+
+    def fill_after_the_first_epoch(epoch, metrics):
+        if epoch == 1:
+            fill_disk(small_disk)
+
+    with pytest.raises(OSError, match=r"checkpoint .*ck.npz could not be saved .*No space left"):
+        net.fit(X, y, checkpoint=ck, callbacks=[fill_after_the_first_epoch], **kw)
+    assert Network.load(ck).epochs_done == 1
+    assert sorted(p.name for p in small_disk.iterdir()) == ["ck.npz", "filler"]
+    (small_disk / "filler").unlink()
+    resumed = Network([64, 16, 10], seed=5)
+    resumed.fit(X, y, resume=ck, **kw)
+    for a, b in zip(whole.weights, resumed.weights):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_tensorboard_log_on_a_full_disk_stops_the_fit_with_an_error(small_disk, toy_data):
+    """tensorboardX's writer thread dies on a failed write and its next flush waits forever: a
+    fit logging to a full disk used to hang. Now it stops with an error naming the run folder,
+    and what was logged before stays readable."""
+    import threading
+
+    from conftest import fill_disk
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from fastmlp.callbacks import TensorBoard
+    X, y = toy_data
+    board = TensorBoard(small_disk / "logs", run_name="run", histograms=True)
+    net = Network([64, 300, 10], seed=0)
+    outcome = {}
+
+    def fill_after_the_first_epoch(epoch, metrics):
+        if epoch == 1:
+            fill_disk(small_disk)
+
+    def fit():
+        try:
+            net.fit(X, y, epochs=5, batch_size=32, verbose=0,
+                    callbacks=[board, fill_after_the_first_epoch])
+        except OSError as e:
+            outcome["error"] = e
+
+    thread = threading.Thread(target=fit, daemon=True)
+    thread.start()
+    thread.join(timeout=300)
+    assert not thread.is_alive(), "the fit hung on the full disk"
+    assert "TensorBoard log in" in str(outcome["error"]) and "No space left" in str(
+        outcome["error"])
+    assert str(small_disk / "logs" / "run") in str(outcome["error"])
+    assert net.epochs_done in (1, 2)
+    (small_disk / "filler").unlink()
+    events = EventAccumulator(str(small_disk / "logs" / "run"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("epoch/loss")][:1] == [1]
+

@@ -416,3 +416,21 @@ def test_a_results_file_that_cannot_be_written_stops_the_sweep_and_a_rerun_goes_
     keys = [json.loads(line)["key"] for line in out.read_text().splitlines()]
     assert len(keys) == len(set(keys)) == len(records)
     _same(records, sequential)
+
+
+def test_a_sweep_whose_results_disk_fills_up_stops_and_a_rerun_goes_on(small_disk, digits):
+    """#43 on a real full disk (a small tmpfs): the sweep stops with an error naming its results
+    file; a rerun on free space runs every trial once."""
+    from conftest import fill_disk
+    grid = {"hidden": [(8,), (16,), (32,)], "seed": [0]}
+    base = dict(epochs=2, batch_size=32, lr=0.1)
+    out = small_disk / "out.jsonl"
+    fill_disk(small_disk)  # (a record appended into the file's last page needs no free space)
+    with pytest.raises(SweepError, match=r"out.jsonl: the record of a finished trial could not "
+                                         r"be written .*No space left"):
+        sweep(grid, data=digits, base=base, backend="sequential", out=out, log=lambda m: None)
+    (small_disk / "filler").unlink()
+    records = sweep(grid, data=digits, base=base, backend="sequential", out=out,
+                    log=lambda m: None)
+    keys = [json.loads(line)["key"] for line in out.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == len(records) == 3
