@@ -166,6 +166,42 @@ def test_checkpoint_resumes_every_optimizer_bitwise_from_mid_epoch(tmp_path, nam
             X, y, resume=ck, epochs=3, batch_size=16, optimizer=other, verbose=0)
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_mid_epoch_resume_is_bitwise_with_dropout_schedules_and_augmentation(tmp_path, name,
+                                                                             backend,
+                                                                             interrupt_after):
+    """#43: every optimizer, with dropout, an lr schedule (cosine with warm-up), a momentum
+    schedule and on-the-fly augmentation, interrupted inside its second epoch, resumes from
+    the checkpoint to the uninterrupted run's weights, bit for bit."""
+    from test_augment import quadrant_data
+
+    from fastmlp.augment import Augment
+    from fastmlp.schedules import CosineDecay, LinearRamp
+    X, y = quadrant_data(160)
+    kw = dict(epochs=3, batch_size=16, optimizer=CASES[name], verbose=0,
+              augment=Augment(shift=1, rotate=8, elastic_alpha=4, elastic_sigma=2),
+              lr_schedule=CosineDecay(epochs=3, warmup=1))
+    if CASES[name].name == "sgd" and CASES[name].momentum > 0:
+        kw["momentum_schedule"] = LinearRamp(0.5, 0.9, epochs=2)
+
+    def network(seed):
+        return Network([144, 24, 4], seed=seed, dropout=0.2, backend=backend)
+    full = network(5)
+    full.fit(X, y, **kw)
+    undo = interrupt_after(backend, 5 + 3)  # 10 steps an epoch in chunks of 2: inside epoch two
+    net = network(5)
+    ck = tmp_path / "ck.npz"
+    assert net.fit(X, y, checkpoint=ck, **kw).stopped == "interrupted"
+    undo()
+    assert net.epochs_done == 1
+    resumed = network(0)
+    resumed.fit(X, y, resume=ck, **kw)
+    for a, b in zip(full.weights + full.biases, resumed.weights + resumed.biases):
+        np.testing.assert_array_equal(a, b)
+    assert resumed.history.history["lr"] == full.history.history["lr"]
+
+
 @pytest.mark.parametrize("kernel", ["optimizer_update", "dense_grad_update_rows"])
 def test_update_loops_compile_to_vector_code(kernel):
     """Adam's, RMSprop's and Adagrad's update loops (a square root and a division each) are
