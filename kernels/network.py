@@ -354,17 +354,80 @@ def forward_ref(X, rows, params, plan, ws, images, sparse):
         gather_rows_ref(X, rows, ws.xb)
     x = ws.xb[:n] if plan.sparse_layer != 0 else X[rows]
     for l in range(len(plan.kind)):
-        inp = x if l == 0 else ws.acts[l - 1][:n]
-        kind = plan.kind[l]
-        W, b, a, act, g = params.W[l], params.b[l], ws.acts[l][:n], plan.act[l], plan.geom[l]
-        if kind == DENSE:
-            dense_forward_ref(inp, W, b, act, a)
-        elif kind == CONV:
-            conv_forward_ref(inp, W, b, act, g, a)
-        elif kind == POOL:
-            maxpool_forward_ref(inp, g, a, ws.argmax[l][:n])
-        elif kind == DROPOUT or (kind == FLATTEN and l == 0):
-            a[...] = inp
+        forward_twin, _ = TWINS[plan.kind[l]]
+        forward_twin(l, x if l == 0 else ws.acts[l - 1][:n], n, params, plan, ws, None)
+
+
+# ---- the reference step's layer table: per layer kind, its (forward, backward) NumPy twins ----
+# forward(l, inp, n, params, plan, ws, stream): layer l's output for its input ``inp`` (n rows)
+# into ws.acts[l]; ``stream``: (epoch, step) in training (dropout draws its mask from it), None
+# in inference (dropout is the identity). backward(l, inp, d, d_below, params, plan, ws, state,
+# c1, c2): from layer l's δ ``d``, the δ of its input into ``d_below`` (zero rows where no layer
+# below learns) and, for a layer with parameters, their optimizer step.
+def _dense_forward_twin(l, inp, n, params, plan, ws, stream):
+    dense_forward_ref(inp, params.W[l], params.b[l], plan.act[l], ws.acts[l][:n])
+
+
+def _conv_forward_twin(l, inp, n, params, plan, ws, stream):
+    conv_forward_ref(inp, params.W[l], params.b[l], plan.act[l], plan.geom[l], ws.acts[l][:n])
+
+
+def _pool_forward_twin(l, inp, n, params, plan, ws, stream):
+    maxpool_forward_ref(inp, plan.geom[l], ws.acts[l][:n], ws.argmax[l][:n])
+
+
+def _dropout_forward_twin(l, inp, n, params, plan, ws, stream):
+    if stream is None:
+        ws.acts[l][:n] = inp
+    else:
+        key = np.uint64(stream_key(plan.seed, stream[0], stream[1], l))
+        dropout_forward_ref(inp, key, plan.threshold[l], plan.scale[l], ws.masks[l][:n],
+                            ws.acts[l][:n])
+
+
+def _flatten_forward_twin(l, inp, n, params, plan, ws, stream):
+    if l == 0:  # elsewhere a Flatten's buffer is its input's
+        ws.acts[0][:n] = inp
+
+
+def _update_twin(l, params, plan, ws, state, c1, c2):
+    h, code = state.hyper, plan.optimizer
+    optimizer_update_ref(code, params.W[l], ws.gW[l], state.s1W[l], state.s2W[l], h, c1, c2,
+                         True)
+    optimizer_update_ref(code, params.b[l], ws.gb[l], state.s1b[l], state.s2b[l], h, c1, c2,
+                         False)
+
+
+def _dense_backward_twin(l, inp, d, d_below, params, plan, ws, state, c1, c2):
+    dense_backward_ref(inp, params.W[l], d, plan.in_act[l], ws.gW[l], ws.gb[l], d_below)
+    _update_twin(l, params, plan, ws, state, c1, c2)
+
+
+def _conv_backward_twin(l, inp, d, d_below, params, plan, ws, state, c1, c2):
+    conv_backward_ref(inp, params.W[l], d, plan.in_act[l], plan.geom[l], ws.gW[l], ws.gb[l],
+                      d_below, None, None)
+    _update_twin(l, params, plan, ws, state, c1, c2)
+
+
+def _pool_backward_twin(l, inp, d, d_below, params, plan, ws, state, c1, c2):
+    if d_below.shape[0]:
+        maxpool_backward_ref(d, ws.argmax[l][:d.shape[0]], d_below)
+
+
+def _dropout_backward_twin(l, inp, d, d_below, params, plan, ws, state, c1, c2):
+    if d_below.shape[0]:
+        dropout_backward_ref(d, ws.masks[l][:d.shape[0]], inp, plan.in_act[l], d_below)
+
+
+def _flatten_backward_twin(l, inp, d, d_below, params, plan, ws, state, c1, c2):
+    pass  # its δ buffer is its input's
+
+
+TWINS = {DENSE: (_dense_forward_twin, _dense_backward_twin),
+         CONV: (_conv_forward_twin, _conv_backward_twin),
+         POOL: (_pool_forward_twin, _pool_backward_twin),
+         DROPOUT: (_dropout_forward_twin, _dropout_backward_twin),
+         FLATTEN: (_flatten_forward_twin, _flatten_backward_twin)}
 
 
 # ---- training ----------------------------------------------------------------------------
@@ -610,20 +673,9 @@ def train_steps_ref(X, y, order, batch_size, step_begin, step_end, epoch, params
         labels = y[rows]
 
         for l in range(last + 1):
-            inp = x if l == 0 else ws.acts[l - 1][:nb]
-            if plan.kind[l] == DENSE:
-                dense_forward_ref(inp, params.W[l], params.b[l], plan.act[l], ws.acts[l][:nb])
-            elif plan.kind[l] == CONV:
-                conv_forward_ref(inp, params.W[l], params.b[l], plan.act[l], plan.geom[l],
-                                 ws.acts[l][:nb])
-            elif plan.kind[l] == POOL:
-                maxpool_forward_ref(inp, plan.geom[l], ws.acts[l][:nb], ws.argmax[l][:nb])
-            elif plan.kind[l] == DROPOUT:
-                key = np.uint64(stream_key(plan.seed, epoch, step, l))
-                dropout_forward_ref(inp, key, plan.threshold[l], plan.scale[l],
-                                    ws.masks[l][:nb], ws.acts[l][:nb])
-            elif plan.kind[l] == FLATTEN and l == 0:
-                ws.acts[0][:nb] = x
+            forward_twin, _ = TWINS[plan.kind[l]]
+            forward_twin(l, x if l == 0 else ws.acts[l - 1][:nb], nb, params, plan, ws,
+                         (epoch, step))
 
         loss, c = output_loss_ref(plan.loss, ws.acts[last][:nb], labels, ws.deltas[last][:nb])
         if len(plan.sample_weight):
@@ -636,28 +688,10 @@ def train_steps_ref(X, y, order, batch_size, step_begin, step_end, epoch, params
         state.corr[:] = bias_corrections(plan.optimizer, h, int(state.t[0]))
         c1, c2 = state.corr[0], state.corr[1]
         for l in range(last, plan.first_param - 1, -1):
-            inp = x if l == 0 else ws.acts[l - 1][:nb]
-            d = ws.deltas[l][:nb]
+            _, backward_twin = TWINS[plan.kind[l]]
             d_below = ws.deltas[l - 1][:nb] if l > plan.first_param else ws.deltas[0][:0]
-            if plan.kind[l] == DENSE:
-                dense_backward_ref(inp, params.W[l], d, plan.in_act[l], ws.gW[l], ws.gb[l],
-                                   d_below)
-                optimizer_update_ref(plan.optimizer, params.W[l], ws.gW[l], state.s1W[l],
-                                     state.s2W[l], h, c1, c2, True)
-                optimizer_update_ref(plan.optimizer, params.b[l], ws.gb[l], state.s1b[l],
-                                     state.s2b[l], h, c1, c2, False)
-            elif plan.kind[l] == CONV:
-                conv_backward_ref(inp, params.W[l], d, plan.in_act[l], plan.geom[l], ws.gW[l],
-                                  ws.gb[l], d_below, None, None)
-                optimizer_update_ref(plan.optimizer, params.W[l], ws.gW[l], state.s1W[l],
-                                     state.s2W[l], h, c1, c2, True)
-                optimizer_update_ref(plan.optimizer, params.b[l], ws.gb[l], state.s1b[l],
-                                     state.s2b[l], h, c1, c2, False)
-            elif plan.kind[l] == POOL and l > plan.first_param:
-                maxpool_backward_ref(d, ws.argmax[l][:nb], d_below)
-            elif plan.kind[l] == DROPOUT and l > plan.first_param:
-                dropout_backward_ref(d, ws.masks[l][:nb], ws.acts[l - 1][:nb], plan.in_act[l],
-                                     d_below)
+            backward_twin(l, x if l == 0 else ws.acts[l - 1][:nb], ws.deltas[l][:nb], d_below,
+                          params, plan, ws, state, c1, c2)
             if plan.max_norm[l] > 0:
                 max_norm_columns_ref(params.W[l], plan.max_norm[l], None)
     return loss_sum, correct, seen
