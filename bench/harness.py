@@ -426,6 +426,101 @@ def time_to_accuracy(X, y, Xt, yt, target=0.98, max_epochs=30, recipe=None, chec
             "accuracy": curve[-1][2], "curve": curve}
 
 
+def jax_time_to_accuracy(X, y, Xt, yt, target=0.98, max_epochs=30, recipe=None,
+                         checks_per_epoch=8):
+    """``time_to_accuracy`` with JAX: the same recipe (784-300-10, He init, SGD with momentum as
+    PyTorch writes it, the lr falling linearly, set at every check), each stretch of minibatches
+    between two checks one jitted ``lax.scan``, compiled before the clock starts. An epoch's
+    last ``n mod batch`` samples are left out (a scan takes equal minibatches)."""
+    import jax
+    import jax.numpy as jnp
+    recipe = dict(TTA_RECIPE, **(recipe or {}))
+    batch, momentum = recipe["batch_size"], recipe["momentum"]
+    steps = X.shape[0] // batch
+    bounds = np.linspace(0, steps, checks_per_epoch + 1).astype(int)
+
+    def fresh():
+        sizes = (X.shape[1], recipe["hidden"], 10)
+        keys = jax.random.split(jax.random.PRNGKey(0), 2)
+        params = [(jax.random.normal(k, (a, b), jnp.float32) * np.sqrt(2 / a),
+                   jnp.zeros(b, jnp.float32)) for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
+        return params, jax.tree_util.tree_map(jnp.zeros_like, params)
+
+    def logits_of(p, xb):
+        h = jax.nn.relu(xb @ p[0][0] + p[0][1])
+        return h @ p[1][0] + p[1][1]
+
+    def loss_fn(p, xb, yb):
+        logits = logits_of(p, xb)
+        return jnp.mean(jax.nn.logsumexp(logits, axis=1)
+                        - jnp.take_along_axis(logits, yb[:, None], axis=1)[:, 0])
+
+    def stretch(p, v, X, y, batches, lr):
+        def body(carry, idx):
+            p, v = carry
+            g = jax.grad(loss_fn)(p, X[idx], y[idx])
+            v = jax.tree_util.tree_map(lambda v, g: momentum * v + g, v, g)
+            p = jax.tree_util.tree_map(lambda p, v: p - lr * v, p, v)
+            return (p, v), None
+        (p, v), _ = jax.lax.scan(body, (p, v), batches)
+        return p, v
+
+    stretch = jax.jit(stretch, donate_argnums=(0, 1))
+    accuracy = jax.jit(lambda p, X, y: jnp.mean(jnp.argmax(logits_of(p, X), axis=1) == y))
+    Xj, yj = jnp.asarray(X), jnp.asarray(y.astype(np.int32))
+    Xtj, ytj = jnp.asarray(Xt), jnp.asarray(yt.astype(np.int32))
+    rng = np.random.default_rng(0)
+    p, v = fresh()  # compile every stretch length and the check, untimed ...
+    for length in sorted(set(np.diff(bounds))):
+        p, v = stretch(p, v, Xj, yj, np.zeros((length, batch), np.int32), jnp.float32(0))
+    float(accuracy(p, Xtj, ytj))
+    p, v = fresh()  # ... then start from scratch
+    seconds, curve = 0.0, []
+    for epoch in range(max_epochs):
+        order = rng.permutation(X.shape[0])[:steps * batch].astype(np.int32).reshape(steps, batch)
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            lr = jnp.float32(decayed_lr(recipe, epoch + lo / steps))
+            t0 = time.perf_counter()
+            p, v = stretch(p, v, Xj, yj, order[lo:hi], lr)
+            jax.block_until_ready(p)
+            seconds += time.perf_counter() - t0
+            acc = float(accuracy(p, Xtj, ytj))
+            curve.append((round(float(epoch + hi / steps), 3), round(seconds, 3), acc))
+            if acc >= target:
+                return {"recipe": recipe, "target": target, "seconds": seconds,
+                        "epochs": curve[-1][0], "accuracy": acc, "curve": curve}
+    return {"recipe": recipe, "target": target, "seconds": None, "epochs": max_epochs,
+            "accuracy": curve[-1][2], "curve": curve}
+
+
+def tta_worker(spec):
+    """In a process of its own: one framework's time to accuracy on MNIST."""
+    X, y, test, _ = bench_data("mnist", spec["data_dir"])
+    measure = jax_time_to_accuracy if spec["framework"] == "jax" else time_to_accuracy
+    return measure(X, y, *test)
+
+
+_TTA_WORKER = (f"import json, sys\nsys.path.insert(0, {BENCH_DIR!r})\nimport fastmlp\n"
+               "from harness import tta_worker\n"
+               "print(json.dumps(tta_worker(json.loads(sys.argv[1]))))")
+
+
+def time_to_accuracy_isolated(data_dir, frameworks):
+    """{framework: time_to_accuracy's result}, each framework in a fresh process, one after the
+    other."""
+    results = {}
+    for framework in frameworks:
+        time.sleep(SETTLE_SECONDS)
+        proc = subprocess.run([sys.executable, "-c", _TTA_WORKER,
+                               json.dumps({"framework": framework, "data_dir": data_dir})],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"bench: time to accuracy of {framework} failed:\n"
+                               f"{proc.stderr[-2000:]}")
+        results[framework] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return results
+
+
 _FIT_SCRIPT = textwrap.dedent("""
     import json, sys, time
     t0 = time.perf_counter()
@@ -590,17 +685,25 @@ def run(batch_sizes=(10, 256), hidden=(300,), repeats=3, samples=60000, runner_n
                 + ", ".join(f"ended on {t['threads']} thread{'s' * (t['threads'] != 1)} after "
                             f"{t['switches']} switch{'es' * (t['switches'] != 1)}" for t in runs))
     if tta and test is not None and dataset == "mnist":
-        time.sleep(SETTLE_SECONDS)
-        result["time_to_accuracy"] = time_to_accuracy(X, y, *test)
-        t = result["time_to_accuracy"]
+        frameworks = ["fastmlp"] + (["jax"] if _installed("jax") else [])
+        tta_results = time_to_accuracy_isolated(data_dir, frameworks)
+        t = result["time_to_accuracy"] = tta_results["fastmlp"]
         log("")
-        log(f"time to {t['target']:.1%} test accuracy (fastmlp-numba, 784-{t['recipe']['hidden']}"
+        log(f"time to {t['target']:.1%} test accuracy (784-{t['recipe']['hidden']}"
             f"-10, batch {t['recipe']['batch_size']}, lr {t['recipe']['lr']}"
             + (f" falling linearly over {t['recipe']['decay_epochs']:g} epochs"
                if t['recipe'].get('decay_epochs') else "")
-            + f", momentum {t['recipe']['momentum']}, {t['recipe']['init']} init): "
-            + (f"{t['seconds']:.2f} s of training, {t['epochs']} epochs, {t['accuracy']:.4f}"
-               if t["seconds"] is not None else f"not reached in {t['epochs']} epochs"))
+            + f", momentum {t['recipe']['momentum']}, {t['recipe']['init']} init), each in its "
+            f"own process:")
+        for name, r in tta_results.items():
+            log(f"  {'fastmlp-numba' if name == 'fastmlp' else 'jax-scan':<14} "
+                + (f"{r['seconds']:.2f} s of training, {r['epochs']} epochs, {r['accuracy']:.4f}"
+                   if r["seconds"] is not None else f"not reached in {r['epochs']} epochs"))
+        if "jax" in tta_results:
+            j = result["time_to_accuracy_jax"] = tta_results["jax"]
+            if j["seconds"] and t["seconds"]:
+                result["time_to_accuracy_ratio_jax"] = j["seconds"] / t["seconds"]
+                log(f"  jax / fastmlp: {j['seconds'] / t['seconds']:.2f}")
     if memory and test is not None and dataset == "mnist":
         m = memory_and_startup(data_dir)
         result["memory_and_startup"] = m
