@@ -408,61 +408,64 @@ def _mlp_flops(c):
 OPTIMIZERS = ("optimizer",)
 LOSSES = ("loss",)
 register("activate", fast=A.activate, reference=A.activate_ref, make_case=_activate_case,
-         outputs=(0,))
+         outputs=("z",))
 register("derivative_mul", fast=A.derivative_mul, reference=A.derivative_mul_ref,
-         make_case=_derivative_case, outputs=(0,))
+         make_case=_derivative_case, outputs=("delta",))
 register("dense_forward", fast=dense_forward, reference=dense_forward_ref,
-         make_case=_dense_forward_case, outputs=(4,), flops=_mlp_flops)
+         make_case=_dense_forward_case, outputs=("out",), flops=_mlp_flops)
 register("dense_backward", fast=dense_backward, reference=dense_backward_ref,
-         make_case=_dense_backward_case, outputs=(4, 5, 6), flops=lambda c: 2 * _mlp_flops(c))
+         make_case=_dense_backward_case, outputs=("dW", "db", "delta_prev"),
+         flops=lambda c: 2 * _mlp_flops(c))
 register("dense_forward_threaded", fast=dense_forward_threaded,
          reference=dense_forward_threaded_ref,
          make_case=_dense_forward_threaded_case,
-         outputs=(4,), flops=_mlp_flops, parallel=True)
+         outputs=("out",), flops=_mlp_flops, parallel=True)
 register("dense_backward_update", fast=dense_backward_update,
          reference=dense_backward_update_ref, make_case=_dense_backward_update_case,
-         outputs=(1, 2, 5, 6, 7, 8, 9, 10, 11), flops=lambda c: 2 * _mlp_flops(c),
-         variants=OPTIMIZERS, parallel=True)
+         outputs=("W", "b", "gW", "gb", "delta_prev", "S1", "S2", "s1b", "s2b"),
+         flops=lambda c: 2 * _mlp_flops(c), variants=OPTIMIZERS, parallel=True)
 register("sparse_input_forward", fast=sparse_input_forward, reference=sparse_input_forward_ref,
-         make_case=_sparse_forward_case, outputs=(5, 6, 7, 8), flops=_mlp_flops, parallel=True)
+         make_case=_sparse_forward_case, outputs=("out", "nz_idx", "nz_val", "nz_cnt"),
+         flops=_mlp_flops, parallel=True)
 register("sparse_input_backward_update", fast=sparse_input_backward_update,
          reference=sparse_input_backward_update_ref, make_case=_sparse_backward_case,
-         outputs=(4, 5, 6), flops=_mlp_flops, variants=OPTIMIZERS, parallel=True)
+         outputs=("W", "S1", "S2"), flops=_mlp_flops, variants=OPTIMIZERS, parallel=True)
 register("dense_rows_forward", fast=dense_rows_forward, reference=dense_rows_forward_ref,
-         make_case=_rows_forward_case, outputs=(4,), flops=_rows_flops, parallel=True)
+         make_case=_rows_forward_case, outputs=("out",), flops=_rows_flops, parallel=True)
 register("output_loss", fast=output_loss, reference=output_loss_ref, make_case=_loss_case,
-         outputs=(3,), compares_return=True, variants=LOSSES, output_layer=True)
+         outputs=("dlogits",), compares_return=True, variants=LOSSES, output_layer=True)
 register("output_activation", fast=output_activation, reference=output_activation_ref,
-         make_case=_output_activation_case, outputs=(2,), variants=LOSSES, output_layer=True)
+         make_case=_output_activation_case, outputs=("out",), variants=LOSSES, output_layer=True)
 register("optimizer_update", fast=optimizer_update, reference=optimizer_update_ref,
-         make_case=_optimizer_case, outputs=(1, 3, 4), variants=OPTIMIZERS)
+         make_case=_optimizer_case, outputs=("w", "s1", "s2"), variants=OPTIMIZERS)
 register("max_norm_columns", fast=max_norm_columns, reference=max_norm_columns_ref,
-         make_case=_max_norm_case, outputs=(0,))
+         make_case=_max_norm_case, outputs=("W",))
 register("dropout_forward", fast=dropout_forward, reference=dropout_forward_ref,
-         make_case=_dropout_forward_case, outputs=(4, 5))
+         make_case=_dropout_forward_case, outputs=("mask", "out"))
 register("dropout_backward", fast=dropout_backward, reference=dropout_backward_ref,
-         make_case=_dropout_backward_case, outputs=(4,))
+         make_case=_dropout_backward_case, outputs=("delta_in",))
 register("augment_batch", fast=augment_batch, reference=augment_batch_ref,
-         make_case=_augment_case, outputs=(0,), parallel=True)
+         make_case=_augment_case, outputs=("x",), parallel=True)
 register("gather_rows", fast=gather_rows, reference=gather_rows_ref, make_case=_gather_case,
-         outputs=(2,))
+         outputs=("out",))
 register("forward", fast=forward, reference=forward_ref, make_case=_forward_case,
-         outputs=((4, "acts"),), parallel=True)
+         outputs=("ws.acts",), parallel=True)
 register("conv_forward", fast=conv_forward, reference=conv_forward_ref,
-         make_case=_conv_forward_case, outputs=(5,), flops=_conv_flops, parallel=True)
+         make_case=_conv_forward_case, outputs=("out",), flops=_conv_flops, parallel=True)
 register("conv_backward", fast=conv_backward, reference=conv_backward_ref,
-         make_case=_conv_backward_case, outputs=(5, 6, 7), flops=lambda c: 2 * _conv_flops(c),
-         parallel=True)
+         make_case=_conv_backward_case, outputs=("dW", "db", "dx"),
+         flops=lambda c: 2 * _conv_flops(c), parallel=True)
 register("maxpool_forward", fast=maxpool_forward, reference=maxpool_forward_ref,
-         make_case=_maxpool_forward_case, outputs=(2, 3), parallel=True)
+         make_case=_maxpool_forward_case, outputs=("out", "arg"), parallel=True)
 register("maxpool_backward", fast=maxpool_backward, reference=maxpool_backward_ref,
-         make_case=_maxpool_backward_case, outputs=(2,), parallel=True)
+         make_case=_maxpool_backward_case, outputs=("dx",), parallel=True)
 register("forward_cnn", fast=forward, reference=forward_ref, make_case=_cnn_forward_case,
-         outputs=((4, "acts"), (4, "argmax")), parallel=True)
+         outputs=("ws.acts", "ws.argmax"), parallel=True)
 register("train_steps_cnn", fast=train_steps, reference=train_steps_ref,
-         make_case=_cnn_train_steps_case, outputs=(7, 8), compares_return=True,
+         make_case=_cnn_train_steps_case, outputs=("params", "state"), compares_return=True,
          variants=OPTIMIZERS + LOSSES, parallel=True)
 register("train_steps", fast=train_steps, reference=train_steps_ref, make_case=_train_steps_case,
-         outputs=(7, 8), compares_return=True, variants=OPTIMIZERS + LOSSES, parallel=True)
+         outputs=("params", "state"), compares_return=True, variants=OPTIMIZERS + LOSSES,
+         parallel=True)
 
 assert set(OPTIMIZER_CODES.values()) == {0, 1, 2, 3}

@@ -28,8 +28,8 @@ class KernelPair:
     fast: Callable
     reference: Callable
     make_case: Callable  # (rng, Case) -> tuple of arguments
-    # what the kernel writes (compared by tests): argument indices, or (index, field) for one
-    # field of a bundle, e.g. (4, "acts") of a Workspace
+    # what the kernel writes (compared by tests), by parameter name: "out", or "ws.acts" for one
+    # field of a bundle (a Workspace's activations)
     outputs: tuple
     flops: Callable = None  # (Case) -> floating-point operations of one call, for benches
     compares_return: bool = False
@@ -45,19 +45,33 @@ def register(name, *, fast, reference, make_case, outputs, flops=None, compares_
              variants=(), parallel=False, output_layer=False):
     if name in KERNELS:
         raise ValueError(f"kernel {name!r} is registered twice")
+    params = parameters(fast)
+    if params != parameters(reference):
+        raise ValueError(f"kernel {name!r}: the twin's parameters {parameters(reference)} are not "
+                         f"the kernel's {params}")
+    for output in outputs:
+        if output.split(".")[0] not in params:
+            raise ValueError(f"kernel {name!r} has no parameter {output.split('.')[0]!r} "
+                             f"(outputs: {outputs})")
     KERNELS[name] = KernelPair(name, fast, reference, make_case, tuple(outputs), flops,
                                compares_return, tuple(variants), parallel, output_layer)
     return KERNELS[name]
 
 
+def parameters(kernel):
+    """The names of a kernel's (or a twin's) parameters, in order."""
+    import inspect
+    return list(inspect.signature(getattr(kernel, "py_func", kernel)).parameters)
+
+
 def written(pair, args):
-    """[(label, value)] of what ``pair`` writes among ``args``."""
+    """[(name, value)] of what ``pair`` writes among ``args``."""
+    params = parameters(pair.fast)
     out = []
-    for spec in pair.outputs:
-        if isinstance(spec, tuple):
-            out.append((f"argument {spec[0]}.{spec[1]}", getattr(args[spec[0]], spec[1])))
-        else:
-            out.append((f"argument {spec}", args[spec]))
+    for output in pair.outputs:
+        name, _, field = output.partition(".")
+        value = args[params.index(name)]
+        out.append((output, getattr(value, field) if field else value))
     return out
 
 

@@ -83,6 +83,29 @@ def test_harness_detects_a_wrong_twin():
         assert_same(fast_args[4], ref_args[4], np.float64, "out")
 
 
+def test_a_pair_is_registered_only_with_one_signature_and_named_outputs():
+    """A kernel and its twin take the same parameters, by name and order; what the tests compare
+    is named by parameter ("out", "ws.acts"), so a renamed parameter cannot point the tests at
+    the wrong argument."""
+    from fastmlp.kernels.registry import register, written
+    from fastmlp.kernels.dense import dense_forward, dense_forward_ref
+
+    def twin_with_other_names(x, W, b, act, result):
+        dense_forward_ref(x, W, b, act, result)
+    with pytest.raises(ValueError, match=r"the twin's parameters .*'result'.* are not the "
+                                         r"kernel's .*'out'"):
+        register("dense_forward_again", fast=dense_forward, reference=twin_with_other_names,
+                 make_case=None, outputs=("out",))
+    with pytest.raises(ValueError, match="has no parameter 'output'"):
+        register("dense_forward_again", fast=dense_forward, reference=dense_forward_ref,
+                 make_case=None, outputs=("output",))
+    assert "dense_forward_again" not in KERNELS
+    pair = KERNELS["forward"]
+    args = pair.make_case(np.random.default_rng(0), Case(3, 8, 5, np.float64))
+    (name, acts), = written(pair, args)
+    assert name == "ws.acts" and acts is args[4].acts
+
+
 def test_every_kernel_has_a_distinct_twin():
     for name, pair in KERNELS.items():
         assert pair.fast is not pair.reference, name
