@@ -196,20 +196,23 @@ def _dropout_backward_case(rng, c):
             np.zeros((c.batch, c.n_out), c.dtype))
 
 
-# ---- whole networks: input dropout, two hidden layers with dropout between ------------------
+# ---- whole networks: two hidden layers and a dropout layer -----------------------------------
 def network_case(rng, c, batch_size=None, input_dropout=True):
-    """(Params, Plan) of n_in -> n_out -> n_out/2 -> 10 with dropout before each dense layer
-    but the last, plus the workspace for batch_size rows."""
+    """(Params, Plan) of n_in -> n_out -> n_out/2 -> 10 with one dropout layer, before the first
+    dense layer (``input_dropout``) or between the first two, plus the workspace for batch_size
+    rows. Four layers either way: the step is compiled for the depth of its tables, and the
+    cases share one compilation per dtype."""
     sizes = (c.n_in, c.n_out, max(c.n_out // 2, 3), 10)
     kinds, acts, rates, W, b = [], [], [], [], []
     empty2, empty1 = np.zeros((0, 0), c.dtype), np.zeros(0, c.dtype)
     for l, (a, m) in enumerate(zip(sizes[:-1], sizes[1:])):
-        if l < 2 and (l > 0 or input_dropout):
+        if l == (0 if input_dropout else 1):
             kinds.append(DROPOUT), acts.append(0), rates.append(0.2 if l == 0 else 0.5)
             W.append(empty2), b.append(empty1)
         kinds.append(DENSE), acts.append(c.act if l < 2 else 0), rates.append(0.0)
         W.append(_normal(rng, (a, m), c.dtype, 1 / np.sqrt(a))), b.append(_normal(rng, m, c.dtype, 0.1))
-    max_norms = [3.0 if k == DENSE and i == len(kinds) - 3 else 0.0 for i, k in enumerate(kinds)]
+    second_last_dense = [i for i, k in enumerate(kinds) if k == DENSE][-2]
+    max_norms = [3.0 if i == second_last_dense else 0.0 for i in range(len(kinds))]
     # without the zero-skipping layer, every dense layer runs on threads, however small
     plan = make_plan(kinds, acts, rates, max_norms, c.loss, c.optimizer, c.sparse_input, 11, c.dtype,
                      threaded_min=THREADED_MIN_WEIGHTS if c.sparse_input else 0)
