@@ -118,6 +118,12 @@ class FastMLPClassifier(ClassifierMixin, BaseEstimator):
                 self.batch_size, (int, np.integer)) or self.batch_size < 1):
             raise ValueError(f"batch_size must be 'auto' or an integer >= 1, got "
                              f"{self.batch_size!r}")
+        try:  # (np.dtype parses some strings with ast: "float3,2" is a SyntaxError)
+            dtype = np.dtype(self.dtype)
+        except Exception:
+            dtype = None
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         return [int(s) for s in sizes], acts[self.activation]
 
     def _optimizer(self, batch_size):

@@ -148,7 +148,9 @@ def test_partial_fit_class_weight_and_bad_settings(digits):
     for bad, message in (({"solver": "newton"}, "solver must be one of"),
                          ({"activation": "softplus"}, "activation must be one of"),
                          ({"hidden_layer_sizes": (0,)}, "hidden_layer_sizes must be"),
-                         ({"alpha": -1.0}, "alpha must be")):
+                         ({"alpha": -1.0}, "alpha must be"),
+                         ({"dtype": "float3,2"}, "dtype must be 'float32' or 'float64'"),
+                         ({"dtype": "int8"}, "dtype must be 'float32' or 'float64'")):
         with pytest.raises(ValueError, match=message):
             FastMLPClassifier(**bad).fit(X, y)
 
