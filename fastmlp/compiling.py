@@ -208,6 +208,14 @@ class ThreadTuner:
         self.last_current = None  # the last segment's seconds per step on the current count
         self.switches = 0
 
+    def begin_fit(self):
+        """Go on in a new fit of the same kind (a Keras-style loop of ``fit`` calls, or
+        ``partial_fit``) from what the last one learnt: its thread count, its measurements and
+        how long to wait before the next probe. Only the new fit's first segment, which warms
+        the caches, is not measured."""
+        self.warm = False
+        self.last_current = None
+
     def next_choice(self):
         """Index into ``counts`` of the thread count the next segment runs on."""
         other = 1 - self.current

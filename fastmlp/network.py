@@ -145,9 +145,10 @@ class Network:
                 inference.forget_sessions(self)
         return K.make_params(self._W, self._b, self.dtype)
 
-    def __getstate__(self):  # pickle, copy: the inference sessions (locks, buffers) stay behind
-        state = dict(self.__dict__)
+    def __getstate__(self):  # pickle, copy: inference sessions (locks, buffers), thread tuners
+        state = dict(self.__dict__)  # stay behind
         state.pop("_inference_sessions", None)
+        state.pop("_thread_tuners", None)
         return state
 
     def _plan(self, optimizer_code=0, sparse_input=False, sample_weight=None, augment=None,

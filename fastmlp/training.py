@@ -77,7 +77,13 @@ class Trainer:
         self.ws = K.make_workspace(self.params, self.plan, net.n_features, batch_size, net.dtype)
         self.train_steps = K.train_steps if net.backend == "numba" else K.train_steps_ref
         self.codes = K.step_codes(self.params, self.plan)
-        self.thread_tuner = ThreadTuner(active=numba_threads)
+        # one tuner per kind of fit of this network, kept from one fit call to the next
+        tuners = net.__dict__.setdefault("_thread_tuners", {})
+        kind = (batch_size, self.sparse, numba_threads, self.codes)
+        if kind not in tuners:
+            tuners[kind] = ThreadTuner(active=numba_threads)
+        self.thread_tuner = tuners[kind]
+        self.thread_tuner.begin_fit()
         self._saved = None
         # a chunk's mean loss above this is divergence, as NaN is
         self.loss_limit = LOSS_GROWTH_LIMIT * max(1.0, math.log(net.n_classes))

@@ -297,6 +297,32 @@ def test_thread_tuner_keeps_the_faster_thread_count_and_probes_less_while_it_win
     assert tuner.probe_every == ThreadTuner.PROBE_EVERY[1]
 
 
+def test_repeated_fits_go_on_with_their_thread_tuner(toy_data):
+    """#38: fit called again with the same settings (a Keras-style loop) keeps what its thread
+    tuner learnt instead of learning it again; other settings get a tuner of their own; the
+    tuner never changes a result, and copies of the network leave it behind."""
+    import pickle
+    X, y = toy_data
+    kw = dict(epochs=1, batch_size=16, verbose=0)
+    net = Network([64, 32, 10], seed=0, dropout=0.2)  # dropout runs on Numba's threads
+    net.fit(X, y, **kw)
+    (tuner,) = net._thread_tuners.values()
+    assert tuner.active and tuner.warm
+    tuner.current, tuner.probe_every = 1, 64  # as if one thread had won for a long while
+    net.fit(X, y, **kw)
+    assert list(net._thread_tuners.values()) == [tuner]
+    assert tuner.counts[tuner.current] == 1 or tuner.switches > 0
+    net.fit(X, y, epochs=1, batch_size=32, verbose=0)
+    assert len(net._thread_tuners) == 2
+    assert "_thread_tuners" not in pickle.loads(pickle.dumps(net)).__dict__
+    fresh = Network([64, 32, 10], seed=0, dropout=0.2)
+    for batch_size in (16, 16, 32):
+        fresh.__dict__.pop("_thread_tuners", None)
+        fresh.fit(X, y, epochs=1, batch_size=batch_size, verbose=0)
+    for a, b in zip(net.weights + net.biases, fresh.weights + fresh.biases):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("hidden,density", [((64,), 0.2), ((300,), 1.0)])
 def test_switching_thread_counts_mid_fit_does_not_change_the_result(hidden, density):
     # zero-skipping first layer, and large dense layers on Numba's threads (batch 10)
