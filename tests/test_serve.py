@@ -270,7 +270,7 @@ def _rss_kb(pid):
 
 @pytest.mark.mnist
 def test_a_loaded_server_answers_every_request_and_stays_flat(model_file, mnist):
-    """#43: 1,600 requests from 16 clients at once, valid and invalid mixed, oversized bodies and
+    """#43: 5,120 requests from 16 clients at once, valid and invalid mixed, oversized bodies and
     slow uploads among them, against a real Uvicorn: every valid request answered right, every
     invalid one a 4xx, the process alive, its memory flat."""
     import http.client
@@ -306,7 +306,7 @@ def test_a_loaded_server_answers_every_request_and_stays_flat(model_file, mnist)
         failures = []
 
         def client(k):
-            for i in range(100):
+            for i in range(320):
                 kind = (k + i) % 8
                 try:
                     if kind < 4:  # valid, one in four of them uploaded slowly
