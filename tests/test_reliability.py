@@ -611,3 +611,32 @@ def test_a_tensorboard_log_on_a_full_disk_stops_the_fit_with_an_error(small_disk
     events.Reload()
     assert [e.step for e in events.Scalars("epoch/loss")][:1] == [1]
 
+
+def test_a_read_only_folder_refuses_every_save_with_a_clear_error(small_disk, toy_data):
+    """#43: the output folder turns read-only (a real remount of the tmpfs): a model save, a
+    checkpoint during a fit and a TensorBoard log each fail with an error naming the path, the
+    files already there stay whole, and the network keeps its last completed epoch."""
+    import errno
+    import subprocess
+
+    from fastmlp.callbacks import TensorBoard
+    X, y = toy_data
+    model, ck = small_disk / "model.npz", small_disk / "ck.npz"
+    net = Network([64, 16, 10], seed=0)
+    net.fit(X, y, epochs=1, batch_size=64, verbose=0, checkpoint=ck)
+    net.save(model)
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        with pytest.raises(OSError, match=r"model .*model.npz could not be saved") as e:
+            net.save(model)
+        assert e.value.errno == errno.EROFS
+        with pytest.raises(OSError, match=r"checkpoint .*ck.npz could not be saved .*Read-only"):
+            net.fit(X, y, epochs=2, batch_size=64, verbose=0, checkpoint=ck)
+        assert net.epochs_done == 2  # the epoch before the failed checkpoint
+        with pytest.raises(OSError, match=r"Read-only file system: .*logs"):
+            net.fit(X, y, epochs=1, batch_size=64, verbose=0,
+                    callbacks=[TensorBoard(small_disk / "logs")])
+        assert Network.load(model).epochs_done == 1 and Network.load(ck).epochs_done == 1
+        assert sorted(p.name for p in small_disk.iterdir()) == ["ck.npz", "model.npz"]
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)

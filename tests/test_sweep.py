@@ -434,3 +434,18 @@ def test_a_sweep_whose_results_disk_fills_up_stops_and_a_rerun_goes_on(small_dis
                     log=lambda m: None)
     keys = [json.loads(line)["key"] for line in out.read_text().splitlines()]
     assert len(keys) == len(set(keys)) == len(records) == 3
+
+
+def test_a_sweep_into_a_read_only_folder_stops_with_an_error_naming_its_file(small_disk,
+                                                                              digits):
+    import subprocess
+    grid = {"hidden": [(8,)], "seed": [0]}
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        with pytest.raises(SweepError, match=r"out.jsonl: the record of a finished trial could not "
+                                             r"be written .*Read-only file system"):
+            sweep(grid, data=digits, base=dict(epochs=1, batch_size=32, lr=0.1),
+                  backend="sequential", out=small_disk / "out.jsonl", log=lambda m: None)
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    assert list(small_disk.iterdir()) == []
