@@ -525,9 +525,12 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                 from_X = skips_zeros and l == 0 and not augmenting
                 mask, arg, cols = ws.masks[l], ws.argmax[l], ws.cols
                 nz_idx, nz_val, nz_cnt = ws.nz_idx, ws.nz_val, ws.nz_cnt
-                key = stream_key(plan.seed, epoch, step, l) if kind == DROPOUT else np.uint64(0)
+                key, need = np.uint64(0), 0  # (features left out compile neither call)
+                if dropout is not None and kind == DROPOUT:
+                    key = stream_key(plan.seed, epoch, step, l)
+                if images is not None and kind == CONV:
+                    need = cols_size(g)
                 threshold, scale = plan.threshold[l], plan.scale[l]
-                need = cols_size(g) if kind == CONV else 0
                 T = cols.shape[0]
                 for t in prange(T):
                     lo, hi = thread_block(nb, T, t)

@@ -128,9 +128,10 @@ def fill_columns(nz_idx, nz_val, nz_cnt, i0, i1, cursor, col_row, col_val):
 def build_columns(nz_idx, nz_val, nz_cnt, n, col_counts, col_ptr, col_row, col_val):
     """Transpose the per-row nonzero lists of rows 0..n-1 into per-input-column lists
     (col_ptr, col_row, col_val), rows in increasing order within a column, on one thread."""
-    count_columns(nz_idx, nz_cnt, 0, n, col_counts[0])
+    first = n - n  # (a literal 0 would compile both callees a second time, for Literal[int])
+    count_columns(nz_idx, nz_cnt, first, n, col_counts[0])
     column_cursors(col_counts[:1], col_ptr.shape[0] - 1, col_ptr)
-    fill_columns(nz_idx, nz_val, nz_cnt, 0, n, col_counts[0], col_row, col_val)
+    fill_columns(nz_idx, nz_val, nz_cnt, first, n, col_counts[0], col_row, col_val)
 
 
 @njit(cache=True, parallel=True)
