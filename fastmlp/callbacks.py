@@ -174,8 +174,8 @@ class TensorBoard(Callback):
                 self.writer.abandon()
                 self.writer = None
             raise OSError(e.errno, f"the TensorBoard log in {self.run_dir} could not be "
-                                   f"written ({e.strerror or e}); the fit stopped, the network "
-                                   f"holds its last completed epoch ({self.epoch})") from e
+                                   f"written ({e.strerror or e}); the fit stopped after "
+                                   f"{self.epoch} completed epochs") from e
 
     def on_train_end(self, net):
         if self.writer is not None:
