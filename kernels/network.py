@@ -107,16 +107,23 @@ def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed
                 else np.asarray(augment[2], np.int64), threaded_min=int(threaded_min))
 
 
-# Each per-layer tuple has one entry per layer. Every access to it by layer index compiles to a
-# switch over its entries, so the step is compiled for the network's depth: a deeper table costs
-# compile time (a cold first fit of 784-300-10: 31 s with the tuples padded to 8 entries, 21 s
-# with its 2), and a network compiles only for its own depth.
+# Every access to a per-layer tuple by layer index compiles to a switch over its entries, so a
+# longer tuple costs compile time (a cold first fit of 784-300-10: 31 s with its tuples padded to
+# 8 entries, 21 s with 2). Each tuple has as many entries as the power of two at or above the
+# network's depth (zero-size arrays after the last layer): a 2-layer MLP compiles a step for 2,
+# and networks of 5 to 8 layers share one for 8, which keeps the number of compiled variants
+# (a test suite's, a sweep's) small.
+def padded(arrays, empty):
+    """``arrays`` as a tuple of a power-of-two number of entries, filled up with ``empty``."""
+    arrays = tuple(arrays)
+    slots = 1 << max(0, len(arrays) - 1).bit_length()
+    return arrays + (empty,) * (slots - len(arrays))
 
 
 def make_params(W, b, dtype):
-    """Params of per-layer weights W and biases b (zero-size arrays of ``dtype`` for layers
-    without parameters)."""
-    return Params(W=tuple(W), b=tuple(b))
+    """Params of per-layer weights W and biases b (zero-size for layers without parameters)."""
+    dtype = np.dtype(dtype)
+    return Params(W=padded(W, np.zeros((0, 0), dtype)), b=padded(b, np.zeros(0, dtype)))
 
 
 def make_state(params, optimizer, hyper, dtype):
@@ -178,7 +185,7 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
         out = []
         for l, (kind, m) in enumerate(zip(plan.kind, widths)):
             out.append(out[l - 1] if kind == FLATTEN and l > 0 else np.zeros((rows, m), dtype))
-        return tuple(out)
+        return padded(out, empty2)
 
     conv_sizes = [w.size + w.shape[1] for k, w in zip(plan.kind, params.W) if k == CONV]
     return Workspace(
@@ -186,10 +193,10 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
         deltas=per_layer(rows),
         gW=tuple(np.zeros_like(w) if training else empty2 for w in params.W),
         gb=tuple(np.zeros_like(b) if training else b[:0] for b in params.b),
-        masks=tuple(np.zeros((rows, m), dtype) if k == DROPOUT else empty2
-                    for k, m in zip(plan.kind, widths)),
-        argmax=tuple(np.zeros((batch_size, m) if k == POOL else (0, 0), np.int32)
-                     for k, m in zip(plan.kind, widths)),
+        masks=padded((np.zeros((rows, m), dtype) if k == DROPOUT else empty2
+                      for k, m in zip(plan.kind, widths)), empty2),
+        argmax=padded((np.zeros((batch_size, m) if k == POOL else (0, 0), np.int32)
+                       for k, m in zip(plan.kind, widths)), np.zeros((0, 0), np.int32)),
         xb=np.zeros((batch_size, n_in), dtype),
         yb=np.zeros(rows, np.int64),
         nz_idx=np.zeros((batch_size, sparse_in), np.int32),
