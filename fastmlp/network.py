@@ -235,8 +235,6 @@ class Network:
         try:
             model_file.save(self, path)
         except OSError as exc:
-            if str(path) in str(exc):  # (already named, as by open() of a missing folder)
-                raise
             raise OSError(exc.errno, f"model {path} could not be saved ({exc.strerror or exc}); "
                                      f"the previous file there, if any, is kept") from exc
 
