@@ -276,11 +276,13 @@ class ThreadTuner:
 
 
 FEATURE_NAMES = ("image layers", "zero-skipping first layer", "dropout", "threaded dense layers",
-                 "sample weights or max-norm")
+                 "sample weights or max-norm", "batch normalization or activation layers")
+FORWARD_FEATURE_NAMES = tuple(FEATURE_NAMES[i] for i in (0, 1, 5))  # forward_codes' order
 
 
 def step_description(plan, dtype, what="the training step", params=None):
     """What a compiled step is specialised for, in words (the key of its compile time)."""
     codes = K.step_codes(params, plan) if params is not None else K.forward_codes(plan)
-    used = [name for name, code in zip(FEATURE_NAMES, codes) if code]
+    names = FEATURE_NAMES if params is not None else FORWARD_FEATURE_NAMES
+    used = [name for name, code in zip(names, codes) if code]
     return f"{what} for dense layers{''.join(', ' + u for u in used)} ({np.dtype(dtype).name})"

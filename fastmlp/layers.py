@@ -8,6 +8,15 @@ from .validation import check_choice, check_int
 MAX_SIZE = 2 ** 31 - 1  # any size or count of a layer (kernels index with 32 bits)
 
 ACTIVATIONS = sorted(set(K.ACTIVATION_CODES) - {"identity"})
+# Keras' name for no activation; a layer given it has none (activation None)
+LINEAR = "linear"
+
+
+def _activation(value, name):
+    """A layer's activation: None for none ("linear" or None), else one of ACTIVATIONS."""
+    if value is None or value == LINEAR:
+        return None
+    return check_choice(value, name, ACTIVATIONS + [LINEAR])
 
 
 def _pair(value, name):
@@ -60,9 +69,7 @@ class Dense(Layer):
 
     def __init__(self, units, activation=None):
         self.units = check_int(units, "Dense units", 1, MAX_SIZE)
-        if activation is not None:
-            check_choice(activation, "Dense activation", ACTIVATIONS)
-        self.activation = activation
+        self.activation = _activation(activation, "Dense activation")
 
     def output_shape(self, shape):
         if len(shape) != 1:
@@ -101,9 +108,7 @@ class Conv2D(Layer):
         if self.strides[0] != self.strides[1]:
             raise ValueError(f"Conv2D strides must be equal in height and width, got {strides!r}")
         self.padding = check_choice(padding, "Conv2D padding", ("valid", "same"))
-        if activation is not None:
-            check_choice(activation, "Conv2D activation", ACTIVATIONS)
-        self.activation = activation
+        self.activation = _activation(activation, "Conv2D activation")
 
     def geometry(self, shape):
         if len(shape) != 3:
@@ -221,8 +226,70 @@ class Dropout(Layer):
         return f"Dropout({self.rate})"
 
 
+def _real(value, name, low, high):
+    """A real number in (low, high)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    if not low < value < high:
+        raise ValueError(f"{name} must be in ({low:g}, {high:g}), got {value!r}")
+    return float(value)
+
+
+class BatchNormalization(Layer):
+    """Batch normalization (Keras' BatchNormalization): each channel (the last axis: a dense
+    layer's units, a conv layer's filters) normalized to mean 0 and variance 1 over the
+    minibatch in training, then scaled by γ and shifted by β, which are learned; inference
+    uses the moving mean and variance, which training updates as
+    ``moving = momentum · moving + (1 - momentum) · batch`` (the variance biased), and
+    ``epsilon`` is added to the variance. Its weights are the rows (γ, moving mean, moving
+    variance) of a (3, channels) array, its bias β; it has no activation: follow it with
+    ``Activation``."""
+    kind = "batchnorm"
+    has_params = True
+
+    def __init__(self, momentum=0.99, epsilon=1e-3):
+        self.momentum = _real(momentum, "BatchNormalization momentum", 0, 1)
+        self.epsilon = _real(epsilon, "BatchNormalization epsilon", 0, math.inf)
+
+    def param_shape(self, shape):
+        return (3, shape[-1])
+
+    def initial_weights(self, shape, dtype):
+        """(W, b): γ = 1, moving mean 0, moving variance 1; β = 0 (Keras' defaults)."""
+        import numpy as np
+        channels = shape[-1]
+        return (np.stack([np.ones(channels), np.zeros(channels), np.ones(channels)]).astype(dtype),
+                np.zeros(channels, dtype))
+
+    def config(self):
+        return {"kind": "batchnorm", "momentum": self.momentum, "epsilon": self.epsilon}
+
+    def __repr__(self):
+        return f"BatchNormalization(momentum={self.momentum}, epsilon={self.epsilon})"
+
+
+class Activation(Layer):
+    """An activation applied to its input (Keras' Activation): relu, sigmoid, tanh or linear
+    (the identity)."""
+    kind = "activation"
+
+    def __init__(self, activation):
+        self.activation = _activation(activation, "Activation activation")
+
+    def config(self):
+        return {"kind": "activation", "activation": self.activation or LINEAR}
+
+    @property
+    def label(self):
+        return f"Activation {self.activation or LINEAR}"
+
+    def __repr__(self):
+        return f"Activation({self.activation or LINEAR!r})"
+
+
 KINDS = {"dense": Dense, "dropout": Dropout, "conv2d": Conv2D, "maxpool2d": MaxPool2D,
-         "flatten": Flatten}
+         "flatten": Flatten, "batchnorm": BatchNormalization, "activation": Activation}
+LEARNED_KINDS = ("dense", "conv2d")  # the layers whose weights the initializers fill
 
 
 def from_config(config):

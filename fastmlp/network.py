@@ -10,7 +10,7 @@ from . import kernels as K
 from .callbacks import History
 from .fit_config import FitConfig
 from .initializers import INITS
-from .layers import build_layers
+from .layers import LEARNED_KINDS, build_layers
 from .validation import check_choice, check_features, check_int, check_labels
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -67,12 +67,15 @@ class Network:
         self.seed = check_int(seed, "seed", 0)
         self._widths = [math.prod(shape) for shape in self._shapes]
         self.sizes = (self.n_features,) + tuple(w for l, w in zip(self.layers, self._widths)
-                                                if l.has_params)
+                                                if l.kind in LEARNED_KINDS)
         self._W = [np.zeros((0, 0), self.dtype)] * len(self.layers)
         self._b = [np.zeros(0, self.dtype)] * len(self.layers)
         if _initialise:
             rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0]))
             for l, shape in self._param_shapes():
+                if self.layers[l].kind not in LEARNED_KINDS:  # batch normalization
+                    self._W[l], self._b[l] = self.layers[l].initial_weights(shape, self.dtype)
+                    continue
                 fan_in, fan_out = self._fans(l)
                 self._W[l] = INITS[init](rng, shape, fan_in, fan_out).astype(self.dtype)
                 self._b[l] = np.zeros(shape[1], self.dtype)
@@ -102,7 +105,8 @@ class Network:
     @property
     def weights(self):
         """Each parameter layer's weights, in order: views of the arrays the kernels update in
-        place; a conv kernel as (kh, kw, c_in, filters), Keras' layout."""
+        place; a conv kernel as (kh, kw, c_in, filters), Keras' layout; a BatchNormalization
+        layer's as rows (γ, moving mean, moving variance)."""
         out = []
         for l in self._param_layers:
             layer = self.layers[l]
@@ -157,13 +161,15 @@ class Network:
         acts = [K.ACTIVATION_CODES[getattr(layer, "activation", None) or "identity"]
                 for layer in self.layers]
         rates = [getattr(layer, "rate", 0.0) for layer in self.layers]
-        max_norms = [self.max_norm if self.max_norm and layer.has_params and
+        max_norms = [self.max_norm if self.max_norm and layer.kind in LEARNED_KINDS and
                      l != len(self.layers) - 1 else 0.0 for l, layer in enumerate(self.layers)]
         geoms = [layer.geometry(shape) for layer, shape in zip(self.layers, self._in_shapes)]
+        norms = [(layer.momentum, layer.epsilon) if layer.kind == "batchnorm" else None
+                 for layer in self.layers]
         return K.make_plan(kinds, acts, rates, max_norms, self._loss_code, optimizer_code,
                            sparse_input, self.seed, self.dtype, sample_weight,
                            widths=self._widths, geoms=geoms, augment=augment,
-                           threaded_min=threaded_min)
+                           threaded_min=threaded_min, norms=norms)
 
     def __repr__(self):
         return (f"Network({list(self.sizes)}, layers={self.layers!r}, init={self.init!r}, "
@@ -285,9 +291,11 @@ class Network:
         for l, layer in enumerate(self.layers):
             counts[layer.kind] = counts.get(layer.kind, 0) + 1
             kind = type(layer).__name__
-            if layer.has_params:
+            if layer.kind in LEARNED_KINDS:
                 act = layer.activation or (self.output if l == len(self.layers) - 1 else "linear")
                 kind += f", {act}"
+            elif layer.kind == "activation":
+                kind += f" {layer.activation or 'linear'}"
             elif layer.kind == "dropout":
                 kind += f" {layer.rate:g}"
             shape = "(None, " + ", ".join(map(str, self._shapes[l])) + ")"
@@ -319,5 +327,5 @@ class Network:
         2 FLOPs per multiply-add. ``input_density`` (the share of nonzero inputs) scales the
         first layer's two, the useful work of the zero-skipping first layer."""
         macs = [layer.macs(shape) for layer, shape in zip(self.layers, self._in_shapes)
-                if layer.has_params]
+                if layer.kind in LEARNED_KINDS]
         return 2 * n * (2 * input_density * macs[0] + 3 * sum(macs[1:]))

@@ -175,6 +175,16 @@ def network_graph(net, opset=None, flat_input=False):
         elif layer.kind == "flatten":
             x = graph.node("Flatten", [_to_nhwc(graph, x, layout)], axis=1)
             layout = "flat"
+        elif layer.kind == "batchnorm":  # ONNX's takes channels on axis 1
+            if layout == "nhwc":
+                x, layout = graph.node("Transpose", [x], perm=[0, 3, 1, 2]), "nchw"
+            W = weights[l]
+            x = graph.node("BatchNormalization",
+                           [x, graph.constant(W[0], "gamma"), graph.constant(biases[l], "beta"),
+                            graph.constant(W[1], "moving_mean"),
+                            graph.constant(W[2], "moving_variance")], epsilon=layer.epsilon)
+        elif layer.kind == "activation":
+            x = _activate(graph, x, layer.activation)
         elif layer.kind != "dropout":  # dropout: the identity at inference
             raise ExportError(f"layer {layer!r} ({layer.kind}) cannot be exported to ONNX yet")
     logits = graph.node("Identity", [x], output="logits")

@@ -20,8 +20,13 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .activations import activate, activate_ref, derivative_mul, derivative_mul_ref
 from .augment import (STREAM, augment_batch_ref, augment_params, augment_row,
                       scratch_size as augment_scratch_size)
+from .batchnorm import (EPSILON, GAMMA, MOVING_MEAN, batchnorm_backward_ref,
+                        batchnorm_forward_ref, batchnorm_inference_ref, norm_apply_block,
+                        norm_delta_below_block, norm_grad_statistics, norm_grad_sums_block,
+                        norm_inference_block, norm_statistics, norm_sums_block)
 from .conv import (N_GEOM, cols_size, conv_backward_block, conv_backward_ref, conv_forward_block,
                    conv_forward_ref, maxpool_backward_ref, maxpool_backward_row,
                    maxpool_forward_ref, maxpool_forward_sample, sum_partials)
@@ -38,10 +43,12 @@ from .optim import (ADAM, BETA1, BETA2, max_norm_columns, max_norm_columns_ref, 
 from .sparse_input import (build_columns, column_cursors, count_columns,
                            fill_columns, forward_row, fused_update_row)
 
-DENSE, DROPOUT, CONV, POOL, FLATTEN = 0, 1, 2, 3, 4
+DENSE, DROPOUT, CONV, POOL, FLATTEN, BATCHNORM, ACTIVATION = 0, 1, 2, 3, 4, 5, 6
 LAYER_KINDS = {"dense": DENSE, "dropout": DROPOUT, "conv2d": CONV, "maxpool2d": POOL,
-               "flatten": FLATTEN}
-PARAM_KINDS = (DENSE, CONV)
+               "flatten": FLATTEN, "batchnorm": BATCHNORM, "activation": ACTIVATION}
+PARAM_KINDS = (DENSE, CONV, BATCHNORM)
+# the kinds whose output is an activation's (the layer above applies its derivative)
+ACTIVATED_KINDS = (DENSE, CONV, BATCHNORM, ACTIVATION)
 
 # From this many rows on, a minibatch's column lists are built on all threads (same result as
 # the serial build; below it, the two extra parallel regions cost more than they save).
@@ -49,17 +56,17 @@ PARALLEL_COLUMNS_MIN_ROWS = 64
 
 Plan = namedtuple("Plan", "kind act in_act threshold scale max_norm loss optimizer sparse_layer "
                           "first_param seed sample_weight width geom aug aug_basis aug_shape "
-                          "threaded_min")
+                          "threaded_min norm")
 Params = namedtuple("Params", "W b")
 OptState = namedtuple("OptState", "s1W s1b s2W s2b hyper t corr")
 Workspace = namedtuple("Workspace", "acts deltas gW gb masks argmax xb yb nz_idx nz_val nz_cnt "
                                     "col_ptr col_row col_val col_counts scratch partial cols "
-                                    "aug_scratch xt parts")
+                                    "aug_scratch xt parts stats norm_sums")
 
 
 def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed, dtype,
               sample_weight=None, widths=None, geoms=None, augment=None,
-              threaded_min=THREADED_MIN_WEIGHTS):
+              threaded_min=THREADED_MIN_WEIGHTS, norms=None):
     """The layer table. ``kinds``/``acts``/``rates``/``max_norms`` hold one entry per layer
     (activation codes of layers without one are ignored; a max-norm of 0 is off).
     ``sample_weight``: one weight per training sample that scales its loss gradient, or None.
@@ -68,7 +75,8 @@ def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed
     (``conv.conv_geometry``) of each conv and pooling layer, None elsewhere. ``augment``:
     (params, elastic field basis, (h, w, c)) of the distortions applied to each minibatch
     (``augment.py``), or None. ``threaded_min``: the fewest weights of a dense layer that the
-    training step runs on Numba's threads (``dense.THREADED_MIN_WEIGHTS``)."""
+    training step runs on Numba's threads (``dense.THREADED_MIN_WEIGHTS``). ``norms``: each
+    BatchNormalization layer's (momentum, epsilon) (``batchnorm.py``), None elsewhere."""
     from .dropout import keep_threshold
     dtype = np.dtype(dtype)
     L = len(kinds)
@@ -80,7 +88,7 @@ def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed
     in_act = np.zeros_like(acts)
     for l in range(1, L):
         below = kinds[l - 1]
-        if below == DENSE or below == CONV:
+        if below in ACTIVATED_KINDS:
             in_act[l] = acts[l - 1]
         elif below == POOL or below == FLATTEN:
             in_act[l] = in_act[l - 1]
@@ -88,6 +96,10 @@ def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed
     for l, g in enumerate(geoms or ()):
         if g is not None:
             geom[l] = g
+    norm = np.zeros((L, 2), np.float64)
+    for l, setting in enumerate(norms or ()):
+        if setting is not None:
+            norm[l] = setting
     first_param = int(np.flatnonzero(np.isin(kinds, PARAM_KINDS))[0])
     if sparse_input and kinds[first_param] != DENSE:
         raise ValueError("the zero-skipping first layer must be a dense layer")
@@ -104,7 +116,7 @@ def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed
                 aug_basis=np.zeros((0, 0), dtype) if augment is None
                 else np.asarray(augment[1], dtype),
                 aug_shape=np.zeros(0, np.int64) if augment is None
-                else np.asarray(augment[2], np.int64), threaded_min=int(threaded_min))
+                else np.asarray(augment[2], np.int64), threaded_min=int(threaded_min), norm=norm)
 
 
 # Every access to a per-layer tuple by layer index compiles to a switch over its entries, so a
@@ -188,6 +200,7 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
         return padded(out, empty2)
 
     conv_sizes = [w.size + w.shape[1] for k, w in zip(plan.kind, params.W) if k == CONV]
+    norm_channels = [w.shape[1] for k, w in zip(plan.kind, params.W) if k == BATCHNORM]
     return Workspace(
         acts=per_layer(batch_size),
         deltas=per_layer(rows),
@@ -227,6 +240,11 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
         parts=np.zeros((threads, max([batch_size * params.W[l].shape[1]
                                       for l in threaded_dense_layers(params, plan)] + [0])
                         if training else 0), dtype),
+        # per batch normalization layer: its minibatch statistics, forward to backward
+        stats=padded((np.zeros((4 if training else 0, w.shape[1]) if k == BATCHNORM else (0, 0))
+                      for k, w in zip(plan.kind, params.W)), np.zeros((0, 0))),
+        # per thread: its partial sums over a block of rows of a batch normalization layer
+        norm_sums=np.zeros((threads if training else 0, 2 * max(norm_channels + [0]))),
     )
 
 
@@ -253,7 +271,8 @@ def image_code(plan):
 IMAGES_NEEDED = "images must be True: the plan has conv or pooling layers or augmentation"
 
 # The features a step can leave out of its compiled code, as bits of ``_needed_features``.
-IMAGES, SPARSE, DROPOUT_LAYERS, THREADED, EXTRAS = 1, 2, 4, 8, 16
+IMAGES, SPARSE, DROPOUT_LAYERS, THREADED, EXTRAS, NORM = 1, 2, 4, 8, 16, 32
+FEATURES = (IMAGES, SPARSE, DROPOUT_LAYERS, THREADED, EXTRAS, NORM)  # step_codes' order
 FEATURES_NEEDED = ("a feature argument is None but the plan uses it: pass step_codes(params, "
                    "plan) (or forward_codes(plan)) as the last arguments")
 
@@ -261,8 +280,8 @@ FEATURES_NEEDED = ("a feature argument is None but the plan uses it: pass step_c
 def _needed_features(params, plan):
     """Bits of the features the plan uses: IMAGES (conv, pooling or augmentation), SPARSE (the
     zero-skipping first layer), DROPOUT_LAYERS, THREADED (dense layers the step runs on Numba's
-    threads; ``params`` None for inference, which has none) and EXTRAS (sample weights or
-    max-norm)."""
+    threads; ``params`` None for inference, which has none), EXTRAS (sample weights or
+    max-norm) and NORM (batch normalization or activation layers)."""
     bits = IMAGES if plan.aug_shape.shape[0] > 0 else 0
     if plan.sparse_layer >= 0:
         bits |= SPARSE
@@ -272,6 +291,8 @@ def _needed_features(params, plan):
             bits |= IMAGES
         if kind == DROPOUT:
             bits |= DROPOUT_LAYERS
+        if kind == BATCHNORM or kind == ACTIVATION:
+            bits |= NORM
         if params is not None and kind == DENSE and l != plan.sparse_layer \
                 and params.W[l].size >= plan.threaded_min:
             bits |= THREADED
@@ -286,21 +307,21 @@ needed_features = njit(cache=True)(_needed_features)
 
 
 def step_codes(params, plan, full=False):
-    """The last arguments of train_steps: (images, sparse, dropout, threaded, extras), each True
+    """The last arguments of train_steps: (images, sparse, dropout, threaded, extras, norm), each True
     where the plan uses that feature and None where it does not. Numba drops every branch under
     ``if feature is not None`` whose feature is None before typing it, so each configuration
     compiles only the code it runs (a plain MLP: no conv, pooling, augmentation, dropout,
-    threaded dense kernels, sample weights or max-norm), and caches it under its own
+    threaded dense kernels, sample weights, max-norm or normalization), and caches it under its own
     signature. ``full``: every feature's code, whatever the plan uses (one compiled step per
     dtype runs every plan: the pair tests' cases, which vary the features case by case)."""
     bits = _needed_features(params, plan)
-    return tuple(True if full or bits & bit else None
-                 for bit in (IMAGES, SPARSE, DROPOUT_LAYERS, THREADED, EXTRAS))
+    return tuple(True if full or bits & bit else None for bit in FEATURES)
 
 
 def forward_codes(plan, full=False):
-    """The last arguments of forward: (images, sparse), as in ``step_codes``."""
-    return step_codes(None, plan, full)[:2]
+    """The last arguments of forward: (images, sparse, norm), as in ``step_codes``."""
+    images, sparse, _, _, _, norm = step_codes(None, plan, full)
+    return images, sparse, norm
 
 
 # Only the explicit prange loops run in parallel: Numba's conversion of array expressions (and
@@ -312,13 +333,14 @@ PRANGE_ONLY = {"prange": True, "comprehension": False, "setitem": False, "reduct
 # ---- inference ---------------------------------------------------------------------------
 # its own prange loops: see sparse_input.py's note; nogil: a sweep's trials may run on threads
 @njit(cache=True, nogil=True, parallel=PRANGE_ONLY)
-def forward(X, rows, params, plan, ws, images, sparse):
+def forward(X, rows, params, plan, ws, images, sparse, norm):
     """Inference on the rows X[rows] (dropout is the identity): the last layer's activations
     ws.acts[len(plan.kind) - 1][:len(rows)] end up holding the logits. The zero-skipping first
-    layer, if the plan has one, reads X itself. ``images``, ``sparse``: see
+    layer, if the plan has one, reads X itself. ``images``, ``sparse``, ``norm``: see
     ``forward_codes``."""
     need = needed_features(None, plan)
-    if (images is None and need & IMAGES) or (sparse is None and need & SPARSE):
+    if (images is None and need & IMAGES) or (sparse is None and need & SPARSE) or (
+            norm is None and need & NORM):
         raise ValueError(FEATURES_NEEDED)
     n = rows.shape[0]
     if plan.sparse_layer != 0:
@@ -348,13 +370,27 @@ def forward(X, rows, params, plan, ws, images, sparse):
                 arg = ws.argmax[l]
                 for i in prange(n):
                     maxpool_forward_sample(inp[i], g, a[i], arg[i])
+        elif kind == BATCHNORM:
+            if norm is not None:  # with the moving statistics, a block of rows per thread
+                C = W.shape[1]
+                R = n * a.shape[1] // C
+                x2, o2, eps = inp.reshape(R, C), a[:n].reshape(R, C), plan.norm[l, EPSILON]
+                T = ws.cols.shape[0]
+                for t in prange(T):
+                    lo, hi = thread_block(R, T, t)
+                    norm_inference_block(x2, W, b, eps, lo, hi, o2)
+        elif kind == ACTIVATION:
+            if norm is not None:
+                copy_rows(inp, a)
+                activate(a[:n], act)
         elif kind == DROPOUT or (kind == FLATTEN and l == 0):
             copy_rows(inp, a)
 
 
-def forward_ref(X, rows, params, plan, ws, images, sparse):
+def forward_ref(X, rows, params, plan, ws, images, sparse, norm):
     need = _needed_features(None, plan)
-    if (images is None and need & IMAGES) or (sparse is None and need & SPARSE):
+    if (images is None and need & IMAGES) or (sparse is None and need & SPARSE) or (
+            norm is None and need & NORM):
         raise ValueError(FEATURES_NEEDED)
     n = rows.shape[0]
     if plan.sparse_layer != 0:  # as forward(): xb holds the gathered rows, unless X is read
@@ -397,6 +433,21 @@ def _flatten_forward_twin(l, inp, n, params, plan, ws, stream):
         ws.acts[0][:n] = inp
 
 
+def _norm_forward_twin(l, inp, n, params, plan, ws, stream):
+    W, b = params.W[l], params.b[l]
+    C = W.shape[1]
+    x, out = inp.reshape(-1, C), ws.acts[l][:n].reshape(-1, C)
+    if stream is None:
+        batchnorm_inference_ref(x, W, b, plan.norm[l, EPSILON], out)
+    else:
+        batchnorm_forward_ref(x, W, b, plan.norm[l], ws.stats[l], ws.norm_sums, out)
+
+
+def _activation_forward_twin(l, inp, n, params, plan, ws, stream):
+    ws.acts[l][:n] = inp
+    activate_ref(ws.acts[l][:n], plan.act[l])
+
+
 def _update_twin(l, params, plan, ws, state, c1, c2):
     h, code = state.hyper, plan.optimizer
     optimizer_update_ref(code, params.W[l], ws.gW[l], state.s1W[l], state.s2W[l], h, c1, c2,
@@ -430,11 +481,32 @@ def _flatten_backward_twin(l, inp, d, d_below, params, plan, ws, state, c1, c2):
     pass  # its δ buffer is its input's
 
 
+def _norm_backward_twin(l, inp, d, d_below, params, plan, ws, state, c1, c2):
+    W, gW = params.W[l], ws.gW[l]
+    C = W.shape[1]
+    dx = d_below.reshape(-1, C) if d_below.shape[0] else np.zeros((0, C), d.dtype)
+    batchnorm_backward_ref(inp.reshape(-1, C), d.reshape(-1, C), W, plan.in_act[l], ws.stats[l],
+                           ws.norm_sums, gW, ws.gb[l], dx)
+    h, code = state.hyper, plan.optimizer  # γ (W's first row) and β learn; no weight decay
+    optimizer_update_ref(code, W[:GAMMA + 1], gW[:GAMMA + 1], state.s1W[l][:GAMMA + 1],
+                         state.s2W[l][:GAMMA + 1], h, c1, c2, False)
+    optimizer_update_ref(code, params.b[l], ws.gb[l], state.s1b[l], state.s2b[l], h, c1, c2,
+                         False)
+
+
+def _activation_backward_twin(l, inp, d, d_below, params, plan, ws, state, c1, c2):
+    if d_below.shape[0]:
+        d_below[...] = d
+        derivative_mul_ref(d_below, inp, plan.in_act[l])
+
+
 TWINS = {DENSE: (_dense_forward_twin, _dense_backward_twin),
          CONV: (_conv_forward_twin, _conv_backward_twin),
          POOL: (_pool_forward_twin, _pool_backward_twin),
          DROPOUT: (_dropout_forward_twin, _dropout_backward_twin),
-         FLATTEN: (_flatten_forward_twin, _flatten_backward_twin)}
+         FLATTEN: (_flatten_forward_twin, _flatten_backward_twin),
+         BATCHNORM: (_norm_forward_twin, _norm_backward_twin),
+         ACTIVATION: (_activation_forward_twin, _activation_backward_twin)}
 
 
 # ---- training ----------------------------------------------------------------------------
@@ -461,9 +533,10 @@ def scale_rows(d, weights, rows):
 # its own prange loops: see sparse_input.py's note; nogil: a sweep's trials may run on threads
 @njit(cache=True, nogil=True, parallel=PRANGE_ONLY)
 def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, state, ws, plan,
-                images, sparse, dropout, threaded, extras):
+                images, sparse, dropout, threaded, extras, norm):
     """Minibatch steps [step_begin, step_end) of an epoch whose sample order is ``order``.
-    ``images``, ``sparse``, ``dropout``, ``threaded``, ``extras``: see ``step_codes``.
+    ``images``, ``sparse``, ``dropout``, ``threaded``, ``extras``, ``norm``: see
+    ``step_codes``.
 
     Returns (sum over samples of the loss, number classified right, number of samples),
     measured on each minibatch before its update.
@@ -471,7 +544,8 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
     need = needed_features(params, plan)
     if (images is None and need & IMAGES) or (sparse is None and need & SPARSE) or (
             dropout is None and need & DROPOUT_LAYERS) or (
-            threaded is None and need & THREADED) or (extras is None and need & EXTRAS):
+            threaded is None and need & THREADED) or (extras is None and need & EXTRAS) or (
+            norm is None and need & NORM):
         raise ValueError(FEATURES_NEEDED)
     last = plan.kind.shape[0] - 1
     n = order.shape[0]
@@ -523,6 +597,27 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                     dense_sum_partials(parts, b, act, a[:nb])
             elif kind == DENSE and l != plan.sparse_layer:
                 dense_forward(inp, W, b, act, a[:nb])
+            elif kind == BATCHNORM:
+                if norm is not None:  # the minibatch's statistics, a block of rows per thread
+                    C = W.shape[1]
+                    R = nb * a.shape[1] // C
+                    x2, o2 = inp.reshape(R, C), a[:nb].reshape(R, C)
+                    sums, stats = ws.norm_sums, ws.stats[l]
+                    T = sums.shape[0]
+                    for t in prange(T):
+                        lo, hi = thread_block(R, T, t)
+                        norm_sums_block(x2, W[MOVING_MEAN], lo, hi, sums[t])
+                    norm_statistics(sums, R, W, plan.norm[l], stats)
+                    for t in prange(T):
+                        lo, hi = thread_block(R, T, t)
+                        norm_apply_block(x2, W, b, stats, lo, hi, o2)
+            elif kind == ACTIVATION:
+                if norm is not None:
+                    T = ws.cols.shape[0]
+                    for t in prange(T):
+                        lo, hi = thread_block(nb, T, t)
+                        copy_rows(inp[lo:hi], a[lo:hi])
+                        activate(a[lo:hi], act)
             elif kind == FLATTEN:
                 if l == 0:  # elsewhere it shares its input's buffer
                     copy_rows(x, a)
@@ -610,6 +705,33 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                                          c1, c2, scratch[t][:n_out])
                 column_sums(d, gb)
                 optimizer_update(code, b, gb, s1b, s2b, h, c1, c2, False)
+            elif kind == BATCHNORM:
+                if norm is not None:
+                    C = W.shape[1]
+                    R = nb * d.shape[1] // C
+                    x2, d2 = inp.reshape(R, C), d.reshape(R, C)
+                    sums, stats = ws.norm_sums, ws.stats[l]
+                    T = sums.shape[0]
+                    for t in prange(T):
+                        lo, hi = thread_block(R, T, t)
+                        norm_grad_sums_block(x2, d2, stats, lo, hi, sums[t])
+                    norm_grad_statistics(sums, stats, gW, gb)
+                    if d_below.shape[0] > 0:  # before γ changes
+                        dx2 = d_below.reshape(R, C)
+                        for t in prange(T):
+                            lo, hi = thread_block(R, T, t)
+                            norm_delta_below_block(x2, d2, W, stats, R, x_act, lo, hi, dx2)
+                    # γ (W's first row) and β learn, without weight decay
+                    optimizer_update(code, W[:GAMMA + 1], gW[:GAMMA + 1], S1[:GAMMA + 1],
+                                     S2[:GAMMA + 1], h, c1, c2, False)
+                    optimizer_update(code, b, gb, s1b, s2b, h, c1, c2, False)
+            elif kind == ACTIVATION and l > plan.first_param:
+                if norm is not None:
+                    T = ws.cols.shape[0]
+                    for t in prange(T):
+                        lo, hi = thread_block(nb, T, t)
+                        copy_rows(d[lo:hi], d_below[lo:hi])
+                        derivative_mul(d_below[lo:hi], inp[lo:hi], x_act)
             elif kind == DENSE and W.size >= plan.threaded_min:
                 if threaded is None:
                     continue
@@ -660,13 +782,14 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
 
 
 def train_steps_ref(X, y, order, batch_size, step_begin, step_end, epoch, params, state, ws,
-                    plan, images, sparse, dropout, threaded, extras):
+                    plan, images, sparse, dropout, threaded, extras, norm):
     """The NumPy twin of train_steps: the same step, textbook backprop over the twins (the
     feature arguments are checked as there, and otherwise not needed)."""
     need = _needed_features(params, plan)
     if (images is None and need & IMAGES) or (sparse is None and need & SPARSE) or (
             dropout is None and need & DROPOUT_LAYERS) or (
-            threaded is None and need & THREADED) or (extras is None and need & EXTRAS):
+            threaded is None and need & THREADED) or (extras is None and need & EXTRAS) or (
+            norm is None and need & NORM):
         raise ValueError(FEATURES_NEEDED)
     from .optim import bias_corrections
     last = len(plan.kind) - 1

@@ -36,13 +36,17 @@ class KernelPair:
     variants: tuple = ()  # Case fields the tests sweep over all codes: "optimizer", "loss"
     parallel: bool = False  # runs prange loops: BLAS is held to one thread beside it
     output_layer: bool = False  # acts on the 10-class output rather than on 784 -> hidden
+    # how much the result magnifies last-bit differences between the two sides (sums taken in
+    # another order): the tests' float64 tolerances are multiplied by it (float32's are wide
+    # enough for the kernels' own rounding)
+    conditioning: float = 1.0
 
 
 KERNELS: dict = {}
 
 
 def register(name, *, fast, reference, make_case, outputs, flops=None, compares_return=False,
-             variants=(), parallel=False, output_layer=False):
+             variants=(), parallel=False, output_layer=False, conditioning=1.0):
     if name in KERNELS:
         raise ValueError(f"kernel {name!r} is registered twice")
     params = parameters(fast)
@@ -54,7 +58,8 @@ def register(name, *, fast, reference, make_case, outputs, flops=None, compares_
             raise ValueError(f"kernel {name!r} has no parameter {output.split('.')[0]!r} "
                              f"(outputs: {outputs})")
     KERNELS[name] = KernelPair(name, fast, reference, make_case, tuple(outputs), flops,
-                               compares_return, tuple(variants), parallel, output_layer)
+                               compares_return, tuple(variants), parallel, output_layer,
+                               conditioning)
     return KERNELS[name]
 
 
