@@ -1,9 +1,10 @@
 """The choice of the ``cnn-bn-aug`` recipe (#44): a handful of variants of a small CNN with batch
 normalization and on-the-fly augmentation, each trained on the first 55,000 MNIST training
-images and scored on the last 5,000 (the validation split); the test set plays no part. Each
+images and scored on the last 5,000 (the validation split); the test accuracy at the end is
+recorded, but plays no part in the choice (runs before 2026-12-06 15:45 did not record it). Each
 variant's settings, validation accuracy per epoch and seconds go to the JSON file.
 
-    python bench/cnn_bn_variants.py --variants A,B --json bench/results/DATE-CPU-cnn-bn-variants.json
+    python bench/cnn_bn_variants.py --variants A,B,C --json bench/results/DATE-CPU-cnn-bn-variants.json
 """
 import argparse
 import json
@@ -18,41 +19,43 @@ from fastmlp.recipes import _bn_cnn
 from fastmlp.schedules import CosineDecay
 
 AFFINE = dict(shift=2.0, rotate=10.0, scale=0.1)
+# (epoch times measured first, 2-core Xeon: 20/40 filters 18 s per 60,000 images, 32/32 26 s,
+# 32/64 with dense 256 40 s; the cnn recipe's network 13 s: 30 epochs of the first fit in 15
+# minutes with room to spare)
 VARIANTS = {
-    # the recipe's shape: 20 and 40 filters, dense 128, affine distortions, Adam 3e-3 cosine
-    "A": {"filters": (20, 40), "dense": 128, "dropout": 0.4, "lr": 3e-3, "epochs": 15,
+    # 20 and 40 filters, dense 128; shifts, rotations and scaling; Adam 3e-3 cosine-decayed
+    "A": {"filters": (20, 40), "dense": 128, "dropout": 0.4, "lr": 3e-3, "epochs": 30,
           "batch_size": 100, "augment": AFFINE},
-    # and with mild elastic distortions on top
-    "B": {"filters": (20, 40), "dense": 128, "dropout": 0.4, "lr": 3e-3, "epochs": 15,
-          "batch_size": 100, "augment": dict(AFFINE, elastic_alpha=8.0, elastic_sigma=3.0)},
-    # the blog's width (20, 20): cheaper epochs
-    "C": {"filters": (20, 20), "dense": 100, "dropout": 0.4, "lr": 3e-3, "epochs": 15,
-          "batch_size": 100, "augment": AFFINE},
-    # a larger learning rate, which normalization is said to allow
-    "D": {"filters": (20, 40), "dense": 128, "dropout": 0.4, "lr": 6e-3, "epochs": 15,
+    # the same with Simard's elastic distortions instead (as the augmented-mlp recipe)
+    "B": {"filters": (20, 40), "dense": 128, "dropout": 0.4, "lr": 3e-3, "epochs": 30,
+          "batch_size": 100, "augment": dict(elastic_alpha=34.0, elastic_sigma=4.0,
+                                             interpolation="nearest")},
+    # wider: 32 and 64 filters, dense 256, fewer epochs in about the same time
+    "C": {"filters": (32, 64), "dense": 256, "dropout": 0.4, "lr": 3e-3, "epochs": 20,
           "batch_size": 100, "augment": AFFINE},
 }
 
 
 def run(name, settings, splits, seed):
-    (X, y), (Xv, yv) = splits[0], splits[1]
+    (X, y), (Xv, yv), (Xt, yt) = splits
     net = Network(_bn_cnn(settings["filters"], settings["dense"], settings["dropout"]),
                   input_shape=(28, 28, 1), init="he", seed=seed)
     curve = []
 
     def check(epoch, metrics):
-        curve.append({"epoch": epoch + 1, "epoch_time": round(metrics["epoch_time"], 2),
+        curve.append({"epoch": epoch, "epoch_time": round(metrics["epoch_time"], 2),
                       "val_accuracy": net.evaluate(Xv, yv)["accuracy"]})
-        print(f"{name} epoch {epoch + 1}: {metrics['epoch_time']:.1f} s, validation "
+        print(f"{name} epoch {epoch}: {metrics['epoch_time']:.1f} s, validation "
               f"{curve[-1]['val_accuracy']:.4f}", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
     net.fit(X, y, epochs=settings["epochs"], batch_size=settings["batch_size"],
             optimizer=Adam(lr=settings["lr"]), lr_schedule=CosineDecay(settings["epochs"]),
             augment=Augment(**settings["augment"]), callbacks=[check], verbose=0)
-    return {"variant": name, "settings": settings, "seed": seed,
-            "seconds": round(time.perf_counter() - t0, 1), "curve": curve,
-            "val_accuracy": curve[-1]["val_accuracy"]}
+    seconds = round(time.perf_counter() - t0, 1)
+    return {"variant": name, "settings": settings, "seed": seed, "seconds": seconds,
+            "curve": curve, "val_accuracy": curve[-1]["val_accuracy"],
+            "test_accuracy_reported_only": net.evaluate(Xt, yt)["accuracy"]}
 
 
 def main():
@@ -63,8 +66,12 @@ def main():
     p.add_argument("--json", default=None)
     args = p.parse_args()
     splits = load_mnist(os.environ.get("FASTMLP_DATA"), download=False, validation_size=5000)
-    results = []
+    results = []  # a run of other variants adds to the file
+    if args.json and os.path.exists(args.json):
+        with open(args.json) as f:
+            results = json.load(f)
     for name in args.variants.split(","):
+        results = [r for r in results if (r["variant"], r["seed"]) != (name, args.seed)]
         results.append(run(name, VARIANTS[name], splits, args.seed))
         print(f"{name}: validation {results[-1]['val_accuracy']:.4f} in "
               f"{results[-1]['seconds']:.0f} s", flush=True)
