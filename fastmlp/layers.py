@@ -2,6 +2,8 @@
 the compiled step's layer table (``kernels/network.py``)."""
 import math
 
+import numpy as np
+
 from . import kernels as K
 from .validation import check_choice, check_int
 
@@ -256,7 +258,6 @@ class BatchNormalization(Layer):
 
     def initial_weights(self, shape, dtype):
         """(W, b): γ = 1, moving mean 0, moving variance 1; β = 0 (Keras' defaults)."""
-        import numpy as np
         channels = shape[-1]
         return (np.stack([np.ones(channels), np.zeros(channels), np.ones(channels)]).astype(dtype),
                 np.zeros(channels, dtype))

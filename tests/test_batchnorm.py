@@ -4,8 +4,6 @@ differences of the training-mode loss, both backends, files, resume and ONNX.
 
 Every network here is one stack of eight layers in float64 (conv, norm, activation, flatten,
 dense, norm, activation, dense), so Numba compiles the step once for all of them."""
-import os
-
 import numpy as np
 import pytest
 
@@ -14,12 +12,9 @@ from fastmlp import kernels as K
 from fastmlp.layers import Activation, BatchNormalization, Conv2D, Dense, Flatten
 from fastmlp.optimizers import SGD, Adam
 
-try:
-    import torch
-except ImportError:  # CI installs torch: there a missing torch fails instead of skipping
-    torch = None
-    if os.environ.get("CI"):
-        raise
+from conftest import optional_torch
+
+torch = optional_torch()
 
 SHAPE = (6, 6, 2)
 MOMENTA, EPSILONS = (0.9, 0.8), (1e-3, 1e-5)

@@ -2,8 +2,6 @@
 PyTorch's autograd, both backends, files, resume, shapes and the errors for stacks that do not
 fit. Every network here has the six layers of the kernel tests' CNN (conv, pool, dropout, conv,
 flatten, dense) in float64, so Numba compiles the step once for all of them."""
-import os
-
 import numpy as np
 import pytest
 
@@ -12,12 +10,9 @@ from fastmlp.errors import ModelFormatError
 from fastmlp.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D
 from fastmlp.optimizers import SGD, Adam
 
-try:
-    import torch
-except ImportError:  # CI installs torch: there a missing torch fails instead of skipping
-    torch = None
-    if os.environ.get("CI"):
-        raise
+from conftest import optional_torch
+
+torch = optional_torch()
 
 SHAPE = (10, 10, 1)
 

@@ -1,19 +1,14 @@
 """Every optimizer against PyTorch's of the same name, step for step (float64, same weights,
 same batches), on both backends; hand-derived values where PyTorch is absent; bad settings."""
-import os
-
 import numpy as np
 import pytest
 
 from fastmlp import Network
 from fastmlp.optimizers import SGD, Adagrad, Adam, AdamW, RMSprop, get
 
-try:
-    import torch
-except ImportError:  # CI installs torch: there a missing torch fails instead of skipping
-    torch = None
-    if os.environ.get("CI"):
-        raise
+from conftest import optional_torch
+
+torch = optional_torch()
 
 CASES = {
     "sgd": SGD(lr=0.05, momentum=0.9, weight_decay=1e-3),

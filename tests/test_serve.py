@@ -11,7 +11,6 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
