@@ -104,12 +104,13 @@ def norm_delta_below_block(x, d, W, stats, count, x_act, lo, hi, dx):
     """dx[r] <- γ/std · (δ[r] - Σδ/n - x̂[r] Σδx̂/n) · f'(x[r]) for rows [lo, hi), n = count;
     f' of the activation ``x_act`` that produced x."""
     C = x.shape[1]
+    per_row = 1.0 / count  # (Σδ/n and Σδx̂/n: a multiply per element, not two divisions)
     for r in range(lo, hi):
         for c in range(C):
             inv = stats[INV_STD, c]
             xhat = (np.float64(x[r, c]) - stats[MEAN, c]) * inv
-            g = (np.float64(d[r, c]) - stats[SUM_D, c] / count
-                 - xhat * stats[SUM_D_XHAT, c] / count) * W[GAMMA, c] * inv
+            g = (np.float64(d[r, c]) - stats[SUM_D, c] * per_row
+                 - xhat * stats[SUM_D_XHAT, c] * per_row) * W[GAMMA, c] * inv
             dx[r, c] = g * _dact_scalar(x[r, c], x_act)
 
 
