@@ -280,9 +280,12 @@ FEATURE_NAMES = ("image layers", "zero-skipping first layer", "dropout", "thread
 FORWARD_FEATURE_NAMES = tuple(FEATURE_NAMES[i] for i in (0, 1, 5))  # forward_codes' order
 
 
-def step_description(plan, dtype, what="the training step", params=None):
-    """What a compiled step is specialised for, in words (the key of its compile time)."""
+def step_description(plan, dtype, what="the training step", params=None, optimizer=None):
+    """What a compiled step is specialised for, in words (the key of its compile time):
+    its features, and the optimizer whose update it holds (``optimizer``, a name)."""
     codes = K.step_codes(params, plan) if params is not None else K.forward_codes(plan)
     names = FEATURE_NAMES if params is not None else FORWARD_FEATURE_NAMES
     used = [name for name, code in zip(names, codes) if code]
-    return f"{what} for dense layers{''.join(', ' + u for u in used)} ({np.dtype(dtype).name})"
+    by = f", {optimizer}" if optimizer else ""
+    return (f"{what} for dense layers{''.join(', ' + u for u in used)}{by} "
+            f"({np.dtype(dtype).name})")

@@ -155,7 +155,7 @@ class Network:
         state.pop("_thread_tuners", None)
         return state
 
-    def _plan(self, optimizer_code=0, sparse_input=False, sample_weight=None, augment=None,
+    def _plan(self, sparse_input=False, sample_weight=None, augment=None,
               threaded_min=K.THREADED_MIN_WEIGHTS):
         kinds = [K.LAYER_KINDS[layer.kind] for layer in self.layers]
         acts = [K.ACTIVATION_CODES[getattr(layer, "activation", None) or "identity"]
@@ -166,8 +166,8 @@ class Network:
         geoms = [layer.geometry(shape) for layer, shape in zip(self.layers, self._in_shapes)]
         norms = [(layer.momentum, layer.epsilon) if layer.kind == "batchnorm" else None
                  for layer in self.layers]
-        return K.make_plan(kinds, acts, rates, max_norms, self._loss_code, optimizer_code,
-                           sparse_input, self.seed, self.dtype, sample_weight,
+        return K.make_plan(kinds, acts, rates, max_norms, self._loss_code, sparse_input,
+                           self.seed, self.dtype, sample_weight,
                            widths=self._widths, geoms=geoms, augment=augment,
                            threaded_min=threaded_min, norms=norms)
 

@@ -32,9 +32,9 @@ class GradientStep:
 
     def __init__(self, net, params, plan, batch_size, reference=False):
         self.params, self.batch_size = params, batch_size
-        self.plan = plan._replace(optimizer=K.OPTIMIZER_CODES["sgd"],
-                                  max_norm=np.zeros_like(plan.max_norm))
-        self.state = K.make_state(params, self.plan.optimizer, (0.0,) * 7, net.dtype)
+        self.plan = plan._replace(max_norm=np.zeros_like(plan.max_norm))
+        self.state = K.make_state(params, (0.0,) * 7, net.dtype)
+        self.rule = K.optimizer_rule(K.OPTIMIZER_CODES["sgd"])
         self.ws = K.make_workspace(params, self.plan, net.n_features, batch_size, net.dtype)
         self.step = K.train_steps_ref if reference or net.backend != "numba" else K.train_steps
         self.codes = K.step_codes(params, self.plan)
@@ -43,7 +43,7 @@ class GradientStep:
         """(weight gradients, bias gradients), one array per layer, on minibatch ``batch`` of
         ``order``: the state's own arrays, overwritten by the next call."""
         self.step(X, y, order, self.batch_size, batch, batch + 1, epoch, self.params,
-                  self.state, self.ws, self.plan, *self.codes)
+                  self.state, self.rule, self.ws, self.plan, *self.codes)
         return self.state.s1W, self.state.s1b
 
 
@@ -68,12 +68,13 @@ class Trainer:
         # Numba's threads run the zero-skipping layer, the large dense layers, dropout...:
         # BLAS then gets one thread
         self.params = net._params()
-        self.plan = net._plan(optimizer.code, self.sparse, sample_weight, augment,
+        self.plan = net._plan(self.sparse, sample_weight, augment,
                               K.THREADED_MIN_WEIGHTS if batch_size <= SMALL_BATCH_ROWS
                               else NO_THREADED_DENSE)
         numba_threads = net.backend == "numba" and K.layers_use_threads(self.params, self.plan)
         self.limit_blas = numba_threads
-        self.state = K.make_state(self.params, optimizer.code, optimizer.hyper(), net.dtype)
+        self.state = K.make_state(self.params, optimizer.hyper(), net.dtype)
+        self.rule = K.optimizer_rule(optimizer.code)  # the step compiles its update alone
         self.ws = K.make_workspace(self.params, self.plan, net.n_features, batch_size, net.dtype)
         self.train_steps = K.train_steps if net.backend == "numba" else K.train_steps_ref
         self.codes = K.step_codes(self.params, self.plan)
@@ -159,9 +160,10 @@ class Trainer:
             return 0.0
         order = np.zeros(self.n, np.int64)
         args = (self.X, self.y, order, self.batch_size, 0, 0, 0, self.params, self.state,
-                self.ws, self.plan, *self.codes)
+                self.rule, self.ws, self.plan, *self.codes)
         return compile_ahead(K.train_steps, args,
-                             step_description(self.plan, self.net.dtype, params=self.params),
+                             step_description(self.plan, self.net.dtype, params=self.params,
+                                              optimizer=type(self.optimizer).__name__),
                              verbose)
 
     def gradients(self, epoch):
@@ -196,7 +198,7 @@ class Trainer:
                 ls, c, s = self.thread_tuner.run(
                     lambda first, last: self.train_steps(
                         self.X, self.y, order, self.batch_size, first, last, epoch, self.params,
-                        self.state, self.ws, self.plan, *self.codes),
+                        self.state, self.rule, self.ws, self.plan, *self.codes),
                     step, stop)
                 mean = ls / max(s, 1)
                 if not math.isfinite(mean) or mean > self.loss_limit:

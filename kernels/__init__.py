@@ -17,11 +17,11 @@ from .network import (ACTIVATION, BATCHNORM, CONV, DENSE, DROPOUT, FLATTEN, LAYE
 from .conv import conv_geometry
 from .dense import THREADED_MIN_WEIGHTS
 from .dropout import stream_key
-from .optim import OPTIMIZER_CODES
+from .optim import OPTIMIZER_CODES, optimizer_rule
 from .registry import KERNELS, Case, KernelPair, copy_args
 
 __all__ = ["KERNELS", "augment", "stream_key", "Case", "KernelPair", "copy_args", "ACTIVATION_CODES", "IDENTITY", "RELU",
-           "conv_geometry", "SIGMOID", "TANH", "OUTPUT_LOSS_CODES", "OPTIMIZER_CODES", "LAYER_KINDS", "DENSE",
+           "conv_geometry", "SIGMOID", "TANH", "OUTPUT_LOSS_CODES", "OPTIMIZER_CODES", "optimizer_rule", "LAYER_KINDS", "DENSE",
            "DROPOUT", "CONV", "POOL", "FLATTEN", "BATCHNORM", "ACTIVATION", "Plan", "Params", "OptState", "Workspace",
            "make_params", "make_plan", "make_state", "make_workspace", "layer_widths", "forward", "forward_ref", "image_code",
            "forward_codes", "step_codes",

@@ -22,7 +22,7 @@ from .network import (ACTIVATION, BATCHNORM, CONV, DENSE, DROPOUT, POOL, forward
                       make_params,
                       make_plan, make_state, make_workspace, train_steps, train_steps_ref)
 from .optim import (ADAM, N_HYPER, ONE, OPTIMIZER_CODES, TINY, max_norm_columns,
-                    max_norm_columns_ref, optimizer_update, optimizer_update_ref)
+                    max_norm_columns_ref, optimizer_rule, optimizer_update, optimizer_update_ref)
 from .registry import register
 from .rows import dense_rows_forward, dense_rows_forward_ref
 from .sparse_input import (sparse_input_backward_update, sparse_input_backward_update_ref,
@@ -89,7 +89,8 @@ def _dense_backward_update_case(rng, c):
         d_below = d_below[:0]
     state = [np.abs(_normal(rng, a.shape, c.dtype, 0.01)) for a in (W, W, gb, gb)]
     block = max(1, grad_block_rows(c.n_in, c.n_out, np.dtype(c.dtype).itemsize) // 2)
-    return (x, W, _normal(rng, c.n_out, c.dtype), d, act, gW, gb, d_below, *state, c.optimizer,
+    return (x, W, _normal(rng, c.n_out, c.dtype), d, act, gW, gb, d_below, *state,
+            optimizer_rule(c.optimizer),
             _hyper(c, nesterov=c.batch % 2, decoupled=c.batch % 2), *_corrections(c),
             np.zeros((numba.get_num_threads(), block * c.batch), c.dtype))
 
@@ -121,7 +122,8 @@ def _sparse_backward_case(rng, c):
     shape = (c.n_in, c.n_out)
     return (idx, val, cnt, _normal(rng, (c.batch, c.n_out), c.dtype),
             _normal(rng, shape, c.dtype, 0.1), np.abs(_normal(rng, shape, c.dtype, 0.01)),
-            np.abs(_normal(rng, shape, c.dtype, 0.01)), c.optimizer, _hyper(c), *_corrections(c),
+            np.abs(_normal(rng, shape, c.dtype, 0.01)), optimizer_rule(c.optimizer), _hyper(c),
+            *_corrections(c),
             np.zeros(c.n_in + 1, np.int64), np.zeros(c.batch * c.n_in, np.int32),
             np.zeros(c.batch * c.n_in, c.dtype), np.zeros((1, c.n_in), np.int64),
             np.zeros((numba.get_num_threads(), c.n_out), c.dtype))
@@ -141,7 +143,8 @@ def _output_activation_case(rng, c):
 def _optimizer_case(rng, c, decay=True):
     shape = (c.n_in, c.n_out)
     # state slots are non-negative: RMSprop's and Adagrad's hold squares
-    return (c.optimizer, _normal(rng, shape, c.dtype), _normal(rng, shape, c.dtype, 0.1),
+    return (optimizer_rule(c.optimizer), _normal(rng, shape, c.dtype),
+            _normal(rng, shape, c.dtype, 0.1),
             np.abs(_normal(rng, shape, c.dtype, 0.1)), np.abs(_normal(rng, shape, c.dtype, 0.1)),
             _hyper(c, nesterov=c.batch % 2, decoupled=c.batch % 2), *_corrections(c), decay)
 
@@ -216,7 +219,7 @@ def network_case(rng, c, batch_size=None, input_dropout=True):
     second_last_dense = [i for i, k in enumerate(kinds) if k == DENSE][-2]
     max_norms = [3.0 if i == second_last_dense else 0.0 for i in range(len(kinds))]
     # without the zero-skipping layer, every dense layer runs on threads, however small
-    plan = make_plan(kinds, acts, rates, max_norms, c.loss, c.optimizer, c.sparse_input, 11, c.dtype,
+    plan = make_plan(kinds, acts, rates, max_norms, c.loss, c.sparse_input, 11, c.dtype,
                      threaded_min=THREADED_MIN_WEIGHTS if c.sparse_input else 0)
     params = make_params(W, b, c.dtype)
     ws = make_workspace(params, plan, c.n_in, batch_size or c.batch, c.dtype)
@@ -234,10 +237,13 @@ def _forward_case(rng, c):
 
 
 def _train_steps_case(rng, c):
-    """Three steps, the last one ragged, from a state that has already taken steps."""
+    """Three steps, the last one ragged, from a state that has already taken steps. The
+    optimizer's rule holds every optimizer's update (``any_code``): the cases sweep the
+    optimizers, and one compiled step per dtype runs them all, through the same per-optimizer
+    loops that a fit's step compiles alone (``optim.update_span``)."""
     params, plan, ws = network_case(rng, c, input_dropout=c.batch % 2 == 1)
     h = _hyper(c, nesterov=c.batch % 2, decoupled=c.batch % 2)
-    state = make_state(params, c.optimizer, h[:7], c.dtype)
+    state = make_state(params, h[:7], c.dtype)
     for s in state.s1W + state.s1b + state.s2W + state.s2b:
         s[...] = np.abs(_normal(rng, s.shape, c.dtype, 0.01))
     state.t[0] = 5
@@ -253,7 +259,8 @@ def _train_steps_case(rng, c):
                              aug_basis=field_basis(1, c.n_in, max(1.5, c.n_in / 16), 4.0),
                              aug_shape=np.array([1, c.n_in, 1], np.int64))
         ws = make_workspace(params, plan, c.n_in, c.batch, c.dtype)
-    return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, 4, params, state, ws, plan,
+    return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, 4, params, state,
+            optimizer_rule(c.optimizer, any_code=True), ws, plan,
             *step_codes(params, plan, full=True))
 
 
@@ -365,7 +372,7 @@ def cnn_case(rng, c, batch_size=None):
     act = c.act if c.act != A.IDENTITY else A.TANH
     # (the conv below a normalization never a ReLU, see above)
     plan = make_plan(kinds, [A.IDENTITY, 0, act, 0, 0, A.TANH if act == A.RELU else act, 0, 0], [0, 0, 0, 0, 0.25, 0, 0, 0],
-                     [0, 0, 0, 0, 0, 2.0, 0, 0], c.loss, c.optimizer, False, 5, c.dtype,
+                     [0, 0, 0, 0, 0, 2.0, 0, 0], c.loss, False, 5, c.dtype,
                      widths=widths, geoms=geoms, norms=[None, (0.9, 1e-3)] + [None] * 4
                      + [(0.99, 1e-5), None])
     params = make_params(W, b, c.dtype)
@@ -426,14 +433,15 @@ def _cnn_train_steps_case(rng, c):
     """Three steps, the last one ragged, from a state that has already taken steps."""
     params, plan, ws, n_in = cnn_case(rng, c)
     h = _hyper(c, nesterov=c.batch % 2, decoupled=c.batch % 2)
-    state = make_state(params, c.optimizer, h[:7], c.dtype)
+    state = make_state(params, h[:7], c.dtype)
     for s in state.s1W + state.s1b + state.s2W + state.s2b:
         s[...] = np.abs(_normal(rng, s.shape, c.dtype, 0.01))
     state.t[0] = 2
     n = 2 * c.batch + max(c.batch // 2, 1)
     X = _sparse_images(rng, n, n_in, c.dtype, density=0.5)
     y = rng.integers(0, 10, n).astype(np.int64)
-    return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, 1, params, state, ws, plan,
+    return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, 1, params, state,
+            optimizer_rule(c.optimizer, any_code=True), ws, plan,
             *step_codes(params, plan, full=True))
 
 

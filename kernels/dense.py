@@ -162,9 +162,9 @@ def dense_delta_below(delta, W, x, x_act, delta_prev):
 
 
 @njit(cache=True, error_model="numpy")  # vectorises update_span: see its docstring
-def dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, code, h, c1, c2, xt):
+def dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2, xt):
     """Rows j0..j1-1 of the weight gradient, gW <- xᵀδ, made a block of rows at a time, each
-    block then taking one step of optimizer ``code`` on the same rows of W and its state S1,
+    block then taking one step of the optimizer ``rule`` on the same rows of W and its state S1,
     S2 while it is in cache. xt: scratch for the block's columns of x, transposed (for BLAS):
     grad_block_rows(...) * len(x) entries; less makes smaller blocks."""
     n, m = delta.shape
@@ -177,7 +177,7 @@ def dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, code, h, c1, c2, xt)
             for i in range(n):
                 xt_block[j, i] = x[i, r0 + j]
         np.dot(xt_block, delta, gW[r0:r1])
-        update_span(code, W[r0:r1].reshape(-1), gW[r0:r1].reshape(-1), S1[r0:r1].reshape(-1),
+        update_span(rule, W[r0:r1].reshape(-1), gW[r0:r1].reshape(-1), S1[r0:r1].reshape(-1),
                     S2[r0:r1].reshape(-1), h, c1, c2, True)
 
 
@@ -185,7 +185,7 @@ def dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, code, h, c1, c2, xt)
 # sparse_input.py): this top-level kernel, for the tests and benches, and train_steps each
 # hold their own prange loops over the serial helpers above.
 @njit(cache=True, parallel=True)
-def dense_backward_update(x, W, b, delta, x_act, gW, gb, delta_prev, S1, S2, s1b, s2b, code, h,
+def dense_backward_update(x, W, b, delta, x_act, gW, gb, delta_prev, S1, S2, s1b, s2b, rule, h,
                           c1, c2, xt):
     """dense_backward and the optimizer's update of W and b, as ``train_steps`` runs a layer
     of at least THREADED_MIN_WEIGHTS weights: δ_prev on a block of samples per thread (before
@@ -199,13 +199,13 @@ def dense_backward_update(x, W, b, delta, x_act, gW, gb, delta_prev, S1, S2, s1b
                 dense_delta_below(delta[lo:hi], W, x[lo:hi], x_act, delta_prev[lo:hi])
     for t in prange(T):
         j0, j1 = thread_block(W.shape[0], T, t)
-        dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, code, h, c1, c2, xt[t])
+        dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2, xt[t])
     column_sums(delta, gb)
-    optimizer_update(code, b, gb, s1b, s2b, h, c1, c2, False)
+    optimizer_update(rule, b, gb, s1b, s2b, h, c1, c2, False)
 
 
-def dense_backward_update_ref(x, W, b, delta, x_act, gW, gb, delta_prev, S1, S2, s1b, s2b, code,
+def dense_backward_update_ref(x, W, b, delta, x_act, gW, gb, delta_prev, S1, S2, s1b, s2b, rule,
                               h, c1, c2, xt):
     dense_backward_ref(x, W, delta, x_act, gW, gb, delta_prev)
-    optimizer_update_ref(code, W, gW, S1, S2, h, c1, c2, True)
-    optimizer_update_ref(code, b, gb, s1b, s2b, h, c1, c2, False)
+    optimizer_update_ref(rule, W, gW, S1, S2, h, c1, c2, True)
+    optimizer_update_ref(rule, b, gb, s1b, s2b, h, c1, c2, False)

@@ -3,7 +3,7 @@
 Everything the step needs travels in four bundles (namedtuples, which Numba takes as they are):
 
 - ``Plan``: the layer table (``kind``, ``act``, ``in_act``, dropout ``threshold``/``scale``,
-  ``max_norm`` per layer) and the codes of the output/loss and of the optimizer;
+  ``max_norm`` per layer) and the code of the output/loss;
 - ``Params``: ``W`` and ``b``, one array per layer (zero-size for layers without parameters);
   every parameter is a 2-D (weights) or 1-D (biases) array, so each tuple has one Numba type;
 - ``OptState``: the optimizer's two state slots per parameter, its hyper-parameters and step;
@@ -54,7 +54,7 @@ ACTIVATED_KINDS = (DENSE, CONV, BATCHNORM, ACTIVATION)
 # the serial build; below it, the two extra parallel regions cost more than they save).
 PARALLEL_COLUMNS_MIN_ROWS = 64
 
-Plan = namedtuple("Plan", "kind act in_act threshold scale max_norm loss optimizer sparse_layer "
+Plan = namedtuple("Plan", "kind act in_act threshold scale max_norm loss sparse_layer "
                           "first_param seed sample_weight width geom aug aug_basis aug_shape "
                           "threaded_min norm")
 Params = namedtuple("Params", "W b")
@@ -64,7 +64,7 @@ Workspace = namedtuple("Workspace", "acts deltas gW gb masks argmax xb yb nz_idx
                                     "aug_scratch xt parts stats norm_sums")
 
 
-def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed, dtype,
+def make_plan(kinds, acts, rates, max_norms, loss, sparse_input, seed, dtype,
               sample_weight=None, widths=None, geoms=None, augment=None,
               threaded_min=THREADED_MIN_WEIGHTS, norms=None):
     """The layer table. ``kinds``/``acts``/``rates``/``max_norms`` hold one entry per layer
@@ -106,7 +106,7 @@ def make_plan(kinds, acts, rates, max_norms, loss, optimizer, sparse_input, seed
     return Plan(kind=kinds, act=acts, in_act=in_act,
                 threshold=np.array([keep_threshold(r) for r in rates], np.uint64),
                 scale=np.array([1 / (1 - r) for r in rates], dtype),
-                max_norm=np.asarray(max_norms, dtype), loss=int(loss), optimizer=int(optimizer),
+                max_norm=np.asarray(max_norms, dtype), loss=int(loss),
                 sparse_layer=first_param if sparse_input else -1, first_param=first_param,
                 seed=int(seed), sample_weight=np.zeros(0, dtype) if sample_weight is None
                 else np.ascontiguousarray(sample_weight, dtype),
@@ -138,7 +138,7 @@ def make_params(W, b, dtype):
     return Params(W=padded(W, np.zeros((0, 0), dtype)), b=padded(b, np.zeros(0, dtype)))
 
 
-def make_state(params, optimizer, hyper, dtype):
+def make_state(params, hyper, dtype):
     """Zeroed optimizer state for ``params``: two slots per parameter, step 0."""
     from .optim import N_HYPER, ONE, TINY
     h = np.zeros(N_HYPER, dtype)
@@ -448,53 +448,53 @@ def _activation_forward_twin(l, inp, n, params, plan, ws, stream):
     activate_ref(ws.acts[l][:n], plan.act[l])
 
 
-def _update_twin(l, params, plan, ws, state, c1, c2):
-    h, code = state.hyper, plan.optimizer
-    optimizer_update_ref(code, params.W[l], ws.gW[l], state.s1W[l], state.s2W[l], h, c1, c2,
+def _update_twin(l, params, plan, ws, state, optimizer, c1, c2):
+    h = state.hyper
+    optimizer_update_ref(optimizer, params.W[l], ws.gW[l], state.s1W[l], state.s2W[l], h, c1, c2,
                          True)
-    optimizer_update_ref(code, params.b[l], ws.gb[l], state.s1b[l], state.s2b[l], h, c1, c2,
+    optimizer_update_ref(optimizer, params.b[l], ws.gb[l], state.s1b[l], state.s2b[l], h, c1, c2,
                          False)
 
 
-def _dense_backward_twin(l, inp, d, d_below, params, plan, ws, state, c1, c2):
+def _dense_backward_twin(l, inp, d, d_below, params, plan, ws, state, optimizer, c1, c2):
     dense_backward_ref(inp, params.W[l], d, plan.in_act[l], ws.gW[l], ws.gb[l], d_below)
-    _update_twin(l, params, plan, ws, state, c1, c2)
+    _update_twin(l, params, plan, ws, state, optimizer, c1, c2)
 
 
-def _conv_backward_twin(l, inp, d, d_below, params, plan, ws, state, c1, c2):
+def _conv_backward_twin(l, inp, d, d_below, params, plan, ws, state, optimizer, c1, c2):
     conv_backward_ref(inp, params.W[l], d, plan.in_act[l], plan.geom[l], ws.gW[l], ws.gb[l],
                       d_below, None, None)
-    _update_twin(l, params, plan, ws, state, c1, c2)
+    _update_twin(l, params, plan, ws, state, optimizer, c1, c2)
 
 
-def _pool_backward_twin(l, inp, d, d_below, params, plan, ws, state, c1, c2):
+def _pool_backward_twin(l, inp, d, d_below, params, plan, ws, state, optimizer, c1, c2):
     if d_below.shape[0]:
         maxpool_backward_ref(d, ws.argmax[l][:d.shape[0]], d_below)
 
 
-def _dropout_backward_twin(l, inp, d, d_below, params, plan, ws, state, c1, c2):
+def _dropout_backward_twin(l, inp, d, d_below, params, plan, ws, state, optimizer, c1, c2):
     if d_below.shape[0]:
         dropout_backward_ref(d, ws.masks[l][:d.shape[0]], inp, plan.in_act[l], d_below)
 
 
-def _flatten_backward_twin(l, inp, d, d_below, params, plan, ws, state, c1, c2):
+def _flatten_backward_twin(l, inp, d, d_below, params, plan, ws, state, optimizer, c1, c2):
     pass  # its δ buffer is its input's
 
 
-def _norm_backward_twin(l, inp, d, d_below, params, plan, ws, state, c1, c2):
+def _norm_backward_twin(l, inp, d, d_below, params, plan, ws, state, optimizer, c1, c2):
     W, gW = params.W[l], ws.gW[l]
     C = W.shape[1]
     dx = d_below.reshape(-1, C) if d_below.shape[0] else np.zeros((0, C), d.dtype)
     batchnorm_backward_ref(inp.reshape(-1, C), d.reshape(-1, C), W, plan.in_act[l], ws.stats[l],
                            ws.norm_sums, gW, ws.gb[l], dx)
-    h, code = state.hyper, plan.optimizer  # γ (W's first row) and β learn; no weight decay
-    optimizer_update_ref(code, W[:GAMMA + 1], gW[:GAMMA + 1], state.s1W[l][:GAMMA + 1],
+    h = state.hyper  # γ (W's first row) and β learn; no weight decay
+    optimizer_update_ref(optimizer, W[:GAMMA + 1], gW[:GAMMA + 1], state.s1W[l][:GAMMA + 1],
                          state.s2W[l][:GAMMA + 1], h, c1, c2, False)
-    optimizer_update_ref(code, params.b[l], ws.gb[l], state.s1b[l], state.s2b[l], h, c1, c2,
+    optimizer_update_ref(optimizer, params.b[l], ws.gb[l], state.s1b[l], state.s2b[l], h, c1, c2,
                          False)
 
 
-def _activation_backward_twin(l, inp, d, d_below, params, plan, ws, state, c1, c2):
+def _activation_backward_twin(l, inp, d, d_below, params, plan, ws, state, optimizer, c1, c2):
     if d_below.shape[0]:
         d_below[...] = d
         derivative_mul_ref(d_below, inp, plan.in_act[l])
@@ -511,9 +511,9 @@ TWINS = {DENSE: (_dense_forward_twin, _dense_backward_twin),
 
 # ---- training ----------------------------------------------------------------------------
 @njit(cache=True)
-def store_bias_corrections(code, h, t, corr):
+def store_bias_corrections(rule, h, t, corr):
     """corr <- Adam's (1 - β1ᵗ, 1 - β2ᵗ) for step t, else (1, 1), in the parameters' dtype."""
-    if code == ADAM:
+    if rule.code == ADAM:
         corr[0] = 1.0 - float(h[BETA1]) ** t
         corr[1] = 1.0 - float(h[BETA2]) ** t
     else:
@@ -532,11 +532,12 @@ def scale_rows(d, weights, rows):
 
 # its own prange loops: see sparse_input.py's note; nogil: a sweep's trials may run on threads
 @njit(cache=True, nogil=True, parallel=PRANGE_ONLY)
-def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, state, ws, plan,
-                images, sparse, dropout, threaded, extras, norm):
+def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, state, optimizer,
+                ws, plan, images, sparse, dropout, threaded, extras, norm):
     """Minibatch steps [step_begin, step_end) of an epoch whose sample order is ``order``.
-    ``images``, ``sparse``, ``dropout``, ``threaded``, ``extras``, ``norm``: see
-    ``step_codes``.
+    ``optimizer``: its rule (``optim.optimizer_rule``), whose type decides which optimizer's
+    update is compiled. ``images``, ``sparse``, ``dropout``, ``threaded``, ``extras``, ``norm``:
+    see ``step_codes``.
 
     Returns (sum over samples of the loss, number classified right, number of samples),
     measured on each minibatch before its update.
@@ -663,9 +664,8 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
 
         # ---- backward; each layer's parameters are updated once its δ below is computed
         state.t[0] += 1
-        store_bias_corrections(plan.optimizer, h, state.t[0], state.corr)
+        store_bias_corrections(optimizer, h, state.t[0], state.corr)
         c1, c2 = state.corr[0], state.corr[1]
-        code = plan.optimizer
         for l in range(last, plan.first_param - 1, -1):
             kind, g, x_act = plan.kind[l], plan.geom[l], plan.in_act[l]
             W, b, gW, gb = params.W[l], params.b[l], ws.gW[l], ws.gb[l]
@@ -701,10 +701,10 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                 for t in prange(T):
                     j0, j1 = thread_block(W.shape[0], T, t)
                     for j in range(j0, j1):
-                        fused_update_row(j, W, S1, S2, d, col_ptr, col_row, col_val, code, h,
+                        fused_update_row(j, W, S1, S2, d, col_ptr, col_row, col_val, optimizer, h,
                                          c1, c2, scratch[t][:n_out])
                 column_sums(d, gb)
-                optimizer_update(code, b, gb, s1b, s2b, h, c1, c2, False)
+                optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, False)
             elif kind == BATCHNORM:
                 if norm is not None:
                     C = W.shape[1]
@@ -722,9 +722,9 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                             lo, hi = thread_block(R, T, t)
                             norm_delta_below_block(x2, d2, W, stats, R, x_act, lo, hi, dx2)
                     # γ (W's first row) and β learn, without weight decay
-                    optimizer_update(code, W[:GAMMA + 1], gW[:GAMMA + 1], S1[:GAMMA + 1],
+                    optimizer_update(optimizer, W[:GAMMA + 1], gW[:GAMMA + 1], S1[:GAMMA + 1],
                                      S2[:GAMMA + 1], h, c1, c2, False)
-                    optimizer_update(code, b, gb, s1b, s2b, h, c1, c2, False)
+                    optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, False)
             elif kind == ACTIVATION and l > plan.first_param:
                 if norm is not None:
                     T = ws.cols.shape[0]
@@ -746,13 +746,13 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                             dense_delta_below(d[lo:hi], W, inp[lo:hi], x_act, d_below[lo:hi])
                 for t in prange(T):
                     j0, j1 = thread_block(W.shape[0], T, t)
-                    dense_grad_update_rows(inp, d, j0, j1, W, gW, S1, S2, code, h, c1, c2, xt[t])
+                    dense_grad_update_rows(inp, d, j0, j1, W, gW, S1, S2, optimizer, h, c1, c2, xt[t])
                 column_sums(d, gb)
-                optimizer_update(code, b, gb, s1b, s2b, h, c1, c2, False)
+                optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, False)
             elif kind == DENSE:
                 dense_backward(inp, W, d, x_act, gW, gb, d_below)
-                optimizer_update(code, W, gW, S1, S2, h, c1, c2, True)
-                optimizer_update(code, b, gb, s1b, s2b, h, c1, c2, False)
+                optimizer_update(optimizer, W, gW, S1, S2, h, c1, c2, True)
+                optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, False)
             elif kind == CONV or (kind == POOL and l > plan.first_param):
                 if images is not None:
                     # per sample on Numba's threads: a block of samples each, and for a conv layer
@@ -770,8 +770,8 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                                 maxpool_backward_row(d[i], arg[i], d_below[i])
                     if kind == CONV:
                         sum_partials(partial, gW, gb)
-                        optimizer_update(code, W, gW, S1, S2, h, c1, c2, True)
-                        optimizer_update(code, b, gb, s1b, s2b, h, c1, c2, False)
+                        optimizer_update(optimizer, W, gW, S1, S2, h, c1, c2, True)
+                        optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, False)
             elif kind == DROPOUT and l > plan.first_param:
                 if dropout is not None:
                     dropout_backward(d, ws.masks[l][:nb], inp, x_act, d_below)
@@ -781,8 +781,8 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
     return loss_sum, correct, seen
 
 
-def train_steps_ref(X, y, order, batch_size, step_begin, step_end, epoch, params, state, ws,
-                    plan, images, sparse, dropout, threaded, extras, norm):
+def train_steps_ref(X, y, order, batch_size, step_begin, step_end, epoch, params, state,
+                    optimizer, ws, plan, images, sparse, dropout, threaded, extras, norm):
     """The NumPy twin of train_steps: the same step, textbook backprop over the twins (the
     feature arguments are checked as there, and otherwise not needed)."""
     need = _needed_features(params, plan)
@@ -818,13 +818,13 @@ def train_steps_ref(X, y, order, batch_size, step_begin, step_end, epoch, params
         seen += nb
 
         state.t[0] += 1
-        state.corr[:] = bias_corrections(plan.optimizer, h, int(state.t[0]))
+        state.corr[:] = bias_corrections(optimizer, h, int(state.t[0]))
         c1, c2 = state.corr[0], state.corr[1]
         for l in range(last, plan.first_param - 1, -1):
             _, backward_twin = TWINS[plan.kind[l]]
             d_below = ws.deltas[l - 1][:nb] if l > plan.first_param else ws.deltas[0][:0]
             backward_twin(l, x if l == 0 else ws.acts[l - 1][:nb], ws.deltas[l][:nb], d_below,
-                          params, plan, ws, state, c1, c2)
+                          params, plan, ws, state, optimizer, c1, c2)
             if plan.max_norm[l] > 0:
                 max_norm_columns_ref(params.W[l], plan.max_norm[l], None)
     return loss_sum, correct, seen

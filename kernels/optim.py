@@ -1,4 +1,4 @@
-"""The optimizer table: one fused, in-place update per optimizer, chosen by an integer code.
+"""The optimizer table: one fused, in-place update per optimizer, chosen by its rule's type.
 
 Every optimizer updates a parameter w from its gradient g and two state slots s1, s2 (unused
 slots are simply not touched), with hyper-parameters in one small array ``h`` of the
@@ -11,8 +11,11 @@ never get weight decay. Formulas are PyTorch's (see fastmlp/optimizers.py):
 - RMSprop: g += λw;  s = ρs + (1-ρ) g²;  w -= lr · g / (√s + ε)
 - Adagrad: g += λw;  s += g²;  w -= lr · g / (√s + ε)
 """
+from collections import namedtuple
+
 import numpy as np
 from numba import njit
+from numba.extending import overload
 
 SGD, ADAM, RMSPROP, ADAGRAD = 0, 1, 2, 3
 OPTIMIZER_CODES = {"sgd": SGD, "adam": ADAM, "rmsprop": RMSPROP, "adagrad": ADAGRAD}
@@ -23,17 +26,35 @@ OPTIMIZER_CODES = {"sgd": SGD, "adam": ADAM, "rmsprop": RMSPROP, "adagrad": ADAG
 LR, BETA1, BETA2, EPS, WEIGHT_DECAY, NESTEROV, DECOUPLED, ONE, TINY = range(9)
 N_HYPER = 9
 
+# The kernels take the optimizer as a *rule*: a one-field namedtuple whose class names it. Numba
+# types each class apart, so a kernel (and the training step) compiled for SGD holds SGD's loop
+# alone; ``AnyRule`` holds every optimizer's, chosen by its ``code`` at run time (one compiled
+# step for the pair tests, which sweep the optimizers).
+SGDRule = namedtuple("SGDRule", "code", defaults=(SGD,))
+AdamRule = namedtuple("AdamRule", "code", defaults=(ADAM,))
+RMSpropRule = namedtuple("RMSpropRule", "code", defaults=(RMSPROP,))
+AdagradRule = namedtuple("AdagradRule", "code", defaults=(ADAGRAD,))
+AnyRule = namedtuple("AnyRule", "code")
+RULES = (SGDRule(), AdamRule(), RMSpropRule(), AdagradRule())
 
-def bias_corrections(code, h, t):
+
+def optimizer_rule(code, any_code=False):
+    """The rule of optimizer ``code``; ``any_code``: the rule that compiles every optimizer."""
+    code = int(code)
+    if code not in range(len(RULES)):
+        raise ValueError(f"optimizer code must be one of 0..{len(RULES) - 1}, got {code}")
+    return AnyRule(code) if any_code else RULES[code]
+
+
+def bias_corrections(rule, h, t):
     """(c1, c2) of step t (from 1), in float64: Adam's 1 - β1ᵗ and 1 - β2ᵗ, else (1, 1)."""
-    if code != ADAM:
+    if rule.code != ADAM:
         return 1.0, 1.0
     return 1.0 - float(h[BETA1]) ** t, 1.0 - float(h[BETA2]) ** t
 
 
-@njit(cache=True, inline="always")
-def update_span(code, w, g, s1, s2, h, c1, c2, decay):
-    """One step of optimizer ``code`` on the 1-D spans w, g, s1, s2 (same length).
+def update_span(rule, w, g, s1, s2, h, c1, c2, decay):
+    """One step of the optimizer ``rule`` on the 1-D spans w, g, s1, s2 (same length).
 
     Inlined, it takes its caller's error model. Adam, RMSprop and Adagrad divide, and under
     Numba's default (Python) model each division first tests its divisor, which keeps LLVM from
@@ -45,72 +66,114 @@ def update_span(code, w, g, s1, s2, h, c1, c2, decay):
     zero once it falls below ``h[TINY]``, the smallest normal number: denormal operands cost
     Intel cores a microcode assist each (after one batch-10 epoch on MNIST, 54 % of the first
     layer's velocities were denormal). ``abs(v) < tiny`` is False for NaN, which stays."""
+    raise TypeError("update_span runs inside compiled kernels only")
+
+
+def _sgd_span(rule, w, g, s1, s2, h, c1, c2, decay):
     n = w.shape[0]
-    lr = h[LR]
-    one = h[ONE]
+    lr, one, tiny = h[LR], h[ONE], h[TINY]
     zero = one - one
-    tiny = h[TINY]
     wd = h[WEIGHT_DECAY] if decay else zero
-    if code == SGD:
-        mu = h[BETA1]
-        if h[NESTEROV] != 0:
-            for i in range(n):
-                gi = g[i] + wd * w[i]
-                v = mu * s1[i] + gi
-                v = zero if abs(v) < tiny else v
-                s1[i] = v
-                w[i] -= lr * (gi + mu * v)
-        elif wd == 0:
-            for i in range(n):
-                v = mu * s1[i] + g[i]
-                v = zero if abs(v) < tiny else v
-                s1[i] = v
-                w[i] -= lr * v
-        else:
-            for i in range(n):
-                v = mu * s1[i] + g[i] + wd * w[i]
-                v = zero if abs(v) < tiny else v
-                s1[i] = v
-                w[i] -= lr * v
-    elif code == ADAM:
-        b1, b2, eps = h[BETA1], h[BETA2], h[EPS]
-        shrink, l2 = one, wd
-        if h[DECOUPLED] != 0:
-            shrink, l2 = one - lr * wd, one - one
-        step = lr / c1
-        inv_sqrt_c2 = one / np.sqrt(c2)
-        for i in range(n):
-            gi = g[i] + l2 * w[i]
-            m = b1 * s1[i] + (one - b1) * gi
-            m = zero if abs(m) < tiny else m
-            s = b2 * s2[i] + (one - b2) * gi * gi
-            s = zero if s < tiny else s
-            s1[i] = m
-            s2[i] = s
-            w[i] = w[i] * shrink - step * m / (np.sqrt(s) * inv_sqrt_c2 + eps)
-    elif code == RMSPROP:
-        rho, eps = h[BETA2], h[EPS]
-        one_minus_rho = one - rho
+    mu = h[BETA1]
+    if h[NESTEROV] != 0:
         for i in range(n):
             gi = g[i] + wd * w[i]
-            s = rho * s1[i] + one_minus_rho * gi * gi
-            s = zero if s < tiny else s
-            s1[i] = s
-            w[i] -= lr * gi / (np.sqrt(s) + eps)
-    else:  # ADAGRAD
-        eps = h[EPS]
+            v = mu * s1[i] + gi
+            v = zero if abs(v) < tiny else v
+            s1[i] = v
+            w[i] -= lr * (gi + mu * v)
+    elif wd == 0:
         for i in range(n):
-            gi = g[i] + wd * w[i]
-            s = s1[i] + gi * gi
-            s = zero if s < tiny else s
-            s1[i] = s
-            w[i] -= lr * gi / (np.sqrt(s) + eps)
+            v = mu * s1[i] + g[i]
+            v = zero if abs(v) < tiny else v
+            s1[i] = v
+            w[i] -= lr * v
+    else:
+        for i in range(n):
+            v = mu * s1[i] + g[i] + wd * w[i]
+            v = zero if abs(v) < tiny else v
+            s1[i] = v
+            w[i] -= lr * v
+
+
+def _adam_span(rule, w, g, s1, s2, h, c1, c2, decay):
+    n = w.shape[0]
+    lr, one, tiny = h[LR], h[ONE], h[TINY]
+    zero = one - one
+    wd = h[WEIGHT_DECAY] if decay else zero
+    b1, b2, eps = h[BETA1], h[BETA2], h[EPS]
+    shrink, l2 = one, wd
+    if h[DECOUPLED] != 0:
+        shrink, l2 = one - lr * wd, zero
+    step = lr / c1
+    inv_sqrt_c2 = one / np.sqrt(c2)
+    for i in range(n):
+        gi = g[i] + l2 * w[i]
+        m = b1 * s1[i] + (one - b1) * gi
+        m = zero if abs(m) < tiny else m
+        s = b2 * s2[i] + (one - b2) * gi * gi
+        s = zero if s < tiny else s
+        s1[i] = m
+        s2[i] = s
+        w[i] = w[i] * shrink - step * m / (np.sqrt(s) * inv_sqrt_c2 + eps)
+
+
+def _rmsprop_span(rule, w, g, s1, s2, h, c1, c2, decay):
+    n = w.shape[0]
+    lr, one, tiny = h[LR], h[ONE], h[TINY]
+    zero = one - one
+    wd = h[WEIGHT_DECAY] if decay else zero
+    rho, eps = h[BETA2], h[EPS]
+    one_minus_rho = one - rho
+    for i in range(n):
+        gi = g[i] + wd * w[i]
+        s = rho * s1[i] + one_minus_rho * gi * gi
+        s = zero if s < tiny else s
+        s1[i] = s
+        w[i] -= lr * gi / (np.sqrt(s) + eps)
+
+
+def _adagrad_span(rule, w, g, s1, s2, h, c1, c2, decay):
+    n = w.shape[0]
+    lr, one, tiny = h[LR], h[ONE], h[TINY]
+    zero = one - one
+    wd = h[WEIGHT_DECAY] if decay else zero
+    eps = h[EPS]
+    for i in range(n):
+        gi = g[i] + wd * w[i]
+        s = s1[i] + gi * gi
+        s = zero if s < tiny else s
+        s1[i] = s
+        w[i] -= lr * gi / (np.sqrt(s) + eps)
+
+
+_SPANS = {SGDRule: _sgd_span, AdamRule: _adam_span, RMSpropRule: _rmsprop_span,
+          AdagradRule: _adagrad_span}
+_sgd, _adam, _rmsprop, _adagrad = (njit(inline="always")(f) for f in _SPANS.values())
+
+
+def _any_span(rule, w, g, s1, s2, h, c1, c2, decay):
+    if rule.code == SGD:
+        _sgd(rule, w, g, s1, s2, h, c1, c2, decay)
+    elif rule.code == ADAM:
+        _adam(rule, w, g, s1, s2, h, c1, c2, decay)
+    elif rule.code == RMSPROP:
+        _rmsprop(rule, w, g, s1, s2, h, c1, c2, decay)
+    else:
+        _adagrad(rule, w, g, s1, s2, h, c1, c2, decay)
+
+
+@overload(update_span, inline="always")
+def _update_span_for(rule, w, g, s1, s2, h, c1, c2, decay):
+    """The rule's own loop, chosen while typing: the others are never compiled."""
+    return _SPANS.get(getattr(rule, "instance_class", None), _any_span)
 
 
 @njit(cache=True, error_model="numpy")  # see update_span
-def optimizer_update(code, w, g, s1, s2, h, c1, c2, decay):
-    """In place, on arrays of any shape (C-contiguous): w, s1, s2 <- one optimizer step."""
-    update_span(code, w.reshape(-1), g.reshape(-1), s1.reshape(-1), s2.reshape(-1), h, c1, c2,
+def optimizer_update(rule, w, g, s1, s2, h, c1, c2, decay):
+    """In place, on arrays of any shape (C-contiguous): w, s1, s2 <- one step of the optimizer
+    ``rule``."""
+    update_span(rule, w.reshape(-1), g.reshape(-1), s1.reshape(-1), s2.reshape(-1), h, c1, c2,
                 decay)
 
 
@@ -118,7 +181,8 @@ def _flush_denormals(s, tiny):
     s[np.abs(s) < tiny] = 0
 
 
-def optimizer_update_ref(code, w, g, s1, s2, h, c1, c2, decay):
+def optimizer_update_ref(rule, w, g, s1, s2, h, c1, c2, decay):
+    code = rule.code
     lr, wd, tiny = h[LR], (h[WEIGHT_DECAY] if decay else 0), h[TINY]
     if code == SGD:
         g = g + wd * w

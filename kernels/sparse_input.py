@@ -77,16 +77,16 @@ def sparse_input_forward_ref(X, rows, W, b, act, out, nz_idx, nz_val, nz_cnt):
 
 
 @njit(cache=True, inline="always")  # inlined into the prange loops: no call per row
-def fused_update_row(j, W, S1, S2, delta, col_ptr, col_row, col_val, code, h, c1, c2, g):
+def fused_update_row(j, W, S1, S2, delta, col_ptr, col_row, col_val, rule, h, c1, c2, g):
     """g <- Σ x[i, j] δ[i] over column j's nonzeros (row j of the weight gradient, never stored
-    whole), then one step of optimizer ``code`` on row j of W and of its state S1, S2.
+    whole), then one step of the optimizer ``rule`` on row j of W and of its state S1, S2.
 
     g is a per-thread scratch row that stays in L1: the rows of W and of the state are then
     read and written in a single pass (W and the state do not fit in L2)."""
     for k in range(g.shape[0]):
         g[k] = 0
     add_scaled_rows(g, delta, col_row, col_val, col_ptr[j], col_ptr[j + 1])
-    update_span(code, W[j], g, S1[j], S2[j], h, c1, c2, True)
+    update_span(rule, W[j], g, S1[j], S2[j], h, c1, c2, True)
 
 
 @njit(cache=True)
@@ -135,7 +135,7 @@ def build_columns(nz_idx, nz_val, nz_cnt, n, col_counts, col_ptr, col_row, col_v
 
 
 @njit(cache=True, parallel=True)
-def sparse_input_backward_update(nz_idx, nz_val, nz_cnt, delta, W, S1, S2, code, h, c1, c2,
+def sparse_input_backward_update(nz_idx, nz_val, nz_cnt, delta, W, S1, S2, rule, h, c1, c2,
                                  col_ptr, col_row, col_val, col_counts, scratch):
     """The weight gradient of the zero-skipping layer folded into the optimizer's update, as
     ``train_steps`` runs it: delta (n, d_out) is the gradient at the layer's pre-activation;
@@ -146,14 +146,14 @@ def sparse_input_backward_update(nz_idx, nz_val, nz_cnt, delta, W, S1, S2, code,
     for t in prange(T):  # thread t: a contiguous block of rows (interleaved rows share lines)
         lo, hi = thread_block(W.shape[0], T, t)
         for j in range(lo, hi):
-            fused_update_row(j, W, S1, S2, delta, col_ptr, col_row, col_val, code, h, c1, c2,
+            fused_update_row(j, W, S1, S2, delta, col_ptr, col_row, col_val, rule, h, c1, c2,
                              scratch[t])
 
 
-def sparse_input_backward_update_ref(nz_idx, nz_val, nz_cnt, delta, W, S1, S2, code, h, c1, c2,
+def sparse_input_backward_update_ref(nz_idx, nz_val, nz_cnt, delta, W, S1, S2, rule, h, c1, c2,
                                      col_ptr, col_row, col_val, col_counts, scratch):
     n = delta.shape[0]
     x = np.zeros((n, W.shape[0]), dtype=W.dtype)
     for i in range(n):
         x[i, nz_idx[i, : nz_cnt[i]]] = nz_val[i, : nz_cnt[i]]
-    optimizer_update_ref(code, W, x.T @ delta, S1, S2, h, c1, c2, True)
+    optimizer_update_ref(rule, W, x.T @ delta, S1, S2, h, c1, c2, True)

@@ -15,7 +15,7 @@ SIZES = (12, 9, 7, 5)  # two hidden layers
 def make_net(rng, act, loss, sparse):
     W = tuple(rng.standard_normal((a, b)) / np.sqrt(a) for a, b in zip(SIZES[:-1], SIZES[1:]))
     b = tuple(rng.standard_normal(m) * 0.1 for m in SIZES[1:])
-    plan = K.make_plan([K.DENSE] * 3, [act, act, 0], [0.0] * 3, [0.0] * 3, loss, 0, sparse, 0,
+    plan = K.make_plan([K.DENSE] * 3, [act, act, 0], [0.0] * 3, [0.0] * 3, loss, sparse, 0,
                        np.float64)
     return K.make_params(W, b, np.float64), plan
 
@@ -31,9 +31,10 @@ def loss_of(params, plan, X, y):
 def one_step_gradient(train_steps, params, plan, X, y):
     n = X.shape[0]
     params = K.Params(tuple(w.copy() for w in params.W), tuple(b.copy() for b in params.b))
-    state = K.make_state(params, 0, (1e-3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0), np.float64)
+    state = K.make_state(params, (1e-3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0), np.float64)
     ws = K.make_workspace(params, plan, SIZES[0], n, np.float64)
-    train_steps(X, y, np.arange(n, dtype=np.int64), n, 0, 1, 0, params, state, ws, plan,
+    train_steps(X, y, np.arange(n, dtype=np.int64), n, 0, 1, 0, params, state,
+                K.optimizer_rule(K.OPTIMIZER_CODES["sgd"]), ws, plan,
                 *K.step_codes(params, plan))
     return state.s1W, state.s1b
 

@@ -278,7 +278,7 @@ def test_warm_network_compiles_the_signature_fit_will_use(toy_data):
     warm_network(net, 32, Adam(), density=0.1)
     trainer = Trainer(net, X.astype(np.float32), y, 32, Adam())
     args = (trainer.X, trainer.y, np.zeros(trainer.n, np.int64), 32, 0, 0, 0, trainer.params,
-            trainer.state, trainer.ws, trainer.plan, *trainer.codes)
+            trainer.state, trainer.rule, trainer.ws, trainer.plan, *trainer.codes)
     assert tuple(K.train_steps.typeof_pyval(a) for a in args) in K.train_steps.overloads
     assert trainer.compile(verbose=False) == 0.0
 
@@ -305,7 +305,7 @@ def test_the_compile_message_names_the_configuration(toy_data, capsys, monkeypat
     err = capsys.readouterr().err
     assert compiled and seconds >= 0
     assert err.startswith("Compiling the training step for dense layers, zero-skipping first "
-                          "layer (float32)")
+                          "layer, SGD (float32)")
     assert "first run only" not in err
 
 

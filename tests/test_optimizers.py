@@ -197,12 +197,14 @@ def test_mid_epoch_resume_is_bitwise_with_dropout_schedules_and_augmentation(tmp
     assert resumed.history.history["lr"] == full.history.history["lr"]
 
 
+@pytest.mark.parametrize("code", [0, 1, 2, 3], ids=["sgd", "adam", "rmsprop", "adagrad"])
 @pytest.mark.parametrize("kernel", ["optimizer_update", "dense_grad_update_rows"])
-def test_update_loops_compile_to_vector_code(kernel):
+def test_update_loops_compile_to_vector_code(kernel, code):
     """Adam's, RMSprop's and Adagrad's update loops (a square root and a division each) are
     vectorised where they run outside Numba's parallel bodies (see optim.update_span). The
     kernel is compiled afresh from its source with its own options (code loaded from the cache
-    cannot be inspected)."""
+    cannot be inspected), for one optimizer's rule, which compiles that optimizer's loop alone
+    (SGD's code has no square root at all), and for the rule that compiles all four."""
     import re
 
     from numba import njit
@@ -216,15 +218,21 @@ def test_update_loops_compile_to_vector_code(kernel):
     h = np.zeros(optim.N_HYPER, np.float32)
     h[optim.ONE] = 1
     w = np.zeros((4, 4), np.float32)
-    if kernel == "optimizer_update":
-        fresh(optim.ADAM, w, w.copy(), w.copy(), w.copy(), h, 1.0, 1.0, True)
-    else:
-        x, d = np.zeros((3, 4), np.float32), np.zeros((3, 4), np.float32)
-        fresh(x, d, 0, 4, w, w.copy(), w.copy(), w.copy(), optim.ADAM, h, 1.0, 1.0,
-              np.zeros(64, np.float32))
-    ir = "\n".join(fresh.inspect_llvm().values())
-    vector_sqrt = re.findall(r"call (?:\w+ )*<\d+ x float> @llvm\.sqrt\.v\d+f32", ir)
-    assert len(vector_sqrt) >= 3, f"{kernel}: {len(vector_sqrt)} vectorised square roots"
+    for rule in (optim.optimizer_rule(code), optim.optimizer_rule(code, any_code=True)):
+        if kernel == "optimizer_update":
+            fresh(rule, w, w.copy(), w.copy(), w.copy(), h, 1.0, 1.0, True)
+        else:
+            x, d = np.zeros((3, 4), np.float32), np.zeros((3, 4), np.float32)
+            fresh(x, d, 0, 4, w, w.copy(), w.copy(), w.copy(), rule, h, 1.0, 1.0,
+                  np.zeros(64, np.float32))
+        ir = fresh.inspect_llvm(fresh.signatures[-1])
+        vector_sqrt = re.findall(r"call (?:\w+ )*<\d+ x float> @llvm\.sqrt\.v\d+f32", ir)
+        if type(rule) is optim.AnyRule:
+            assert len(vector_sqrt) >= 3, f"{kernel}, every optimizer: {len(vector_sqrt)}"
+        elif code == optim.SGD:
+            assert "@llvm.sqrt" not in ir, f"{kernel}, SGD: other optimizers' code compiled"
+        else:
+            assert len(vector_sqrt) >= 1, f"{kernel}, {rule}: {len(vector_sqrt)}"
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -246,7 +254,7 @@ def test_decaying_state_is_flushed_below_the_smallest_normal(backend, code, dtyp
     g = np.zeros(5, dtype)
     w = np.ones(5, dtype)
     for _ in range(2):
-        update(code, w, g, s1, s2, h, dtype(1), dtype(1), True)
+        update(optim.optimizer_rule(code), w, g, s1, s2, h, dtype(1), dtype(1), True)
     states = [s1, s2] if code == optim.ADAM else [s1]
     for s in states:
         finite = s[np.isfinite(s)]
