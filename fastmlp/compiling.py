@@ -36,9 +36,10 @@ DENSE_REST_SHARE = 0.5
 SMALL_BATCH_ROWS = 16
 SPARSE_EVAL_BATCH = 512  # rows per inference call of the zero-skipping first layer (its scratch)
 NO_THREADED_DENSE = 1 << 62
-def uses_sparse_input(net, X, batch_size):
+def uses_sparse_input(net, X, batch_size, density=None):
     """Whether the Numba path runs the first layer, if it is dense, on X's nonzeros (Numba's
-    threads), for minibatches of ``batch_size`` rows."""
+    threads), for minibatches of ``batch_size`` rows, by rule (a fit measures instead where
+    ``weighs_first_layer_paths``). ``density``: X's, if known."""
     first = next(layer for layer in net.layers if layer.has_params)
     if net.backend != "numba" or first.kind != "dense":
         return False
@@ -46,7 +47,71 @@ def uses_sparse_input(net, X, batch_size):
         weights = [W.size for W in net._stored_weights()]
         if sum(weights[1:]) >= DENSE_REST_SHARE * weights[0]:
             return False
-    return bool(np.count_nonzero(X) < SPARSE_INPUT_DENSITY * X.size)
+    return bool((input_density(X) if density is None else density) < SPARSE_INPUT_DENSITY)
+
+
+def input_density(X):
+    """The share of X's entries that are nonzero."""
+    return np.count_nonzero(X) / max(X.size, 1)
+
+
+# ---- the first layer's path, measured on the machine ---------------------------------------
+# Above SMALL_BATCH_ROWS, a dense first layer on mostly-zero inputs can run either way: skipping
+# zeros on Numba's threads, or as BLAS's sgemm on the gathered minibatch. Which is faster depends
+# on the CPU: 784-300-10 on MNIST, seconds per 20,000 images (zero-skipping / BLAS), Intel Xeon
+# with AVX-512 batch 128 0.27 / 0.18-0.20, batch 256 0.153-0.179 / 0.143; on AMD Zen 3
+# zero-skipping won at 64 and 256, for 784-800-10 and 784-1024-10 at 256 by 1.2-1.6x. So the
+# first fit of a configuration on a machine times both (after compiling: one compiled step runs
+# either) and records the faster in the user cache folder; later fits on the machine read it, so
+# a fit's result never depends on timings of its own run.
+FIRST_LAYER_ENV = "FASTMLP_FIRST_LAYER"  # "sparse" or "dense": that path, nothing measured
+FIRST_LAYER_PATHS = "first-layer-paths.json"
+PATH_PROBE_ROWS = 2048  # rows per timed run of each path (at least one minibatch)
+PATH_PROBE_ROUNDS = 3  # timed runs of each path, after one untimed; the fastest counts
+
+
+def weighs_first_layer_paths(net, batch_size, density):
+    """Whether the first layer's path is chosen by a measurement (see above) rather than by
+    ``uses_sparse_input``'s rule."""
+    first = next(layer for layer in net.layers if layer.has_params)
+    return (net.backend == "numba" and first.kind == "dense" and batch_size > SMALL_BATCH_ROWS
+            and density < SPARSE_INPUT_DENSITY)
+
+
+def forced_first_layer_path():
+    """The path FASTMLP_FIRST_LAYER names ("sparse" or "dense"), or None."""
+    value = os.environ.get(FIRST_LAYER_ENV, "").strip().lower()
+    if value and value not in ("sparse", "dense"):
+        raise ValueError(f"{FIRST_LAYER_ENV} must be 'sparse' or 'dense', got {value!r}")
+    return value or None
+
+
+def _cpu_name():
+    import platform
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def first_layer_path_key(net, batch_size, density, optimizer_name):
+    """What the recorded choice depends on: the CPU and threads, the dtype, the batch size, the
+    layers' weight shapes, the inputs' density (to 0.05) and the optimizer."""
+    shapes = ",".join("x".join(map(str, W.shape)) for W in net._stored_weights())
+    return (f"{_cpu_name()}|threads {numba.get_num_threads()}|{net.dtype.name}|batch "
+            f"{batch_size}|{shapes}|density {round(density * 20) / 20:.2f}|{optimizer_name}")
+
+
+def recorded_first_layer_path(key):
+    entry = _read_record(FIRST_LAYER_PATHS).get(key)
+    path = entry.get("path") if isinstance(entry, dict) else None
+    return path if path in ("sparse", "dense") else None
+
+
+def record_first_layer_path(key, path, seconds):
+    _write_record(FIRST_LAYER_PATHS, key, {"path": path, "seconds": seconds})
 
 
 def kernel_input(X):
@@ -106,34 +171,47 @@ def _in_disk_cache(dispatcher, sig):
     return any(key[0] == sig and key[1] == magic for key in index)
 
 
-def _compile_times_path():
+def _record_path(name):
     from .datasets import default_cache_dir
-    return default_cache_dir() / "compile-times.json"
+    return default_cache_dir() / name
 
 
-def _compile_times():
+def _read_record(name):
+    """The JSON object kept in the user cache folder under ``name``; {} if none or unreadable."""
     import json
     try:
-        with open(_compile_times_path()) as f:
-            times = json.load(f)
-        return times if isinstance(times, dict) else {}
+        with open(_record_path(name)) as f:
+            record = json.load(f)
+        return record if isinstance(record, dict) else {}
     except (OSError, ValueError):
         return {}
 
 
-def _record_compile_time(what, seconds):
-    """Remember how long compiling ``what`` took here, for the next message's estimate."""
+def _write_record(name, key, value):
+    """Set ``key`` in that object, replacing the file whole (a reader never sees half of it)."""
     import json
-    times = _compile_times()
-    times[what] = round(seconds, 1)
-    path = _compile_times_path()
+    record = _read_record(name)
+    record[key] = value
+    path = _record_path(name)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(times, indent=1))
+        tmp.write_text(json.dumps(record, indent=1))
         os.replace(tmp, path)
     except OSError:
-        pass  # a read-only cache folder costs the estimate, never the fit
+        pass  # a read-only cache folder costs the record, never the fit
+
+
+COMPILE_TIMES = "compile-times.json"
+
+
+def _compile_times():
+    return _read_record(COMPILE_TIMES)
+
+
+def _record_compile_time(what, seconds):
+    """Remember how long compiling ``what`` took here, for the next message's estimate."""
+    _write_record(COMPILE_TIMES, what, round(seconds, 1))
 
 
 def compile_ahead(dispatcher, args, what, verbose=True):

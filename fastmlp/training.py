@@ -12,9 +12,12 @@ import numpy as np
 
 from . import checkpoint, inference
 from . import kernels as K
-from .compiling import (NO_THREADED_DENSE, SMALL_BATCH_ROWS, SPARSE_EVAL_BATCH,  # noqa: F401
-                        SPARSE_INPUT_DENSITY, ThreadTuner, compile_ahead, kernel_input,
-                        one_blas_thread, step_description, uses_sparse_input)
+from .compiling import (NO_THREADED_DENSE, PATH_PROBE_ROUNDS, PATH_PROBE_ROWS,  # noqa: F401
+                        SMALL_BATCH_ROWS, SPARSE_EVAL_BATCH, SPARSE_INPUT_DENSITY, ThreadTuner,
+                        compile_ahead, first_layer_path_key, forced_first_layer_path,
+                        input_density, kernel_input, one_blas_thread, record_first_layer_path,
+                        recorded_first_layer_path, step_description, uses_sparse_input,
+                        weighs_first_layer_paths)
 from .errors import TrainingDivergedError
 from .kernels.optim import BETA1, LR
 from .validation import check_int
@@ -64,30 +67,98 @@ class Trainer:
         self.steps = -(-self.n // batch_size)
         self.chunk = max(1, -(-self.steps // chunks_per_epoch))
         self.optimizer = optimizer
-        self.sparse = uses_sparse_input(net, X, batch_size)
-        # Numba's threads run the zero-skipping layer, the large dense layers, dropout...:
-        # BLAS then gets one thread
+        density = input_density(X) if net.backend == "numba" else 1.0
+        sparse = uses_sparse_input(net, X, batch_size, density)
+        # where the first layer could run either way, a measurement on this machine chooses
+        # (compiling.weighs_first_layer_paths): recorded, forced, or timed once compiled
+        self._path_key = None
+        weighs = weighs_first_layer_paths(net, batch_size, density)
+        if weighs:
+            key = first_layer_path_key(net, batch_size, density, type(optimizer).__name__)
+            known = forced_first_layer_path() or recorded_first_layer_path(key)
+            sparse = known == "sparse" if known else sparse
+            self._path_key = None if known else key
         self.params = net._params()
-        self.plan = net._plan(self.sparse, sample_weight, augment,
-                              K.THREADED_MIN_WEIGHTS if batch_size <= SMALL_BATCH_ROWS
-                              else NO_THREADED_DENSE)
-        numba_threads = net.backend == "numba" and K.layers_use_threads(self.params, self.plan)
-        self.limit_blas = numba_threads
+        # with both paths possible the step is compiled with the zero-skipping code, which a
+        # plan without a zero-skipping layer leaves unused: one compiled step runs either
+        self._sparse_plan = net._plan(sparse or weighs, sample_weight, augment,
+                                      K.THREADED_MIN_WEIGHTS if batch_size <= SMALL_BATCH_ROWS
+                                      else NO_THREADED_DENSE)
         self.state = K.make_state(self.params, optimizer.hyper(), net.dtype)
         self.rule = K.optimizer_rule(optimizer.code)  # the step compiles its update alone
-        self.ws = K.make_workspace(self.params, self.plan, net.n_features, batch_size, net.dtype)
+        self.ws = K.make_workspace(self.params, self._sparse_plan, net.n_features, batch_size,
+                                   net.dtype)
         self.train_steps = K.train_steps if net.backend == "numba" else K.train_steps_ref
-        self.codes = K.step_codes(self.params, self.plan)
-        # one tuner per kind of fit of this network, kept from one fit call to the next
-        tuners = net.__dict__.setdefault("_thread_tuners", {})
-        kind = (batch_size, self.sparse, numba_threads, self.codes)
-        if kind not in tuners:
-            tuners[kind] = ThreadTuner(active=numba_threads)
-        self.thread_tuner = tuners[kind]
-        self.thread_tuner.begin_fit()
+        self.codes = K.step_codes(self.params, self._sparse_plan)
+        self._use_path(sparse)
         self._saved = None
         # a chunk's mean loss above this is divergence, as NaN is
         self.loss_limit = LOSS_GROWTH_LIMIT * max(1.0, math.log(net.n_classes))
+
+    def _use_path(self, sparse):
+        """Run the first layer on the zero-skipping path or not, with BLAS's threads and the
+        thread tuner that go with it."""
+        self.sparse = sparse
+        self.plan = self._path_plan(sparse)
+        # Numba's threads run the zero-skipping layer, the large dense layers, dropout...:
+        # BLAS then gets one thread
+        self.limit_blas = self._numba_threads(self.plan)
+        # one tuner per kind of fit of this network, kept from one fit call to the next
+        tuners = self.net.__dict__.setdefault("_thread_tuners", {})
+        kind = (self.batch_size, sparse, self.limit_blas, self.codes)
+        if kind not in tuners:
+            tuners[kind] = ThreadTuner(active=self.limit_blas)
+        self.thread_tuner = tuners[kind]
+        self.thread_tuner.begin_fit()
+
+    def _path_plan(self, sparse):
+        return self._sparse_plan if sparse else self._sparse_plan._replace(sparse_layer=-1)
+
+    def _numba_threads(self, plan):
+        return self.net.backend == "numba" and K.layers_use_threads(self.params, plan)
+
+    @property
+    def first_layer_path(self):
+        """"zero-skipping" or "dense" for a dense first layer (None for others)."""
+        first = next(layer for layer in self.net.layers if layer.has_params)
+        if first.kind != "dense":
+            return None
+        return "zero-skipping" if self.sparse else "dense"
+
+    def choose_first_layer_path(self, verbose=False):
+        """Where this fit's first layer could run either way and nothing is recorded for it on
+        this machine: time a few steps of each path (on copies of the parameters and state, the
+        fastest of a few runs counting), take the faster and record it."""
+        if self._path_key is None:
+            return
+        params = K.Params(tuple(w.copy() for w in self.params.W),
+                          tuple(b.copy() for b in self.params.b))
+        state = K.OptState(*(tuple(a.copy() for a in f) if isinstance(f, tuple) else f.copy()
+                             for f in self.state))
+        order = self.net.epoch_order(0, self.n, self.shuffle)
+        steps = max(1, min(self.steps, PATH_PROBE_ROWS // self.batch_size))
+        best = {"sparse": math.inf, "dense": math.inf}
+        # one path's runs back to back, the first untimed: right after the other path's, its
+        # threads (OpenBLAS's, OpenMP's) still spin for a while and would slow this one
+        for path in best:
+            plan = self._path_plan(path == "sparse")
+            with one_blas_thread(self._numba_threads(plan)):
+                for run in range(1 + PATH_PROBE_ROUNDS):
+                    t0 = time.perf_counter()
+                    self.train_steps(self.X, self.y, order, self.batch_size, 0, steps, 0, params,
+                                     state, self.rule, self.ws, plan, *self.codes)
+                    if run:
+                        best[path] = min(best[path], time.perf_counter() - t0)
+        path = "sparse" if best["sparse"] <= best["dense"] else "dense"
+        record_first_layer_path(self._path_key, path,
+                                {k: round(v / steps, 6) for k, v in best.items()})
+        self._path_key = None
+        self._use_path(path == "sparse")
+        if verbose:
+            print(f"First layer: {self.first_layer_path} path on this machine "
+                  f"({best['sparse'] / steps * 1e3:.2f} ms a step skipping zeros, "
+                  f"{best['dense'] / steps * 1e3:.2f} ms with BLAS; kept for later fits)",
+                  flush=True)
 
     def slot_arrays(self):
         """{slot name: (per-layer W states, per-layer b states)} of the optimizer in use."""
@@ -161,10 +232,12 @@ class Trainer:
         order = np.zeros(self.n, np.int64)
         args = (self.X, self.y, order, self.batch_size, 0, 0, 0, self.params, self.state,
                 self.rule, self.ws, self.plan, *self.codes)
-        return compile_ahead(K.train_steps, args,
-                             step_description(self.plan, self.net.dtype, params=self.params,
-                                              optimizer=type(self.optimizer).__name__),
-                             verbose)
+        seconds = compile_ahead(K.train_steps, args,
+                                step_description(self.plan, self.net.dtype, params=self.params,
+                                                 optimizer=type(self.optimizer).__name__),
+                                verbose)
+        self.choose_first_layer_path(verbose)
+        return seconds
 
     def gradients(self, epoch):
         """Each layer's weight gradient at the current weights on ``epoch``'s last minibatch,
@@ -356,6 +429,7 @@ def _start(net, trainer, config, history, last, X):
     verbose = config.verbose > 0
     compile_time = trainer.compile(verbose) + inference.compile_inference(net, X, verbose)
     history.params["compile_time"] = compile_time
+    history.params["first_layer_path"] = trainer.first_layer_path
     if verbose and config.default_sgd:
         print(f"Optimizer: SGD, lr {config.lr:g}, momentum {config.momentum:g}"
               + (" (the default: pass momentum=0 for plain SGD)" if config.momentum == 0.9 else "")

@@ -138,7 +138,7 @@ def test_mnist_784_300_10_reaches_97_5_percent(mnist):
 
 
 ALLOCATION_PROBE = """
-import json, numpy as np
+import json, os, numpy as np
 from numba.core.runtime import rtsys
 from fastmlp import Network, SGD
 from fastmlp.optimizers import Adam
@@ -153,6 +153,7 @@ for batch in (8, 240):
     for sparse in (True, False):
         for name, opt in (("sgd", SGD(0.1, 0.9)), ("adam", Adam(1e-3))):
             compiling.SPARSE_INPUT_DENSITY = 1.0 if sparse else 0.0
+            os.environ["FASTMLP_FIRST_LAYER"] = "sparse" if sparse else "dense"
             trainer = Trainer(Network([100, 32, 16, 10], seed=0, dropout=0.3), X, y, batch,
                               opt, chunks_per_epoch=1)
             assert trainer.sparse == sparse

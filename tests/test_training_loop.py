@@ -353,3 +353,68 @@ def test_switching_thread_counts_mid_fit_does_not_change_the_result(hidden, dens
         weights.append([w.copy() for w in net._W if w.size])
     for steady, switching in zip(*weights):
         np.testing.assert_array_equal(steady, switching)
+
+
+def mostly_zero_digits(n=1536, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, 196), dtype=np.float32)
+    X[X < 0.8] = 0  # 20 % nonzero, as MNIST's 19 %
+    return X, rng.integers(0, 10, n)
+
+
+def test_the_first_layer_path_is_timed_once_per_machine_and_then_read(tmp_path, monkeypatch):
+    """Above SMALL_BATCH_ROWS on mostly-zero inputs, the first fit of a configuration times the
+    zero-skipping and the BLAS path and records the faster for this machine; a later fit of the
+    same configuration takes what is recorded, without timing anything."""
+    import json
+
+    from fastmlp import compiling, datasets
+    monkeypatch.setattr(datasets, "default_cache_dir", lambda: tmp_path)
+    monkeypatch.delenv("FASTMLP_FIRST_LAYER", raising=False)
+    X, y = mostly_zero_digits()
+    history = Network([196, 64, 10], seed=0).fit(X, y, epochs=1, batch_size=64, verbose=0)
+    record = json.loads((tmp_path / compiling.FIRST_LAYER_PATHS).read_text())
+    assert len(record) == 1
+    (key, entry), = record.items()
+    assert "batch 64|196x64,64x10|density 0.20|SGD" in key
+    assert set(entry["seconds"]) == {"sparse", "dense"} and min(entry["seconds"].values()) > 0
+    faster = min(entry["seconds"], key=entry["seconds"].get)
+    assert entry["path"] == faster
+    assert history.params["first_layer_path"] == ("zero-skipping" if faster == "sparse"
+                                                  else "dense")
+    # the record decides the next fit: written the other way, the next fit goes the other way
+    other = "dense" if faster == "sparse" else "sparse"
+    entry["path"] = other
+    (tmp_path / compiling.FIRST_LAYER_PATHS).write_text(json.dumps({key: entry}))
+    history = Network([196, 64, 10], seed=1).fit(X, y, epochs=1, batch_size=64, verbose=0)
+    assert history.params["first_layer_path"] == ("zero-skipping" if other == "sparse"
+                                                  else "dense")
+    assert json.loads((tmp_path / compiling.FIRST_LAYER_PATHS).read_text())[key] == entry
+
+
+@pytest.mark.parametrize("batch_size", [64, 200])
+def test_both_first_layer_paths_train_as_the_twin_does(batch_size, monkeypatch):
+    """One compiled step runs either path of the first layer on mostly-zero inputs (the plan
+    says which); both agree with the NumPy twin."""
+    X, y = mostly_zero_digits(600, seed=2)
+    weights = {}
+    for backend, path in (("numpy", None), ("numba", "sparse"), ("numba", "dense")):
+        if path:
+            monkeypatch.setenv("FASTMLP_FIRST_LAYER", path)
+        net = Network([196, 48, 24, 10], seed=4, backend=backend)
+        history = net.fit(X, y, epochs=2, batch_size=batch_size, optimizer=Adam(3e-3),
+                          verbose=0)
+        if path:
+            assert history.params["first_layer_path"] == ("zero-skipping" if path == "sparse"
+                                                          else "dense")
+        weights[path] = [w.copy() for w in net._W]
+    for path in ("sparse", "dense"):
+        for fast, ref in zip(weights[path], weights[None]):
+            np.testing.assert_allclose(fast, ref, rtol=1e-3, atol=1e-5)
+
+
+def test_a_wrong_first_layer_setting_names_the_variable(monkeypatch):
+    monkeypatch.setenv("FASTMLP_FIRST_LAYER", "gpu")
+    X, y = mostly_zero_digits(128)
+    with pytest.raises(ValueError, match="FASTMLP_FIRST_LAYER must be 'sparse' or 'dense'"):
+        Network([196, 16, 10], seed=0).fit(X, y, epochs=1, batch_size=32, verbose=0)
