@@ -145,6 +145,10 @@ class FastmlpRunner:
             self.net = Network([X.shape[1], *hidden, 10], seed=0, backend=self.backend)
             opt = SGD(LR, MOMENTUM)
         self.trainer = Trainer(self.net, X, y, batch, opt, shuffle=True, chunks_per_epoch=1)
+        self.trainer.compile(verbose=False)  # and the first layer's path, as fit chooses it
+
+    def first_layer_path(self):
+        return self.trainer.first_layer_path if self.backend == "numba" else None
 
     def epoch(self, e):
         t0 = time.perf_counter()
@@ -166,6 +170,11 @@ class FastmlpRunner:
 def thread_tuning(runner):
     """How a fastmlp runner's ThreadTuner ended; None for the peers, and when it was idle."""
     return runner.thread_tuning() if isinstance(runner, FastmlpRunner) else None
+
+
+def first_layer_path(runner):
+    """The path fastmlp-numba's first dense layer took ("zero-skipping" or "dense"), or None."""
+    return runner.first_layer_path() if isinstance(runner, FastmlpRunner) else None
 
 
 def _installed(module):
@@ -331,7 +340,8 @@ def worker(spec):
     runner.setup(X, y, tuple(spec["hidden"]), spec["batch"])
     runner.epoch(0)
     times = [runner.epoch(e) for e in range(1, spec["repeats"] + 1)]
-    return {"times": times, "version": runner.version(), "thread_tuning": thread_tuning(runner)}
+    return {"times": times, "version": runner.version(), "thread_tuning": thread_tuning(runner),
+            "first_layer_path": first_layer_path(runner)}
 
 
 _WORKER = (f"import json, sys\nsys.path.insert(0, {BENCH_DIR!r})\nimport fastmlp\n"
@@ -342,8 +352,9 @@ _WORKER = (f"import json, sys\nsys.path.insert(0, {BENCH_DIR!r})\nimport fastmlp
 def time_epochs_isolated(runners, spec, rounds):
     """Each runner in a fresh process, alternating (the order reversed every other round);
     returns ({name: [seconds of every timed epoch]}, {name: version}, {name: [each process's
-    thread tuning]} for the runners that tune their threads)."""
-    times, versions, tuning = {r.name: [] for r in runners}, {}, {}
+    thread tuning]} for the runners that tune their threads, {the first layer's paths taken by
+    fastmlp-numba's processes})."""
+    times, versions, tuning, paths = {r.name: [] for r in runners}, {}, {}, set()
     for k in range(rounds):
         for r in (runners if k % 2 == 0 else runners[::-1]):
             proc = subprocess.run([sys.executable, "-c", _WORKER,
@@ -356,7 +367,9 @@ def time_epochs_isolated(runners, spec, rounds):
             versions[r.name] = out["version"]
             if out["thread_tuning"] is not None:
                 tuning.setdefault(r.name, []).append(out["thread_tuning"])
-    return times, versions, tuning
+            if out["first_layer_path"] is not None:
+                paths.add(out["first_layer_path"])
+    return times, versions, tuning, paths
 
 
 def time_epochs(runners, X, y, hidden, batch, repeats):
@@ -635,14 +648,13 @@ def run(batch_sizes=(10, 256), hidden=(300,), repeats=3, samples=60000, runner_n
         tta = memory = False
     else:
         from fastmlp.network import Network
-        from fastmlp.compiling import SPARSE_INPUT_DENSITY, uses_sparse_input
+        from fastmlp.compiling import SPARSE_INPUT_DENSITY
         recipe = f"ReLU, softmax cross-entropy, SGD lr {LR} momentum {MOMENTUM}, float32"
         sizes = (X.shape[1], *hidden, 10)
         mlp = Network(list(sizes), _initialise=False, seed=0)
         flops, shape = mlp.flops(len(y)), "-".join(map(str, sizes))
         if nonzero < SPARSE_INPUT_DENSITY:  # fastmlp-numba may take the zero-skipping path
             sparse_flops = mlp.flops(len(y), nonzero)
-            probe = Network(list(sizes), seed=0)  # fit decides it per batch size
     result = {"machine": machine(), "data": source, "dataset": dataset, "samples": len(y),
               "nonzero": nonzero, "hidden": list(hidden), "model": model, "recipe": recipe,
               "timing": f"each runner in its own process, {rounds} round{'s' * (rounds != 1)}"
@@ -666,20 +678,24 @@ def run(batch_sizes=(10, 256), hidden=(300,), repeats=3, samples=60000, runner_n
         if isolated:
             spec = {"dataset": dataset, "data_dir": data_dir, "samples": samples,
                     "hidden": list(hidden), "batch": batch, "repeats": repeats, "model": model}
-            times, versions, tuning = time_epochs_isolated(runners, spec, rounds)
+            times, versions, tuning, paths = time_epochs_isolated(runners, spec, rounds)
             result["versions"].update(versions)
         else:
             times = time_epochs(runners, X, y, hidden, batch, repeats)
             result["versions"].update({r.name: r.version() for r in runners})
             tuning = {r.name: [t] for r in runners if (t := thread_tuning(r)) is not None}
+            paths = {p for r in runners if (p := first_layer_path(r)) is not None}
         med = {k: statistics.median(v) for k, v in times.items()}
         entry = {"floor_s": flops / rate, "median_s": med, "times_s": times,
-                 "thread_tuning": tuning}
-        if sparse_flops and uses_sparse_input(probe, X, batch):
+                 "thread_tuning": tuning, "first_layer_path": sorted(paths)}
+        if sparse_flops and "zero-skipping" in paths:
             entry["sparse_floor_s"] = sparse_flops / rate
         result["batches"][batch] = entry
         log("")
         log(format_table(batch, med, flops / rate, entry.get("sparse_floor_s")))
+        if paths:
+            log(f"fastmlp-numba's first layer: {' and '.join(sorted(paths))} (the path fit "
+                f"chooses on this machine)")
         for name, runs in tuning.items():
             log(f"{name}'s thread tuner, per process: "
                 + ", ".join(f"ended on {t['threads']} thread{'s' * (t['threads'] != 1)} after "

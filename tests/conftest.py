@@ -16,6 +16,21 @@ from fastmlp.datasets import ENV_VAR, load_mnist
 if os.environ.get(ENV_VAR):
     os.environ[ENV_VAR] = os.path.abspath(os.environ[ENV_VAR])
 
+
+@pytest.fixture(autouse=True, scope="session")
+def first_layer_paths_of_this_session(tmp_path_factory):
+    """The first layers' paths timed in this session, not those an earlier run left in the user
+    cache: each configuration is timed once per test session, so the tests never depend on what
+    ran before them (the CLI's subprocesses use the user cache, as a user's would)."""
+    from fastmlp import compiling
+    folder = tmp_path_factory.mktemp("records")
+    original = compiling._record_path
+    compiling._record_path = lambda name: (folder / name if name == compiling.FIRST_LAYER_PATHS
+                                           else original(name))
+    yield
+    compiling._record_path = original
+
+
 def optional_torch():
     """PyTorch, the reference of the optimizer and layer tests, or None where it is not
     installed; CI installs it (and sets CI): there a missing torch fails instead of skipping."""

@@ -184,8 +184,10 @@ def test_main_command_falls_back_loudly_without_mnist(tmp_path):
 
 @pytest.mark.mnist
 def test_bench_quick_smoke(tmp_path):
+    # the zero-skipping path, not the one a timing on this machine would choose at batch 64
+    env = dict(os.environ, FASTMLP_FIRST_LAYER="sparse")
     proc = fastmlp("bench", "--quick", "--batch-sizes", "64", "--runners",
-                   "fastmlp-numba,fastmlp-numpy", "--json", "b.json", cwd=tmp_path)
+                   "fastmlp-numba,fastmlp-numpy", "--json", "b.json", cwd=tmp_path, env=env)
     assert "batch 64" in proc.stdout and "fastmlp-numpy" in proc.stdout
     result = json.load(open(tmp_path / "b.json"))
     entry = result["batches"]["64"]
@@ -194,6 +196,8 @@ def test_bench_quick_smoke(tmp_path):
     assert result["sgemm_gflops"] > 0
     assert result["machine"]["threading_layer"] in ("omp", "tbb", "workqueue")
     assert f"Numba threading layer: {result['machine']['threading_layer']}" in proc.stdout
+    assert entry["first_layer_path"] == ["zero-skipping"]
+    assert "fastmlp-numba's first layer: zero-skipping" in proc.stdout
     assert 0 < entry["sparse_floor_s"] < entry["floor_s"]  # MNIST: the zero-skipping path
     # ... on Numba's threads, whose count the ThreadTuner chose in each process
     runs = entry["thread_tuning"]["fastmlp-numba"]
@@ -217,6 +221,7 @@ def test_bench_on_dense_fashion_mnist_with_two_hidden_layers_in_separate_process
     entry = result["batches"]["64"]
     assert set(entry["median_s"]) == {"fastmlp-numba", "torch"} and "sparse_floor_s" not in entry
     assert entry["thread_tuning"] == {}  # batch 64 of dense data: the step is BLAS's
+    assert entry["first_layer_path"] == ["dense"]
     assert "torch" in result["versions"]["torch"] and result["gemm_gflops"]["blas"] > 0
     assert "784-32-16-10" in proc.stdout
     bad = fastmlp("bench", "--hidden", "32,x", cwd=tmp_path, check=False)

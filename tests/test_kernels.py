@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fastmlp.kernels import KERNELS, OPTIMIZER_CODES, OUTPUT_LOSS_CODES, Case, copy_args
-from fastmlp.kernels.registry import written
+from fastmlp.kernels.registry import parameters, written
 from fastmlp.kernels.activations import ACTIVATION_CODES
 
 SHAPES = [(1, 5, 3), (7, 20, 13), (64, 100, 32), (33, 784, 300)]
@@ -210,7 +210,8 @@ def test_a_feature_the_plan_uses_is_never_left_out(name, codes):
     pair = KERNELS[name]
     for batch in (3, 4):  # odd and even batches build different plans (dropout, weights...)
         args = pair.make_case(np.random.default_rng(0), Case(batch, 6, 5, np.float64))
-        params, plan = (args[2], args[3]) if codes == 3 else (args[7], args[10])
+        names = parameters(pair.fast)
+        params, plan = args[names.index("params")], args[names.index("plan")]
         needed = forward_codes(plan) if codes == 3 else step_codes(params, plan)
         used = [k for k, code in enumerate(needed) if code]
         assert used, f"{name}: the case uses no feature"

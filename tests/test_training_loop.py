@@ -368,8 +368,8 @@ def test_the_first_layer_path_is_timed_once_per_machine_and_then_read(tmp_path, 
     same configuration takes what is recorded, without timing anything."""
     import json
 
-    from fastmlp import compiling, datasets
-    monkeypatch.setattr(datasets, "default_cache_dir", lambda: tmp_path)
+    from fastmlp import compiling
+    monkeypatch.setattr(compiling, "_record_path", lambda name: tmp_path / name)
     monkeypatch.delenv("FASTMLP_FIRST_LAYER", raising=False)
     X, y = mostly_zero_digits()
     history = Network([196, 64, 10], seed=0).fit(X, y, epochs=1, batch_size=64, verbose=0)
