@@ -72,11 +72,17 @@ def update_span(rule, w, g, s1, s2, h, c1, c2, decay):
     raise TypeError("update_span runs inside compiled kernels only")
 
 
-def _sgd_span(rule, w, g, s1, s2, h, c1, c2, decay):
-    n = w.shape[0]
-    lr, one, tiny = h[LR], h[ONE], h[TINY]
+@njit(inline="always")
+def _span_constants(w, h, decay):
+    """(n, lr, one, zero, tiny, weight decay) of an update: in h's dtype, as the loops need
+    (see ONE)."""
+    one = h[ONE]
     zero = one - one
-    wd = h[WEIGHT_DECAY] if decay else zero
+    return w.shape[0], h[LR], one, zero, h[TINY], h[WEIGHT_DECAY] if decay else zero
+
+
+def _sgd_span(rule, w, g, s1, s2, h, c1, c2, decay):
+    n, lr, one, zero, tiny, wd = _span_constants(w, h, decay)
     mu = h[BETA1]
     if h[NESTEROV] != 0:
         for i in range(n):
@@ -100,10 +106,7 @@ def _sgd_span(rule, w, g, s1, s2, h, c1, c2, decay):
 
 
 def _adam_span(rule, w, g, s1, s2, h, c1, c2, decay):
-    n = w.shape[0]
-    lr, one, tiny = h[LR], h[ONE], h[TINY]
-    zero = one - one
-    wd = h[WEIGHT_DECAY] if decay else zero
+    n, lr, one, zero, tiny, wd = _span_constants(w, h, decay)
     b1, b2, eps = h[BETA1], h[BETA2], h[EPS]
     shrink, l2 = one, wd
     if h[DECOUPLED] != 0:
@@ -122,10 +125,7 @@ def _adam_span(rule, w, g, s1, s2, h, c1, c2, decay):
 
 
 def _rmsprop_span(rule, w, g, s1, s2, h, c1, c2, decay):
-    n = w.shape[0]
-    lr, one, tiny = h[LR], h[ONE], h[TINY]
-    zero = one - one
-    wd = h[WEIGHT_DECAY] if decay else zero
+    n, lr, one, zero, tiny, wd = _span_constants(w, h, decay)
     rho, eps = h[BETA2], h[EPS]
     one_minus_rho = one - rho
     for i in range(n):
@@ -137,10 +137,7 @@ def _rmsprop_span(rule, w, g, s1, s2, h, c1, c2, decay):
 
 
 def _adagrad_span(rule, w, g, s1, s2, h, c1, c2, decay):
-    n = w.shape[0]
-    lr, one, tiny = h[LR], h[ONE], h[TINY]
-    zero = one - one
-    wd = h[WEIGHT_DECAY] if decay else zero
+    n, lr, one, zero, tiny, wd = _span_constants(w, h, decay)
     eps = h[EPS]
     for i in range(n):
         gi = g[i] + wd * w[i]
