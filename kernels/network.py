@@ -746,7 +746,8 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                             dense_delta_below(d[lo:hi], W, inp[lo:hi], x_act, d_below[lo:hi])
                 for t in prange(T):
                     j0, j1 = thread_block(W.shape[0], T, t)
-                    dense_grad_update_rows(inp, d, j0, j1, W, gW, S1, S2, optimizer, h, c1, c2, xt[t])
+                    dense_grad_update_rows(inp, d, j0, j1, W, gW, S1, S2, optimizer, h, c1, c2,
+                                           xt[t])
                 column_sums(d, gb)
                 optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, False)
             elif kind == DENSE:
