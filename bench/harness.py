@@ -580,13 +580,8 @@ def memory_and_startup(data_dir):
 
 # ---- the run -------------------------------------------------------------------------------------
 def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa(), "blas": blas_libraries(),
+    from fastmlp.compiling import cpu_name
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "isa": isa(), "blas": blas_libraries(),
             "threading_layer": threading_layer(),
             "python": platform.python_version(), "system": platform.platform()}
 

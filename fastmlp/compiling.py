@@ -86,7 +86,8 @@ def forced_first_layer_path():
     return value or None
 
 
-def _cpu_name():
+def cpu_name():
+    """The CPU's model name (Linux's /proc/cpuinfo), else what the platform module says."""
     import platform
     try:
         with open("/proc/cpuinfo") as f:
@@ -100,7 +101,7 @@ def first_layer_path_key(net, batch_size, density, optimizer_name):
     """What the recorded choice depends on: the CPU and threads, the dtype, the batch size, the
     layers' weight shapes, the inputs' density (to 0.05) and the optimizer."""
     shapes = ",".join("x".join(map(str, W.shape)) for W in net._stored_weights())
-    return (f"{_cpu_name()}|threads {numba.get_num_threads()}|{net.dtype.name}|batch "
+    return (f"{cpu_name()}|threads {numba.get_num_threads()}|{net.dtype.name}|batch "
             f"{batch_size}|{shapes}|density {round(density * 20) / 20:.2f}|{optimizer_name}")
 
 

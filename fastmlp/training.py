@@ -79,17 +79,17 @@ class Trainer:
             sparse = known == "sparse" if known else sparse
             self._path_key = None if known else key
         self.params = net._params()
-        # with both paths possible the step is compiled with the zero-skipping code, which a
-        # plan without a zero-skipping layer leaves unused: one compiled step runs either
-        self._sparse_plan = net._plan(sparse or weighs, sample_weight, augment,
+        # the plan the step is compiled for: with both paths possible, with the zero-skipping
+        # code, which a plan without a zero-skipping layer leaves unused (one step runs either)
+        self._step_plan = net._plan(sparse or weighs, sample_weight, augment,
                                       K.THREADED_MIN_WEIGHTS if batch_size <= SMALL_BATCH_ROWS
                                       else NO_THREADED_DENSE)
         self.state = K.make_state(self.params, optimizer.hyper(), net.dtype)
         self.rule = K.optimizer_rule(optimizer.code)  # the step compiles its update alone
-        self.ws = K.make_workspace(self.params, self._sparse_plan, net.n_features, batch_size,
+        self.ws = K.make_workspace(self.params, self._step_plan, net.n_features, batch_size,
                                    net.dtype)
         self.train_steps = K.train_steps if net.backend == "numba" else K.train_steps_ref
-        self.codes = K.step_codes(self.params, self._sparse_plan)
+        self.codes = K.step_codes(self.params, self._step_plan)
         self._use_path(sparse)
         self._saved = None
         # a chunk's mean loss above this is divergence, as NaN is
@@ -112,7 +112,7 @@ class Trainer:
         self.thread_tuner.begin_fit()
 
     def _path_plan(self, sparse):
-        return self._sparse_plan if sparse else self._sparse_plan._replace(sparse_layer=-1)
+        return self._step_plan if sparse else self._step_plan._replace(sparse_layer=-1)
 
     def _numba_threads(self, plan):
         return self.net.backend == "numba" and K.layers_use_threads(self.params, plan)
