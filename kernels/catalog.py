@@ -202,11 +202,15 @@ def _dropout_backward_case(rng, c):
 
 
 # ---- whole networks: two hidden layers and a dropout layer -----------------------------------
+CASE_SLOTS = 8  # the per-layer tables' length in the whole-network cases
+
+
 def network_case(rng, c, batch_size=None, input_dropout=True):
     """(Params, Plan) of n_in -> n_out -> n_out/2 -> 10 with one dropout layer, before the first
     dense layer (``input_dropout``) or between the first two, plus the workspace for batch_size
-    rows. Four layers either way: the step is compiled for the depth of its tables, and the
-    cases share one compilation per dtype."""
+    rows. The tables have 8 entries, as the convolutional case's (``cnn_case``): the step is
+    compiled for the length of its tables, and every case of either network shares one
+    compilation per dtype (fits compile theirs for the power of two at their depth)."""
     sizes = (c.n_in, c.n_out, max(c.n_out // 2, 3), 10)
     kinds, acts, rates, W, b = [], [], [], [], []
     empty2, empty1 = np.zeros((0, 0), c.dtype), np.zeros(0, c.dtype)
@@ -221,7 +225,7 @@ def network_case(rng, c, batch_size=None, input_dropout=True):
     # without the zero-skipping layer, every dense layer runs on threads, however small
     plan = make_plan(kinds, acts, rates, max_norms, c.loss, c.sparse_input, 11, c.dtype,
                      threaded_min=THREADED_MIN_WEIGHTS if c.sparse_input else 0)
-    params = make_params(W, b, c.dtype)
+    params = make_params(W, b, c.dtype, slots=CASE_SLOTS)
     ws = make_workspace(params, plan, c.n_in, batch_size or c.batch, c.dtype)
     return params, plan, ws
 
@@ -256,7 +260,8 @@ def _train_steps_case(rng, c):
         params_aug = augment_params(1.5, np.radians(10), 0.1, 4.0, nearest=c.batch % 3 == 1)
         # σ grows with the row: a field costs ~r²·n with r ≈ n/σ basis vectors (augment.py)
         plan = plan._replace(aug=params_aug,
-                             aug_basis=field_basis(1, c.n_in, max(1.5, c.n_in / 16), 4.0),
+                             aug_basis=field_basis(1, c.n_in, max(1.5, c.n_in / 16),
+                                                   4.0).astype(c.dtype),
                              aug_shape=np.array([1, c.n_in, 1], np.int64))
         ws = make_workspace(params, plan, c.n_in, c.batch, c.dtype)
     return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, 4, params, state,
@@ -375,7 +380,7 @@ def cnn_case(rng, c, batch_size=None):
                      [0, 0, 0, 0, 0, 2.0, 0, 0], c.loss, False, 5, c.dtype,
                      widths=widths, geoms=geoms, norms=[None, (0.9, 1e-3)] + [None] * 4
                      + [(0.99, 1e-5), None])
-    params = make_params(W, b, c.dtype)
+    params = make_params(W, b, c.dtype, slots=CASE_SLOTS)
     n_in = _image_size(g1)[0]
     return params, plan, make_workspace(params, plan, n_in, batch_size or c.batch, c.dtype), n_in
 

@@ -125,17 +125,21 @@ def make_plan(kinds, acts, rates, max_norms, loss, sparse_input, seed, dtype,
 # network's depth (zero-size arrays after the last layer): a 2-layer MLP compiles a step for 2,
 # and networks of 5 to 8 layers share one for 8, which keeps the number of compiled variants
 # (a test suite's, a sweep's) small.
-def padded(arrays, empty):
-    """``arrays`` as a tuple of a power-of-two number of entries, filled up with ``empty``."""
+def padded(arrays, empty, slots=0):
+    """``arrays`` as a tuple of a power-of-two number of entries (at least ``slots``), filled
+    up with ``empty``."""
     arrays = tuple(arrays)
-    slots = 1 << max(0, len(arrays) - 1).bit_length()
+    slots = max(slots, 1 << max(0, len(arrays) - 1).bit_length())
     return arrays + (empty,) * (slots - len(arrays))
 
 
-def make_params(W, b, dtype):
-    """Params of per-layer weights W and biases b (zero-size for layers without parameters)."""
+def make_params(W, b, dtype, slots=0):
+    """Params of per-layer weights W and biases b (zero-size for layers without parameters).
+    ``slots``: the fewest entries of each per-layer tuple (a step compiled for 8 runs every
+    network of up to 8 layers; the workspace and the optimizer state follow the parameters)."""
     dtype = np.dtype(dtype)
-    return Params(W=padded(W, np.zeros((0, 0), dtype)), b=padded(b, np.zeros(0, dtype)))
+    return Params(W=padded(W, np.zeros((0, 0), dtype), slots),
+                  b=padded(b, np.zeros(0, dtype), slots))
 
 
 def make_state(params, hyper, dtype):
@@ -190,6 +194,7 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
     sparse_in = n_in if plan.sparse_layer >= 0 else 0
     threads = numba.get_num_threads()
     rows = batch_size if training else 0
+    slots = len(params.W)  # every per-layer tuple as long as the parameters'
 
     def per_layer(rows):
         # a Flatten's output is its input (the same memory): each buffer is shared with the layer
@@ -197,7 +202,7 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
         out = []
         for l, (kind, m) in enumerate(zip(plan.kind, widths)):
             out.append(out[l - 1] if kind == FLATTEN and l > 0 else np.zeros((rows, m), dtype))
-        return padded(out, empty2)
+        return padded(out, empty2, slots)
 
     conv_sizes = [w.size + w.shape[1] for k, w in zip(plan.kind, params.W) if k == CONV]
     norm_channels = [w.shape[1] for k, w in zip(plan.kind, params.W) if k == BATCHNORM]
@@ -207,9 +212,9 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
         gW=tuple(np.zeros_like(w) if training else empty2 for w in params.W),
         gb=tuple(np.zeros_like(b) if training else b[:0] for b in params.b),
         masks=padded((np.zeros((rows, m), dtype) if k == DROPOUT else empty2
-                      for k, m in zip(plan.kind, widths)), empty2),
+                      for k, m in zip(plan.kind, widths)), empty2, slots),
         argmax=padded((np.zeros((batch_size, m) if k == POOL else (0, 0), np.int32)
-                       for k, m in zip(plan.kind, widths)), np.zeros((0, 0), np.int32)),
+                       for k, m in zip(plan.kind, widths)), np.zeros((0, 0), np.int32), slots),
         xb=np.zeros((batch_size, n_in), dtype),
         yb=np.zeros(rows, np.int64),
         nz_idx=np.zeros((batch_size, sparse_in), np.int32),
@@ -242,7 +247,7 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
                         if training else 0), dtype),
         # per batch normalization layer: its minibatch statistics, forward to backward
         stats=padded((np.zeros((4 if training else 0, w.shape[1]) if k == BATCHNORM else (0, 0))
-                      for k, w in zip(plan.kind, params.W)), np.zeros((0, 0))),
+                      for k, w in zip(plan.kind, params.W)), np.zeros((0, 0)), slots),
         # per thread: its partial sums over a block of rows of a batch normalization layer
         norm_sums=np.zeros((threads if training else 0, 2 * max(norm_channels + [0]))),
     )
