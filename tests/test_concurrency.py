@@ -19,11 +19,10 @@ X = rng.random((256, 40)).astype(np.float32)
 X[X < 0.8] = 0
 y = rng.integers(0, 4, 256)
 digest = hashlib.sha256()
-for data, opt in ((X, "adam"), (X + 0.5, "sgd")):  # the zero-skipping and the dense path
-    net = Network([40, 16, 4], seed=1, dropout=0.2)
-    net.fit(data, y, epochs=2, batch_size=32, optimizer=opt, verbose=0)
-    for w in net.weights:
-        digest.update(w.tobytes())
+net = Network([40, 16, 4], seed=1)  # one fit per process is enough for the cache's races
+net.fit(X, y, epochs=2, batch_size=32, verbose=0)
+for w in net.weights:
+    digest.update(w.tobytes())
 print(json.dumps(digest.hexdigest()))
 """
 
