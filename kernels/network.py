@@ -126,8 +126,8 @@ def make_plan(kinds, acts, rates, max_norms, loss, sparse_input, seed, dtype,
 # and networks of 5 to 8 layers share one for 8, which keeps the number of compiled variants
 # (a test suite's, a sweep's) small.
 def padded(arrays, empty, slots=0):
-    """``arrays`` as a tuple of a power-of-two number of entries (at least ``slots``), filled
-    up with ``empty``."""
+    """``arrays`` as a tuple of ``slots`` entries, or of the power of two at or above their
+    count where that is more, filled up with ``empty``."""
     arrays = tuple(arrays)
     slots = max(slots, 1 << max(0, len(arrays) - 1).bit_length())
     return arrays + (empty,) * (slots - len(arrays))

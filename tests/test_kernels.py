@@ -229,6 +229,23 @@ def test_a_feature_the_plan_uses_is_never_left_out(name, codes):
             pair.fast(*bad)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_the_whole_network_cases_share_one_compiled_step_per_dtype(dtype):
+    """Each Numba type of the step's arguments is one more compile of the whole step (over a
+    minute): the dense and the convolutional cases, every shape and variant, must type alike."""
+    import numba
+    for fast, names in ((KERNELS["train_steps"].fast, ("train_steps", "train_steps_cnn")),
+                        (KERNELS["forward"].fast, ("forward", "forward_cnn"))):
+        types = set()
+        for name, shape, act, sparse_input in itertools.product(names, SHAPES, ACTS,
+                                                                (True, False)):
+            assert KERNELS[name].fast is fast
+            args = KERNELS[name].make_case(np.random.default_rng(0), Case(
+                *shape, dtype=dtype, act=act, sparse_input=sparse_input))
+            types.add(tuple(numba.typeof(a) for a in args))
+        assert len(types) == 1, f"{names}: {len(types)} signatures"
+
+
 @pytest.mark.parametrize("name", ["train_steps", "train_steps_cnn"])
 def test_the_whole_step_agrees_with_its_twin_on_every_combination(name):
     """#43: the generated matrix, float64 — every optimizer × output/loss × hidden activation ×
