@@ -82,8 +82,8 @@ class Trainer:
         # the plan the step is compiled for: with both paths possible, with the zero-skipping
         # code, which a plan without a zero-skipping layer leaves unused (one step runs either)
         self._step_plan = net._plan(sparse or weighs, sample_weight, augment,
-                                      K.THREADED_MIN_WEIGHTS if batch_size <= SMALL_BATCH_ROWS
-                                      else NO_THREADED_DENSE)
+                                    K.THREADED_MIN_WEIGHTS if batch_size <= SMALL_BATCH_ROWS
+                                    else NO_THREADED_DENSE)
         self.state = K.make_state(self.params, optimizer.hyper(), net.dtype)
         self.rule = K.optimizer_rule(optimizer.code)  # the step compiles its update alone
         self.ws = K.make_workspace(self.params, self._step_plan, net.n_features, batch_size,
