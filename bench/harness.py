@@ -396,6 +396,7 @@ def time_epochs(runners, X, y, hidden, batch, repeats):
 TTA_RECIPE = {"hidden": 300, "batch_size": 64, "lr": 0.1, "momentum": 0.9, "init": "he",
               "decay_epochs": 3.0}
 LR_FLOOR = 0.02
+TTA_SEEDS = (0, 1, 2, 3, 4)
 
 
 def decayed_lr(recipe, epochs_done):
@@ -405,16 +406,18 @@ def decayed_lr(recipe, epochs_done):
     return recipe["lr"] * share
 
 
-def time_to_accuracy(X, y, Xt, yt, target=0.98, max_epochs=30, recipe=None, checks_per_epoch=8):
+def time_to_accuracy(X, y, Xt, yt, target=0.98, max_epochs=30, recipe=None, checks_per_epoch=8,
+                     seed=0):
     """Training seconds until test accuracy first reaches target, checked every 1/8 epoch
-    (the checks themselves are not counted)."""
+    (the checks themselves are not counted). ``seed``: the initial weights' and the sample
+    order's."""
     from fastmlp.network import Network
     from fastmlp.optimizers import SGD
     from fastmlp.training import Trainer
     recipe = dict(TTA_RECIPE, **(recipe or {}))
 
     def fresh():
-        net = Network([X.shape[1], recipe["hidden"], 10], init=recipe["init"], seed=0)
+        net = Network([X.shape[1], recipe["hidden"], 10], init=recipe["init"], seed=seed)
         return net, Trainer(net, X, y, recipe["batch_size"],
                             SGD(recipe["lr"], recipe["momentum"]), chunks_per_epoch=checks_per_epoch)
 
@@ -440,7 +443,7 @@ def time_to_accuracy(X, y, Xt, yt, target=0.98, max_epochs=30, recipe=None, chec
 
 
 def jax_time_to_accuracy(X, y, Xt, yt, target=0.98, max_epochs=30, recipe=None,
-                         checks_per_epoch=8):
+                         checks_per_epoch=8, seed=0):
     """``time_to_accuracy`` with JAX: the same recipe (784-300-10, He init, SGD with momentum as
     PyTorch writes it, the lr falling linearly, set at every check), each stretch of minibatches
     between two checks one jitted ``lax.scan``, compiled before the clock starts. An epoch's
@@ -454,7 +457,7 @@ def jax_time_to_accuracy(X, y, Xt, yt, target=0.98, max_epochs=30, recipe=None,
 
     def fresh():
         sizes = (X.shape[1], recipe["hidden"], 10)
-        keys = jax.random.split(jax.random.PRNGKey(0), 2)
+        keys = jax.random.split(jax.random.PRNGKey(seed), 2)
         params = [(jax.random.normal(k, (a, b), jnp.float32) * np.sqrt(2 / a),
                    jnp.zeros(b, jnp.float32)) for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
         return params, jax.tree_util.tree_map(jnp.zeros_like, params)
@@ -482,7 +485,7 @@ def jax_time_to_accuracy(X, y, Xt, yt, target=0.98, max_epochs=30, recipe=None,
     accuracy = jax.jit(lambda p, X, y: jnp.mean(jnp.argmax(logits_of(p, X), axis=1) == y))
     Xj, yj = jnp.asarray(X), jnp.asarray(y.astype(np.int32))
     Xtj, ytj = jnp.asarray(Xt), jnp.asarray(yt.astype(np.int32))
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     p, v = fresh()  # compile every stretch length and the check, untimed ...
     for length in sorted(set(np.diff(bounds))):
         p, v = stretch(p, v, Xj, yj, np.zeros((length, batch), np.int32), jnp.float32(0))
@@ -510,7 +513,7 @@ def tta_worker(spec):
     """In a process of its own: one framework's time to accuracy on MNIST."""
     X, y, test, _ = bench_data("mnist", spec["data_dir"])
     measure = jax_time_to_accuracy if spec["framework"] == "jax" else time_to_accuracy
-    return measure(X, y, *test)
+    return measure(X, y, *test, seed=spec["seed"])
 
 
 _TTA_WORKER = (f"import json, sys\nsys.path.insert(0, {BENCH_DIR!r})\nimport fastmlp\n"
@@ -518,20 +521,36 @@ _TTA_WORKER = (f"import json, sys\nsys.path.insert(0, {BENCH_DIR!r})\nimport fas
                "print(json.dumps(tta_worker(json.loads(sys.argv[1]))))")
 
 
-def time_to_accuracy_isolated(data_dir, frameworks):
-    """{framework: time_to_accuracy's result}, each framework in a fresh process, one after the
-    other."""
-    results = {}
-    for framework in frameworks:
-        time.sleep(SETTLE_SECONDS)
-        proc = subprocess.run([sys.executable, "-c", _TTA_WORKER,
-                               json.dumps({"framework": framework, "data_dir": data_dir})],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"bench: time to accuracy of {framework} failed:\n"
-                               f"{proc.stderr[-2000:]}")
-        results[framework] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return results
+def time_to_accuracy_isolated(data_dir, frameworks, seeds=TTA_SEEDS):
+    """{framework: {"runs": time_to_accuracy's result per seed, "seconds" and "epochs": their
+    medians (None when a run did not reach the target)}}, each run in a fresh process, the
+    frameworks alternating seed by seed. One seed's time moves with where its run happens to
+    cross the mark (its initial weights and sample order), hence the median."""
+    runs = {framework: [] for framework in frameworks}
+    for seed in seeds:
+        for framework in frameworks:
+            time.sleep(SETTLE_SECONDS)
+            proc = subprocess.run([sys.executable, "-c", _TTA_WORKER,
+                                   json.dumps({"framework": framework, "data_dir": data_dir,
+                                               "seed": seed})],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"bench: time to accuracy of {framework} (seed {seed}) "
+                                   f"failed:\n{proc.stderr[-2000:]}")
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            runs[framework].append(dict(result, seed=seed))
+    return {framework: tta_summary(results) for framework, results in runs.items()}
+
+
+def tta_summary(runs):
+    """One framework's runs of time_to_accuracy (each with its "seed"): the medians of their
+    seconds and epochs, None when any run did not reach the target."""
+    reached = all(r["seconds"] is not None for r in runs)
+    return {"recipe": runs[0]["recipe"], "target": runs[0]["target"],
+            "seeds": [r["seed"] for r in runs],
+            "seconds": statistics.median(r["seconds"] for r in runs) if reached else None,
+            "epochs": statistics.median(r["epochs"] for r in runs) if reached else None,
+            "runs": runs}
 
 
 _FIT_SCRIPT = textwrap.dedent("""
@@ -625,7 +644,7 @@ def blas_libraries():
 
 def run(batch_sizes=(10, 256), hidden=(300,), repeats=3, samples=60000, runner_names=None,
         data_dir=None, tta=True, memory=True, log=print, model="mlp", dataset="mnist", rounds=2,
-        isolated=True):
+        isolated=True, tta_seeds=TTA_SEEDS):
     hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
     X, y, test, source = bench_data(dataset, data_dir, samples)
     wanted = [r for r in all_runners(model) if not runner_names or r.name in runner_names]
@@ -697,24 +716,28 @@ def run(batch_sizes=(10, 256), hidden=(300,), repeats=3, samples=60000, runner_n
                             f"{t['switches']} switch{'es' * (t['switches'] != 1)}" for t in runs))
     if tta and test is not None and dataset == "mnist":
         frameworks = ["fastmlp"] + (["jax"] if _installed("jax") else [])
-        tta_results = time_to_accuracy_isolated(data_dir, frameworks)
+        tta_results = time_to_accuracy_isolated(data_dir, frameworks, tta_seeds)
         t = result["time_to_accuracy"] = tta_results["fastmlp"]
+        r = t["recipe"]
         log("")
-        log(f"time to {t['target']:.1%} test accuracy (784-{t['recipe']['hidden']}"
-            f"-10, batch {t['recipe']['batch_size']}, lr {t['recipe']['lr']}"
-            + (f" falling linearly over {t['recipe']['decay_epochs']:g} epochs"
-               if t['recipe'].get('decay_epochs') else "")
-            + f", momentum {t['recipe']['momentum']}, {t['recipe']['init']} init), each in its "
-            f"own process:")
-        for name, r in tta_results.items():
+        log(f"time to {t['target']:.1%} test accuracy (784-{r['hidden']}-10, batch "
+            f"{r['batch_size']}, lr {r['lr']}"
+            + (f" falling linearly over {r['decay_epochs']:g} epochs" if r.get("decay_epochs")
+               else "")
+            + f", momentum {r['momentum']}, {r['init']} init), seeds "
+            f"{', '.join(map(str, t['seeds']))}, each run in its own process:")
+        for name, summary in tta_results.items():
+            each = ", ".join(f"{x['seconds']:.2f} s ({x['epochs']} epochs)"
+                             if x["seconds"] is not None else f"not reached in {x['epochs']} epochs"
+                             for x in summary["runs"])
             log(f"  {'fastmlp-numba' if name == 'fastmlp' else 'jax-scan':<14} "
-                + (f"{r['seconds']:.2f} s of training, {r['epochs']} epochs, {r['accuracy']:.4f}"
-                   if r["seconds"] is not None else f"not reached in {r['epochs']} epochs"))
+                + (f"median {summary['seconds']:.2f} s" if summary["seconds"] is not None
+                   else "median not reached") + f": {each}")
         if "jax" in tta_results:
             j = result["time_to_accuracy_jax"] = tta_results["jax"]
             if j["seconds"] and t["seconds"]:
                 result["time_to_accuracy_ratio_jax"] = j["seconds"] / t["seconds"]
-                log(f"  jax / fastmlp: {j['seconds'] / t['seconds']:.2f}")
+                log(f"  jax / fastmlp (medians): {j['seconds'] / t['seconds']:.2f}")
     if memory and test is not None and dataset == "mnist":
         m = memory_and_startup(data_dir)
         result["memory_and_startup"] = m
@@ -757,6 +780,9 @@ def add_arguments(p):
     p.add_argument("--data-dir", default=None, help="folder with the data set's IDX files")
     p.add_argument("--quick", action="store_true",
                    help="CI smoke: 6,000 samples, one timed epoch, no time-to-accuracy or memory")
+    p.add_argument("--tta-seeds", default=",".join(map(str, TTA_SEEDS)),
+                   help="seeds of the time-to-accuracy runs, each framework's median reported "
+                        "(default %(default)s)")
     p.add_argument("--json", default=None, help="write the full results here")
 
 
@@ -773,10 +799,16 @@ def main(args):
                          f"{args.hidden!r}")
     if args.quick:
         args.rounds = 1
+    try:
+        seeds = tuple(int(seed) for seed in args.tta_seeds.split(","))
+    except ValueError:
+        raise SystemExit(f"fastmlp bench: --tta-seeds must be integers such as 0,1,2, got "
+                         f"{args.tta_seeds!r}") from None
     result = run(batch_sizes, hidden, args.repeats, args.samples,
                  args.runners.split(",") if args.runners else None, args.data_dir,
                  tta=not args.quick, memory=not args.quick, model=args.model,
-                 dataset=args.dataset, rounds=args.rounds, isolated=not args.same_process)
+                 dataset=args.dataset, rounds=args.rounds, isolated=not args.same_process,
+                 tta_seeds=seeds)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2, default=float)

@@ -226,6 +226,20 @@ def test_bench_on_dense_fashion_mnist_with_two_hidden_layers_in_separate_process
     assert "784-32-16-10" in proc.stdout
     bad = fastmlp("bench", "--hidden", "32,x", cwd=tmp_path, check=False)
     assert bad.returncode != 0 and "--hidden must be widths" in bad.stderr
+    bad = fastmlp("bench", "--tta-seeds", "0,one", cwd=tmp_path, check=False)
+    assert bad.returncode != 0 and "--tta-seeds must be integers" in bad.stderr
+
+
+def test_time_to_accuracy_summary_takes_the_median_over_seeds():
+    from fastmlp.cli import bench_harness
+    tta_summary = bench_harness().tta_summary
+    runs = [{"recipe": {"lr": 0.1}, "target": 0.98, "seconds": s, "epochs": e, "seed": seed}
+            for seed, (s, e) in enumerate([(2.0, 2.5), (1.0, 2.0), (3.0, 2.9)])]
+    summary = tta_summary(runs)
+    assert (summary["seconds"], summary["epochs"], summary["seeds"]) == (2.0, 2.5, [0, 1, 2])
+    assert summary["runs"] == runs and summary["target"] == 0.98
+    runs[1] = dict(runs[1], seconds=None, epochs=30)  # a run that never reached the target
+    assert tta_summary(runs)["seconds"] is None and tta_summary(runs)["epochs"] is None
 
 
 def test_plot_without_matplotlib_fails_before_training(tmp_path):
