@@ -4,7 +4,7 @@ images and scored on the last 5,000 (the validation split); the test accuracy at
 recorded, but plays no part in the choice (runs before 2026-12-06 15:45 did not record it). Each
 variant's settings, validation accuracy per epoch and seconds go to the JSON file.
 
-    python bench/cnn_bn_variants.py --variants A,B,C,D --json bench/results/DATE-CPU-cnn-bn-variants.json
+    python bench/cnn_bn_variants.py --variants A,B,C,D,E,F --json bench/results/DATE-CPU-cnn-bn-variants.json
 """
 import argparse
 import json
@@ -35,6 +35,12 @@ VARIANTS = {
           "batch_size": 100, "augment": AFFINE},
     # C's width with B's elastic distortions
     "D": {"filters": (32, 64), "dense": 256, "dropout": 0.4, "lr": 3e-3, "epochs": 20,
+          "batch_size": 100, "augment": ELASTIC},
+    # B's network and distortions with the affine ones on top, 30 epochs
+    "E": {"filters": (20, 40), "dense": 128, "dropout": 0.4, "lr": 3e-3, "epochs": 30,
+          "batch_size": 100, "augment": dict(AFFINE, **ELASTIC)},
+    # B trained half as long again (the cosine schedule stretched to 45 epochs)
+    "F": {"filters": (20, 40), "dense": 128, "dropout": 0.4, "lr": 3e-3, "epochs": 45,
           "batch_size": 100, "augment": ELASTIC},
 }
 
