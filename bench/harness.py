@@ -523,8 +523,7 @@ _TTA_WORKER = (f"import json, sys\nsys.path.insert(0, {BENCH_DIR!r})\nimport fas
 
 
 def time_to_accuracy_isolated(data_dir, frameworks, seeds=TTA_SEEDS):
-    """{framework: {"runs": time_to_accuracy's result per seed, "seconds" and "epochs": their
-    medians (None when a run did not reach the target)}}, each run in a fresh process, the
+    """{framework: tta_summary of its runs, one per seed}, each run in a fresh process, the
     frameworks alternating seed by seed. One seed's time moves with where its run happens to
     cross the mark (its initial weights and sample order), hence the median."""
     runs = {framework: [] for framework in frameworks}
