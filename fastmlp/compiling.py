@@ -355,7 +355,8 @@ class ThreadTuner:
 
 
 FEATURE_NAMES = ("image layers", "zero-skipping first layer", "dropout", "threaded dense layers",
-                 "sample weights or max-norm", "batch normalization or activation layers")
+                 "sample weights or max-norm", "batch normalization or activation layers",
+                 "augmentation")
 FORWARD_FEATURE_NAMES = tuple(FEATURE_NAMES[i] for i in (0, 1, 5))  # forward_codes' order
 
 

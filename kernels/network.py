@@ -254,40 +254,26 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
 
 
 # ---- which code a network needs ------------------------------------------------------------
-def _needs_images(plan):
-    """Whether the plan has conv or pooling layers or augmentation."""
-    for l in range(plan.kind.shape[0]):
-        if plan.kind[l] == CONV or plan.kind[l] == POOL:
-            return True
-    return plan.aug_shape.shape[0] > 0
-
-
-needs_images = njit(cache=True)(_needs_images)  # the same test inside the compiled step
-
-
 def image_code(plan):
-    """The last argument of train_steps and forward: None for a network of dense and dropout
-    layers without augmentation, True otherwise. Numba drops the branches under
-    ``if images is not None`` where it is None, so the step an MLP compiles (its first fit with a
-    cold cache) has no conv, pooling or augmentation code in it."""
-    return True if _needs_images(plan) else None
+    """The ``images`` argument of train_steps and forward: True for a plan with conv or pooling
+    layers, None otherwise (see ``step_codes``)."""
+    return step_codes(None, plan)[0]
 
-
-IMAGES_NEEDED = "images must be True: the plan has conv or pooling layers or augmentation"
 
 # The features a step can leave out of its compiled code, as bits of ``_needed_features``.
-IMAGES, SPARSE, DROPOUT_LAYERS, THREADED, EXTRAS, NORM = 1, 2, 4, 8, 16, 32
-FEATURES = (IMAGES, SPARSE, DROPOUT_LAYERS, THREADED, EXTRAS, NORM)  # step_codes' order
+IMAGES, SPARSE, DROPOUT_LAYERS, THREADED, EXTRAS, NORM, AUGMENT = 1, 2, 4, 8, 16, 32, 64
+FEATURES = (IMAGES, SPARSE, DROPOUT_LAYERS, THREADED, EXTRAS, NORM, AUGMENT)  # step_codes' order
 FEATURES_NEEDED = ("a feature argument is None but the plan uses it: pass step_codes(params, "
                    "plan) (or forward_codes(plan)) as the last arguments")
 
 
 def _needed_features(params, plan):
-    """Bits of the features the plan uses: IMAGES (conv, pooling or augmentation), SPARSE (the
+    """Bits of the features the plan uses: IMAGES (conv or pooling layers), SPARSE (the
     zero-skipping first layer), DROPOUT_LAYERS, THREADED (dense layers the step runs on Numba's
     threads; ``params`` None for inference, which has none), EXTRAS (sample weights or
-    max-norm) and NORM (batch normalization or activation layers)."""
-    bits = IMAGES if plan.aug_shape.shape[0] > 0 else 0
+    max-norm), NORM (batch normalization or activation layers) and AUGMENT (distortions of the
+    training images)."""
+    bits = AUGMENT if plan.aug_shape.shape[0] > 0 else 0
     if plan.sparse_layer >= 0:
         bits |= SPARSE
     for l in range(plan.kind.shape[0]):
@@ -312,20 +298,21 @@ needed_features = njit(cache=True)(_needed_features)
 
 
 def step_codes(params, plan, full=False):
-    """The last arguments of train_steps: (images, sparse, dropout, threaded, extras, norm), each True
-    where the plan uses that feature and None where it does not. Numba drops every branch under
-    ``if feature is not None`` whose feature is None before typing it, so each configuration
-    compiles only the code it runs (a plain MLP: no conv, pooling, augmentation, dropout,
-    threaded dense kernels, sample weights, max-norm or normalization), and caches it under its own
-    signature. ``full``: every feature's code, whatever the plan uses (one compiled step per
-    dtype runs every plan: the pair tests' cases, which vary the features case by case)."""
+    """The last arguments of train_steps: (images, sparse, dropout, threaded, extras, norm,
+    augment), each True where the plan uses that feature and None where it does not. Numba drops
+    every branch under ``if feature is not None`` whose feature is None before typing it, so each
+    configuration compiles only the code it runs (a plain MLP: no conv, pooling, augmentation,
+    dropout, threaded dense kernels, sample weights, max-norm or normalization; a CNN without
+    augmentation: no distortions), and caches it under its own signature. ``full``: every
+    feature's code, whatever the plan uses (one compiled step per dtype runs every plan: the
+    pair tests' cases, which vary the features case by case)."""
     bits = _needed_features(params, plan)
     return tuple(True if full or bits & bit else None for bit in FEATURES)
 
 
 def forward_codes(plan, full=False):
     """The last arguments of forward: (images, sparse, norm), as in ``step_codes``."""
-    images, sparse, _, _, _, norm = step_codes(None, plan, full)
+    images, sparse, _, _, _, norm, _ = step_codes(None, plan, full)
     return images, sparse, norm
 
 
@@ -538,11 +525,11 @@ def scale_rows(d, weights, rows):
 # its own prange loops: see sparse_input.py's note; nogil: a sweep's trials may run on threads
 @njit(cache=True, nogil=True, parallel=PRANGE_ONLY)
 def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, state, optimizer,
-                ws, plan, images, sparse, dropout, threaded, extras, norm):
+                ws, plan, images, sparse, dropout, threaded, extras, norm, augment):
     """Minibatch steps [step_begin, step_end) of an epoch whose sample order is ``order``.
     ``optimizer``: its rule (``optim.optimizer_rule``), whose type decides which optimizer's
-    update is compiled. ``images``, ``sparse``, ``dropout``, ``threaded``, ``extras``, ``norm``:
-    see ``step_codes``.
+    update is compiled. ``images``, ``sparse``, ``dropout``, ``threaded``, ``extras``, ``norm``,
+    ``augment``: see ``step_codes``.
 
     Returns (sum over samples of the loss, number classified right, number of samples),
     measured on each minibatch before its update.
@@ -551,7 +538,7 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
     if (images is None and need & IMAGES) or (sparse is None and need & SPARSE) or (
             dropout is None and need & DROPOUT_LAYERS) or (
             threaded is None and need & THREADED) or (extras is None and need & EXTRAS) or (
-            norm is None and need & NORM):
+            norm is None and need & NORM) or (augment is None and need & AUGMENT):
         raise ValueError(FEATURES_NEEDED)
     last = plan.kind.shape[0] - 1
     n = order.shape[0]
@@ -567,7 +554,7 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
         rows = order[start:stop]
         for i in range(nb):
             ws.yb[i] = y[rows[i]]
-        if images is not None and augmenting:  # each image distorted as it is gathered
+        if augment is not None and augmenting:  # each image distorted as it is gathered
             key = stream_key(plan.seed, epoch, step, STREAM)
             xb, aug_scratch = ws.xb, ws.aug_scratch
             aug, aug_basis, aug_shape = plan.aug, plan.aug_basis, plan.aug_shape
@@ -788,14 +775,15 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
 
 
 def train_steps_ref(X, y, order, batch_size, step_begin, step_end, epoch, params, state,
-                    optimizer, ws, plan, images, sparse, dropout, threaded, extras, norm):
+                    optimizer, ws, plan, images, sparse, dropout, threaded, extras, norm,
+                    augment):
     """The NumPy twin of train_steps: the same step, textbook backprop over the twins (the
     feature arguments are checked as there, and otherwise not needed)."""
     need = _needed_features(params, plan)
     if (images is None and need & IMAGES) or (sparse is None and need & SPARSE) or (
             dropout is None and need & DROPOUT_LAYERS) or (
             threaded is None and need & THREADED) or (extras is None and need & EXTRAS) or (
-            norm is None and need & NORM):
+            norm is None and need & NORM) or (augment is None and need & AUGMENT):
         raise ValueError(FEATURES_NEEDED)
     from .optim import bias_corrections
     last = len(plan.kind) - 1

@@ -201,8 +201,8 @@ def test_a_new_numba_cache_dir_is_stamped_and_kept(tmp_path, monkeypatch):
     assert list(cache.glob("*.nbi")), "the first process's cache must be kept"
 
 
-@pytest.mark.parametrize("name, codes", [("train_steps_cnn", 6), ("forward_cnn", 3),
-                                         ("train_steps", 6), ("forward", 3)])
+@pytest.mark.parametrize("name, codes", [("train_steps_cnn", 7), ("forward_cnn", 3),
+                                         ("train_steps", 7), ("forward", 3)])
 def test_a_feature_the_plan_uses_is_never_left_out(name, codes):
     """A feature argument of None leaves that feature's code out of the compiled step (see
     step_codes): a plan that uses it must not run without it (it would skip those layers)."""
@@ -227,6 +227,28 @@ def test_a_feature_the_plan_uses_is_never_left_out(name, codes):
         bad[len(args) - codes:] = [None] * codes
         with pytest.raises(ValueError, match="a feature argument is None"):
             pair.fast(*bad)
+
+
+def test_augmentation_and_image_layers_are_features_apart():
+    """A CNN without augmentation compiles no distortions; an MLP with them, no conv or pooling
+    (each feature's code costs seconds of a cold first fit)."""
+    from fastmlp import Network
+    from fastmlp.augment import Augment
+    from fastmlp.layers import Conv2D, Dense, Flatten, MaxPool2D
+    from fastmlp.training import augment_tables
+    from fastmlp.kernels import forward_codes, step_codes
+    features = parameters(KERNELS["train_steps"].fast)[-7:]  # step_codes' order
+    images, augment = features.index("images"), features.index("augment")
+    elastic = Augment(elastic_alpha=34, elastic_sigma=4)
+    mlp = Network([784, 30, 10], seed=0)
+    cnn = Network([Conv2D(4, 5), MaxPool2D(2), Flatten(), Dense(10)], input_shape=(28, 28, 1),
+                  seed=0)
+    for net, augmented, has_images in ((mlp, False, False), (mlp, True, False),
+                                       (cnn, False, True), (cnn, True, True)):
+        plan = net._plan(augment=augment_tables(net, elastic) if augmented else None)
+        codes = step_codes(net._params(), plan)
+        assert (codes[images], codes[augment]) == (has_images or None, augmented or None)
+        assert forward_codes(plan)[0] == (has_images or None)  # inference never distorts
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
