@@ -254,12 +254,6 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
 
 
 # ---- which code a network needs ------------------------------------------------------------
-def image_code(plan):
-    """The ``images`` argument of train_steps and forward: True for a plan with conv or pooling
-    layers, None otherwise (see ``step_codes``)."""
-    return step_codes(None, plan)[0]
-
-
 # The features a step can leave out of its compiled code, as bits of ``_needed_features``.
 IMAGES, SPARSE, DROPOUT_LAYERS, THREADED, EXTRAS, NORM, AUGMENT = 1, 2, 4, 8, 16, 32, 64
 FEATURES = (IMAGES, SPARSE, DROPOUT_LAYERS, THREADED, EXTRAS, NORM, AUGMENT)  # step_codes' order
