@@ -201,7 +201,7 @@ def dense_backward_update(x, W, b, delta, x_act, gW, gb, delta_prev, S1, S2, s1b
         j0, j1 = thread_block(W.shape[0], T, t)
         dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2, xt[t])
     column_sums(delta, gb)
-    optimizer_update(rule, b, gb, s1b, s2b, h, c1, c2, False)
+    optimizer_update(rule, b, gb, s1b, s2b, h, c1, c2, np.bool_(False))  # as train_steps
 
 
 def dense_backward_update_ref(x, W, b, delta, x_act, gW, gb, delta_prev, S1, S2, s1b, s2b, rule,

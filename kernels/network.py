@@ -537,6 +537,9 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
     last = plan.kind.shape[0] - 1
     n = order.shape[0]
     h = state.hyper
+    # weight decay on the weights, not the biases: np.bool_ makes the flags plain booleans, so
+    # the update compiles once for both (the literals True and False are two signatures)
+    decay, no_decay = np.bool_(True), np.bool_(False)
     augmenting = plan.aug_shape.shape[0] > 0
     loss_sum = 0.0
     correct = 0
@@ -690,7 +693,7 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                         fused_update_row(j, W, S1, S2, d, col_ptr, col_row, col_val, optimizer, h,
                                          c1, c2, scratch[t][:n_out])
                 column_sums(d, gb)
-                optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, False)
+                optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, no_decay)
             elif kind == BATCHNORM:
                 if norm is not None:
                     C = W.shape[1]
@@ -708,9 +711,10 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                             lo, hi = thread_block(R, T, t)
                             norm_delta_below_block(x2, d2, W, stats, R, x_act, lo, hi, dx2)
                     # γ (W's first row) and β learn, without weight decay
-                    optimizer_update(optimizer, W[:GAMMA + 1], gW[:GAMMA + 1], S1[:GAMMA + 1],
-                                     S2[:GAMMA + 1], h, c1, c2, False)
-                    optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, False)
+                    k = (GAMMA + 1) * C
+                    optimizer_update(optimizer, W.ravel()[:k], gW.ravel()[:k], S1.ravel()[:k],
+                                     S2.ravel()[:k], h, c1, c2, no_decay)
+                    optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, no_decay)
             elif kind == ACTIVATION and l > plan.first_param:
                 if norm is not None:
                     T = ws.cols.shape[0]
@@ -735,11 +739,12 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                     dense_grad_update_rows(inp, d, j0, j1, W, gW, S1, S2, optimizer, h, c1, c2,
                                            xt[t])
                 column_sums(d, gb)
-                optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, False)
+                optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, no_decay)
             elif kind == DENSE:
                 dense_backward(inp, W, d, x_act, gW, gb, d_below)
-                optimizer_update(optimizer, W, gW, S1, S2, h, c1, c2, True)
-                optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, False)
+                optimizer_update(optimizer, W.ravel(), gW.ravel(), S1.ravel(), S2.ravel(), h,
+                                 c1, c2, decay)
+                optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, no_decay)
             elif kind == CONV or (kind == POOL and l > plan.first_param):
                 if images is not None:
                     # per sample on Numba's threads: a block of samples each, and for a conv layer
@@ -757,8 +762,9 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                                 maxpool_backward_row(d[i], arg[i], d_below[i])
                     if kind == CONV:
                         sum_partials(partial, gW, gb)
-                        optimizer_update(optimizer, W, gW, S1, S2, h, c1, c2, True)
-                        optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, False)
+                        optimizer_update(optimizer, W.ravel(), gW.ravel(), S1.ravel(), S2.ravel(), h,
+                                 c1, c2, decay)
+                        optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, no_decay)
             elif kind == DROPOUT and l > plan.first_param:
                 if dropout is not None:
                     dropout_backward(d, ws.masks[l][:nb], inp, x_act, d_below)
