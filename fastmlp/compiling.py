@@ -215,27 +215,40 @@ def _record_compile_time(what, seconds):
     _write_record(COMPILE_TIMES, what, round(seconds, 1))
 
 
-def compile_ahead(dispatcher, args, what, verbose=True):
+def _signature(dispatcher, args):
+    """The Numba types of ``args`` as ``dispatcher`` would compile for them, or None."""
+    try:
+        return tuple(dispatcher.typeof_pyval(a) for a in args)
+    except Exception:
+        return None  # the call itself will say what is wrong with its arguments
+
+
+def _how_long(what):
+    last = _compile_times().get(what)
+    if not isinstance(last, (int, float)):
+        return "up to a minute on 2 cores"
+    if last < 1:
+        return "under a second last time on this machine"
+    return f"{last:.0f} s last time on this machine"
+
+
+def compile_ahead(dispatcher, args, what, verbose=True, beside=None):
     """Compile ``dispatcher`` for ``args`` (or load it from Numba's disk cache) before they run,
     so that compiling is never counted as training. When it is not cached, say so on stderr
-    first, with how long it took on this machine last time. Returns the seconds it spent
-    compiling, 0.0 when the code was already compiled or cached."""
-    try:
-        sig = tuple(dispatcher.typeof_pyval(a) for a in args)
-    except Exception:
-        return 0.0  # the call itself will say what is wrong with its arguments
-    if sig in dispatcher.overloads:
+    first, with how long it took on this machine last time. ``beside``: a
+    :class:`CompileBeside` that may have compiled it already on another core. Returns the
+    seconds it spent compiling (or waiting for the other core), 0.0 when the code was already
+    compiled or cached."""
+    sig = _signature(dispatcher, args)
+    if sig is None or sig in dispatcher.overloads:
         return 0.0
     cached = _in_disk_cache(dispatcher, sig)
+    if not cached and beside is not None:
+        t0 = time.perf_counter()
+        if beside.take(dispatcher, sig):
+            return time.perf_counter() - t0
     if not cached and verbose:
-        last = _compile_times().get(what)
-        if not isinstance(last, (int, float)):
-            how_long = "up to a minute on 2 cores"
-        elif last < 1:
-            how_long = "under a second last time on this machine"
-        else:
-            how_long = f"{last:.0f} s last time on this machine"
-        print(f"Compiling {what} ({how_long}; kept in the disk cache for later runs) ...",
+        print(f"Compiling {what} ({_how_long(what)}; kept in the disk cache for later runs) ...",
               file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -249,6 +262,124 @@ def compile_ahead(dispatcher, args, what, verbose=True):
         return 0.0
     _record_compile_time(what, seconds)
     return seconds
+
+
+# ---- compiling beside: a second core compiles what runs later ---------------------------------
+# A cold fit compiles its training step, then inference (predict and evaluate's code): one
+# after the other, on one core (Numba compiles in the calling thread, holding the GIL). So while
+# this process compiles the step, a child process compiles inference on another core. The child
+# writes a cache folder of its own (two processes writing one folder could race on Numba's index
+# files), from which this process loads the compiled code into its dispatchers and saves it in
+# its own cache folder: each folder has one writer.
+COMPILE_BESIDE_ENV = "FASTMLP_COMPILE_BESIDE"  # "0": compile everything in this process
+_CHILD = "from fastmlp.compiling import compile_jobs_from_stdin; compile_jobs_from_stdin()"
+
+
+class CompileBeside:
+    """Compiles ``jobs`` [(dispatcher, args, what)] in a child process, started at once, unless
+    they are compiled or cached already, the machine or Numba has one thread, or
+    FASTMLP_COMPILE_BESIDE=0. ``take(dispatcher, sig)`` waits for the child and loads its
+    result; ``close()`` stops the child if it still runs and removes its folder."""
+
+    def __init__(self, jobs, verbose=True):
+        import pickle
+        import subprocess
+        import tempfile
+        self.sigs, self.process, self.folder, self.failed = set(), None, None, False
+        if (os.environ.get(COMPILE_BESIDE_ENV, "").strip() == "0"
+                or (os.cpu_count() or 1) < 2 or numba.get_num_threads() < 2):
+            return
+        todo, whats = [], {}
+        for dispatcher, args, what in jobs:
+            sig = _signature(dispatcher, args)
+            if sig is None or sig in dispatcher.overloads or _in_disk_cache(dispatcher, sig):
+                continue
+            todo.append((dispatcher.py_func.__module__, dispatcher.py_func.__qualname__, sig))
+            self.sigs.add((dispatcher.py_func, sig))
+            whats.setdefault(what, _how_long(what))
+        if not todo:
+            return
+        if verbose:
+            print(f"Compiling {' and '.join(whats)} on another core meanwhile "
+                  f"({'; '.join(whats.values())}) ...", file=sys.stderr, flush=True)
+        try:
+            payload = pickle.dumps(todo)
+            self.folder = tempfile.mkdtemp(prefix="fastmlp-compile-")
+            env = dict(os.environ, NUMBA_CACHE_DIR=self.folder)
+            self.process = subprocess.Popen([sys.executable, "-c", _CHILD], env=env,
+                                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL)
+            self.process.stdin.write(payload)
+            self.process.stdin.close()
+        except Exception:  # no child: this process compiles it all, as without one
+            self.close()
+
+    def wait(self):
+        """Wait for the child to finish; returns the seconds waited."""
+        if self.process is None or self.process.poll() is not None:
+            return 0.0
+        t0 = time.perf_counter()
+        self.process.wait()
+        return time.perf_counter() - t0
+
+    def take(self, dispatcher, sig):
+        """Load ``dispatcher`` compiled for ``sig`` by the child (waiting for it to finish)
+        into this process and its disk cache; False when the child did not compile it."""
+        if self.process is None or (dispatcher.py_func, sig) not in self.sigs:
+            return False
+        self.wait()
+        if self.process.returncode != 0:
+            return False
+        try:
+            from numba.core.caching import FunctionCache
+            before = numba.config.CACHE_DIR
+            numba.config.CACHE_DIR = self.folder
+            try:
+                theirs = FunctionCache(dispatcher.py_func)
+            finally:
+                numba.config.CACHE_DIR = before
+            key = theirs._index_key(sig, dispatcher.targetctx.codegen())
+            data = theirs._cache_file.load(key)
+            if data is None:
+                return False
+            # the entry as the child wrote it, into this process's cache folder, from which
+            # Numba loads it as any cached code
+            dispatcher._cache._cache_file.save(key, data)
+        except Exception:  # Numba's internals moved, or the folder is read-only: compile here
+            return False
+        if not _in_disk_cache(dispatcher, sig):
+            return False
+        dispatcher.compile(sig)
+        return True
+
+    def close(self):
+        import shutil
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        self.process, self.folder = None, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def compile_jobs_from_stdin():
+    """The child of :class:`CompileBeside`: compile each pickled (module, name, signature)."""
+    import importlib
+    import pickle
+    jobs = pickle.loads(sys.stdin.buffer.read())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=numba.NumbaPerformanceWarning)
+        for module, name, sig in jobs:
+            dispatcher = importlib.import_module(module)
+            for part in name.split("."):
+                dispatcher = getattr(dispatcher, part)
+            dispatcher.compile(sig)
 
 
 class ThreadTuner:

@@ -148,34 +148,41 @@ def forget_sessions(net):
     net.__dict__.pop("_inference_sessions", None)
 
 
-def compile_inference(net, X, verbose=True):
-    """Compile (or load) what predict and evaluate run on data like X; returns the seconds
-    spent compiling (0.0 when cached or on the NumPy backend)."""
+def inference_compiles(net, X):
+    """[(dispatcher, args, what)]: what predict and evaluate compile for data like X (the
+    Numba backend; none on the NumPy backend)."""
     if net.backend != "numba":
-        return 0.0
+        return []
     X = kernel_input(X)
     sparse = uses_sparse_input(net, X, SPARSE_EVAL_BATCH)
     dense = _dense_layers(net)
-    seconds = 0.0
+    jobs = []
     # the batched forward pass, unless the row-by-row kernel takes calls of any size on such X
     if dense is None or not _rows_kernel_takes(dense, EVAL_BATCH, lambda: sparse):
         params, plan = net._params(), net._plan(sparse_input=sparse)
         ws = K.make_workspace(params, plan, net.n_features, 2, net.dtype, training=False)
         rows = np.arange(2, dtype=np.int64)
-        seconds += compile_ahead(K.forward, (X, rows, params, plan, ws, *K.forward_codes(plan)),
-                                 step_description(plan, net.dtype, "inference"), verbose)
+        jobs.append((K.forward, (X, rows, params, plan, ws, *K.forward_codes(plan)),
+                     step_description(plan, net.dtype, "inference")))
     logits = np.zeros((2, net.n_classes), net.dtype)
     if dense is not None:
-        seconds += compile_ahead(K.KERNELS["dense_rows_forward"].fast,
-                                 (X[:2], *dense[:3], logits, 2),
-                                 f"inference row by row ({net.dtype.name})", verbose)
+        jobs.append((K.KERNELS["dense_rows_forward"].fast, (X[:2], *dense[:3], logits, 2),
+                     f"inference row by row ({net.dtype.name})"))
     labels = np.zeros(2, np.int64)
     what = f"the output layer ({net.dtype.name})"
-    seconds += compile_ahead(K.KERNELS["output_activation"].fast,
-                             (net._loss_code, logits, logits.copy()), what, verbose)
-    seconds += compile_ahead(K.KERNELS["output_loss"].fast,
-                             (net._loss_code, logits, labels, logits.copy()), what, verbose)
-    return seconds
+    jobs.append((K.KERNELS["output_activation"].fast, (net._loss_code, logits, logits.copy()),
+                 what))
+    jobs.append((K.KERNELS["output_loss"].fast,
+                 (net._loss_code, logits, labels, logits.copy()), what))
+    return jobs
+
+
+def compile_inference(net, X, verbose=True, beside=None):
+    """Compile (or load) what predict and evaluate run on data like X; returns the seconds
+    spent compiling (0.0 when cached or on the NumPy backend). ``beside``: a
+    :class:`~fastmlp.compiling.CompileBeside` compiling them on another core."""
+    return sum(compile_ahead(dispatcher, args, what, verbose, beside)
+               for dispatcher, args, what in inference_compiles(net, X))
 
 
 def predict_proba(net, X):

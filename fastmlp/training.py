@@ -13,8 +13,8 @@ import numpy as np
 from . import checkpoint, inference
 from . import kernels as K
 from .compiling import (NO_THREADED_DENSE, PATH_PROBE_ROUNDS, PATH_PROBE_ROWS,  # noqa: F401
-                        SMALL_BATCH_ROWS, SPARSE_EVAL_BATCH, SPARSE_INPUT_DENSITY, ThreadTuner,
-                        compile_ahead, first_layer_path_key, forced_first_layer_path,
+                        SMALL_BATCH_ROWS, SPARSE_EVAL_BATCH, SPARSE_INPUT_DENSITY, CompileBeside,
+                        ThreadTuner, compile_ahead, first_layer_path_key, forced_first_layer_path,
                         input_density, kernel_input, one_blas_thread, record_first_layer_path,
                         recorded_first_layer_path, step_description, uses_sparse_input,
                         weighs_first_layer_paths)
@@ -224,9 +224,10 @@ class Trainer:
         state = sum((sW + sb for sW, sb in self.slot_arrays().values()), ())
         return self.params.W + self.params.b + state + (self.state.t,)
 
-    def compile(self, verbose=True):
+    def compile(self, verbose=True, beside=None):
         """Compile the training step for this fit ahead of its first epoch (Numba backend);
-        returns the seconds spent compiling (0.0 when cached)."""
+        returns the seconds spent compiling (0.0 when cached). ``beside``: a
+        :class:`CompileBeside` at work on another core, waited for before anything is timed."""
         if self.net.backend != "numba":
             return 0.0
         order = np.zeros(self.n, np.int64)
@@ -236,6 +237,8 @@ class Trainer:
                                 step_description(self.plan, self.net.dtype, params=self.params,
                                                  optimizer=type(self.optimizer).__name__),
                                 verbose)
+        if beside is not None:
+            seconds += beside.wait()
         self.choose_first_layer_path(verbose)
         return seconds
 
@@ -427,7 +430,10 @@ def _start(net, trainer, config, history, last, X):
     history.params = dict(net.train_config, samples=trainer.n)
     _stopped(net, history, None)
     verbose = config.verbose > 0
-    compile_time = trainer.compile(verbose) + inference.compile_inference(net, X, verbose)
+    # inference compiles on another core while this one compiles the training step
+    with CompileBeside(inference.inference_compiles(net, X), verbose) as beside:
+        compile_time = trainer.compile(verbose, beside)
+        compile_time += inference.compile_inference(net, X, verbose, beside)
     history.params["compile_time"] = compile_time
     history.params["first_layer_path"] = trainer.first_layer_path
     if verbose and config.default_sgd:

@@ -2,6 +2,7 @@
 folders used, resumes that need no flags, arguments checked before training, real drawings,
 sweeps grouped by every varied setting, plots that say what they show, layers described by kind,
 garbage inputs named, and the estimator's lbfgs solver."""
+import json
 import os
 import subprocess
 import sys
@@ -343,3 +344,60 @@ def test_warmup_builds_every_recipe_with_its_own_input():
     shapes = {label: net.input_shape for label, net, _ in configs}
     assert shapes["recipe course-cifar-cnn"] == (32, 32, 3)
     assert shapes["recipe cnn"] == (28, 28, 1)
+
+
+BESIDE_CHILD = """
+import json, sys
+import numpy as np
+from fastmlp import Network
+from fastmlp import kernels as K
+rng = np.random.default_rng(0)
+X = (rng.random((256, 64)) < 0.15).astype(np.float32)
+y = rng.integers(0, 10, 256)
+net = Network([64, 16, 10], seed=0)
+net.fit(X, y, epochs=1, batch_size=32, verbose=1)
+from fastmlp.inference import _dense_layers
+rows = K.KERNELS["dense_rows_forward"]
+Ws, bs, acts = _dense_layers(net)[:3]
+fast, ref = (np.zeros((256, 10), np.float32) for _ in range(2))
+rows.fast(X, Ws, bs, acts, fast, 2)
+rows.reference(X, Ws, bs, acts, ref, 2)
+stats = rows.fast.stats
+print(json.dumps({"hits": len(stats.cache_hits), "misses": len(stats.cache_misses),
+                  "max_error": float(np.abs(fast - ref).max())}))
+"""
+
+
+def test_inference_compiles_on_another_core_while_the_step_compiles(tmp_path):
+    """In a new process with an empty cache, a child process compiles inference while the
+    training step compiles; this process loads it from the cache (no compile of its own) and
+    runs it right; a second process finds everything in the cache."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), NUMBA_NUM_THREADS="2")
+    env.pop("FASTMLP_COMPILE_BESIDE", None)
+    runs = [subprocess.run([sys.executable, "-c", BESIDE_CHILD], capture_output=True, text=True,
+                           env=env, timeout=900) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+    first, again = (json.loads(run.stdout.strip().splitlines()[-1]) for run in runs)
+    assert ("inference row by row (float32) and the output layer (float32) on another core "
+            "meanwhile") in runs[0].stderr
+    assert first["hits"] == 1 and first["misses"] == 0
+    assert first["max_error"] < 1e-5
+    assert "Compiling" not in runs[1].stderr and again["misses"] == 0
+
+
+def test_compiling_beside_is_off_on_request(monkeypatch):
+    from fastmlp import compiling
+    from fastmlp import kernels as K
+    monkeypatch.setattr(compiling, "_in_disk_cache", lambda dispatcher, sig: False)
+    x = np.zeros((2, 10), np.float32)
+    jobs = [(K.KERNELS["output_activation"].fast, (0, x, x.copy()), "the output layer")]
+    monkeypatch.setattr(K.KERNELS["output_activation"].fast, "overloads", {})
+    monkeypatch.setenv("FASTMLP_COMPILE_BESIDE", "0")
+    with compiling.CompileBeside(jobs, verbose=False) as beside:
+        assert beside.process is None
+    monkeypatch.delenv("FASTMLP_COMPILE_BESIDE")
+    with compiling.CompileBeside(jobs, verbose=False) as beside:
+        assert beside.process is not None and beside.folder is not None
+        folder = beside.folder
+    assert not os.path.exists(folder)
