@@ -3,7 +3,8 @@
 For each configuration, a new Python process with an empty ``NUMBA_CACHE_DIR`` times
 ``import fastmlp``, the first ``fit`` (one epoch on a small slice of MNIST: nearly all of it is
 compiling) and the first ``predict``; then a second process on the same (now warm) cache does
-the same. Configurations: 784-300-10 with SGD, 784-300-10 with Adam and dropout, and the ``cnn``
+the same. A first process also starts with an empty user cache, as on a new machine (whose
+first fit at a batch size above 16 times the first layer's two paths, compiling both). Configurations: 784-300-10 with SGD, 784-300-10 with Adam and dropout, and the ``cnn``
 recipe's network with its optimizer.
 
     FASTMLP_DATA=../shared/data/mnist python bench/cold_start.py [--json out.json] [--only NAME]
@@ -65,8 +66,12 @@ def machine():
             "python": sys.version.split()[0]}
 
 
-def run_child(config, cache_dir):
+def run_child(config, cache_dir, user_cache=None):
+    """One fresh process on the Numba cache ``cache_dir``; ``user_cache``: an XDG cache folder
+    in place of the user's (a new machine's: no first-layer path timed and recorded yet)."""
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    if user_cache is not None:
+        env["XDG_CACHE_HOME"] = user_cache
     proc = subprocess.run([sys.executable, "-c", CHILD.format(config=config)], env=env,
                           capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
@@ -88,9 +93,15 @@ def main():
     print(f"{'configuration':<18}{'cache':<7}{'import':>8}{'first fit':>11}{'compile':>9}"
           f"{'first predict':>15}")
     for name in args.only or CONFIGS:
-        with tempfile.TemporaryDirectory(prefix="fastmlp-cold-") as cache:
-            for state in ("cold", "warm"):
-                r = run_child(CONFIGS[name], cache)
+        # "new": empty Numba cache and user cache (the first fit on a machine also times the
+        # first layer's two paths, so it compiles the code of both); "cold": empty Numba cache,
+        # the machine's records kept; "warm": the cold run's Numba cache
+        with tempfile.TemporaryDirectory(prefix="fastmlp-new-") as new_cache, \
+                tempfile.TemporaryDirectory(prefix="fastmlp-new-user-") as new_user, \
+                tempfile.TemporaryDirectory(prefix="fastmlp-cold-") as cache:
+            for state, numba_cache, user_cache in (("new", new_cache, new_user),
+                                                   ("cold", cache, None), ("warm", cache, None)):
+                r = run_child(CONFIGS[name], numba_cache, user_cache)
                 results["runs"][f"{name}/{state}"] = r
                 compile_time = r.get("compile_time")
                 shown = "-" if compile_time is None else f"{compile_time:.2f}"

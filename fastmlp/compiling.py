@@ -232,6 +232,12 @@ def _how_long(what):
     return f"{last:.0f} s last time on this machine"
 
 
+def step_ready(dispatcher, args):
+    """Whether ``dispatcher`` for ``args`` is compiled in this process or in the disk cache."""
+    sig = _signature(dispatcher, args)
+    return sig is not None and (sig in dispatcher.overloads or _in_disk_cache(dispatcher, sig))
+
+
 def compile_ahead(dispatcher, args, what, verbose=True, beside=None):
     """Compile ``dispatcher`` for ``args`` (or load it from Numba's disk cache) before they run,
     so that compiling is never counted as training. When it is not cached, say so on stderr

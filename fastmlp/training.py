@@ -16,8 +16,8 @@ from .compiling import (NO_THREADED_DENSE, PATH_PROBE_ROUNDS, PATH_PROBE_ROWS,  
                         SMALL_BATCH_ROWS, SPARSE_EVAL_BATCH, SPARSE_INPUT_DENSITY, CompileBeside,
                         ThreadTuner, compile_ahead, first_layer_path_key, forced_first_layer_path,
                         input_density, kernel_input, one_blas_thread, record_first_layer_path,
-                        recorded_first_layer_path, step_description, uses_sparse_input,
-                        weighs_first_layer_paths)
+                        recorded_first_layer_path, step_description, step_ready,
+                        uses_sparse_input, weighs_first_layer_paths)
 from .errors import TrainingDivergedError
 from .kernels.optim import BETA1, LR
 from .validation import check_int
@@ -79,21 +79,40 @@ class Trainer:
             sparse = known == "sparse" if known else sparse
             self._path_key = None if known else key
         self.params = net._params()
-        # the plan the step is compiled for: with both paths possible, with the zero-skipping
-        # code, which a plan without a zero-skipping layer leaves unused (one step runs either)
-        self._step_plan = net._plan(sparse or weighs, sample_weight, augment,
-                                    K.THREADED_MIN_WEIGHTS if batch_size <= SMALL_BATCH_ROWS
-                                    else NO_THREADED_DENSE)
         self.state = K.make_state(self.params, optimizer.hyper(), net.dtype)
         self.rule = K.optimizer_rule(optimizer.code)  # the step compiles its update alone
+        self.train_steps = K.train_steps if net.backend == "numba" else K.train_steps_ref
+        # the plan the step is compiled for: with the zero-skipping code where that path runs or
+        # is still to be timed (a plan without a zero-skipping layer leaves it unused: one step
+        # runs either path)
+        def plan(zero_skipping):
+            return net._plan(zero_skipping, sample_weight, augment,
+                             K.THREADED_MIN_WEIGHTS if batch_size <= SMALL_BATCH_ROWS
+                             else NO_THREADED_DENSE)
+        with_zero_skipping = sparse or self._path_key is not None
+        self._step_plan = plan(with_zero_skipping)
+        if weighs and not with_zero_skipping:
+            # the path is known to be BLAS's; but where a step with the zero-skipping code is
+            # compiled or cached already (an earlier fit timed both paths with it), that one
+            either = plan(True)
+            if self._step_ready(either) and not self._step_ready(self._step_plan):
+                self._step_plan = either
         self.ws = K.make_workspace(self.params, self._step_plan, net.n_features, batch_size,
                                    net.dtype)
-        self.train_steps = K.train_steps if net.backend == "numba" else K.train_steps_ref
         self.codes = K.step_codes(self.params, self._step_plan)
         self._use_path(sparse)
         self._saved = None
         # a chunk's mean loss above this is divergence, as NaN is
         self.loss_limit = LOSS_GROWTH_LIMIT * max(1.0, math.log(net.n_classes))
+
+    def _step_ready(self, plan):
+        """Whether the compiled step for ``plan`` is in this process or Numba's disk cache."""
+        if self.train_steps is not K.train_steps:
+            return False
+        ws = K.make_workspace(self.params, plan, self.net.n_features, 1, self.net.dtype)
+        args = (self.X, self.y, np.zeros(0, np.int64), self.batch_size, 0, 0, 0, self.params,
+                self.state, self.rule, ws, plan, *K.step_codes(self.params, plan))
+        return step_ready(K.train_steps, args)
 
     def _use_path(self, sparse):
         """Run the first layer on the zero-skipping path or not, with BLAS's threads and the

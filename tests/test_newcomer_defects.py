@@ -2,6 +2,7 @@
 folders used, resumes that need no flags, arguments checked before training, real drawings,
 sweeps grouped by every varied setting, plots that say what they show, layers described by kind,
 garbage inputs named, and the estimator's lbfgs solver."""
+import inspect
 import json
 import os
 import subprocess
@@ -309,6 +310,35 @@ def test_the_compile_message_names_the_configuration(toy_data, capsys, monkeypat
     assert err.startswith("Compiling the training step for dense layers, zero-skipping first "
                           "layer, SGD (float32)")
     assert "first run only" not in err
+
+
+def test_a_first_layer_known_to_run_on_blas_compiles_no_zero_skipping_code(toy_data,
+                                                                           monkeypatch):
+    """Where the first layer's path is known (recorded or forced) to be BLAS's, the step leaves
+    out the zero-skipping code, unless a step with it is compiled or cached already (it runs
+    either path): compiling a second variant would cost more than it saves."""
+    from numba import types
+
+    from fastmlp import compiling, training
+    from fastmlp import kernels as K
+    from fastmlp.optimizers import SGD
+    monkeypatch.setenv("FASTMLP_FIRST_LAYER", "dense")
+    monkeypatch.setattr(K.train_steps, "overloads", {})
+    X, y = toy_data
+    X = X.astype(np.float32)  # mostly zeros: at batch 32 either path could run
+    sparse_code = list(inspect.signature(K.train_steps.py_func).parameters).index("sparse")
+
+    def trainer(cached):
+        monkeypatch.setattr(compiling, "_in_disk_cache", lambda dispatcher, sig: cached(sig))
+        return training.Trainer(Network([64, 8, 10], seed=0), X, y, 32, SGD())
+
+    alone = trainer(lambda sig: False)
+    assert alone.codes[1] is None and not alone.sparse
+    either = trainer(lambda sig: sig[sparse_code] != types.none)
+    assert either.codes[1] is True and not either.sparse
+    assert either.plan.sparse_layer == -1  # the zero-skipping code is there, unused
+    monkeypatch.setenv("FASTMLP_FIRST_LAYER", "sparse")
+    assert trainer(lambda sig: False).codes[1] is True
 
 
 def test_a_compile_with_no_parallel_loop_left_warns_nothing(monkeypatch):
