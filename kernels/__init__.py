@@ -10,7 +10,7 @@ stamp_entries_with_sources(__path__[0], invalidate_stale_cache())
 
 from . import augment, catalog  # noqa: F401  (catalog fills the registry)
 from .activations import ACTIVATION_CODES, IDENTITY, RELU, SIGMOID, TANH
-from .loss import OUTPUT_LOSS_CODES
+from .loss import OUTPUT_LOSS_CODES, loss_rule
 from .network import (ACTIVATION, BATCHNORM, CONV, DENSE, DROPOUT, FLATTEN, LAYER_KINDS, POOL, OptState, Params, Plan,
                       Workspace, forward, forward_codes, forward_ref, step_codes, layer_widths, make_params, make_plan, make_state,
                       make_workspace, layers_use_threads, threaded_dense_layers, train_steps, train_steps_ref)
@@ -21,7 +21,7 @@ from .optim import OPTIMIZER_CODES, optimizer_rule
 from .registry import KERNELS, Case, KernelPair, copy_args
 
 __all__ = ["KERNELS", "augment", "stream_key", "Case", "KernelPair", "copy_args", "ACTIVATION_CODES", "IDENTITY", "RELU",
-           "conv_geometry", "SIGMOID", "TANH", "OUTPUT_LOSS_CODES", "OPTIMIZER_CODES", "optimizer_rule", "LAYER_KINDS", "DENSE",
+           "conv_geometry", "SIGMOID", "TANH", "OUTPUT_LOSS_CODES", "OPTIMIZER_CODES", "optimizer_rule", "loss_rule", "LAYER_KINDS", "DENSE",
            "DROPOUT", "CONV", "POOL", "FLATTEN", "BATCHNORM", "ACTIVATION", "Plan", "Params", "OptState", "Workspace",
            "make_params", "make_plan", "make_state", "make_workspace", "layer_widths", "forward", "forward_ref",
            "forward_codes", "step_codes",

@@ -16,7 +16,8 @@ from .dense import (THREADED_MIN_WEIGHTS, dense_backward, dense_backward_ref,
                     grad_block_rows)
 from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward, dropout_forward_ref,
                       keep_threshold, stream_key)
-from .loss import output_activation, output_activation_ref, output_loss, output_loss_ref
+from .loss import (loss_rule, output_activation, output_activation_ref, output_loss,
+                   output_loss_ref)
 from .network import (ACTIVATION, BATCHNORM, CONV, DENSE, DROPOUT, POOL, forward, forward_codes, forward_ref,
                       step_codes,
                       make_params,
@@ -223,7 +224,8 @@ def network_case(rng, c, batch_size=None, input_dropout=True):
     second_last_dense = [i for i, k in enumerate(kinds) if k == DENSE][-2]
     max_norms = [3.0 if i == second_last_dense else 0.0 for i in range(len(kinds))]
     # without the zero-skipping layer, every dense layer runs on threads, however small
-    plan = make_plan(kinds, acts, rates, max_norms, c.loss, c.sparse_input, 11, c.dtype,
+    plan = make_plan(kinds, acts, rates, max_norms, loss_rule(c.loss, any_code=True),
+                     c.sparse_input, 11, c.dtype,
                      threaded_min=THREADED_MIN_WEIGHTS if c.sparse_input else 0)
     params = make_params(W, b, c.dtype, slots=CASE_SLOTS)
     ws = make_workspace(params, plan, c.n_in, batch_size or c.batch, c.dtype)
@@ -377,7 +379,7 @@ def cnn_case(rng, c, batch_size=None):
     act = c.act if c.act != A.IDENTITY else A.TANH
     # (the conv below a normalization never a ReLU, see above)
     plan = make_plan(kinds, [A.IDENTITY, 0, act, 0, 0, A.TANH if act == A.RELU else act, 0, 0], [0, 0, 0, 0, 0.25, 0, 0, 0],
-                     [0, 0, 0, 0, 0, 2.0, 0, 0], c.loss, False, 5, c.dtype,
+                     [0, 0, 0, 0, 0, 2.0, 0, 0], loss_rule(c.loss, any_code=True), False, 5, c.dtype,
                      widths=widths, geoms=geoms, norms=[None, (0.9, 1e-3)] + [None] * 4
                      + [(0.99, 1e-5), None])
     params = make_params(W, b, c.dtype, slots=CASE_SLOTS)

@@ -1,6 +1,9 @@
 """Fused softmax + cross-entropy: loss and dlogits in one pass, no one-hot matrix."""
+from collections import namedtuple
+
 import numpy as np
 from numba import njit
+from numba.extending import overload
 
 
 @njit(cache=True)
@@ -118,15 +121,63 @@ def sigmoid_loss(code, logits, labels, dlogits):
     return total * inv_n, correct
 
 
+# The training step takes the loss as a *rule*, as it takes the optimizer (optim.py): a one-field
+# namedtuple whose class decides, while Numba types the step, which loss it compiles (a softmax
+# fit compiles no sigmoid loss). ``AnyLossRule``, like a plain code, compiles both and chooses at
+# run time (the pair tests sweep the losses through one compiled step).
+SoftmaxRule = namedtuple("SoftmaxRule", "code", defaults=(SOFTMAX_CE,))
+SigmoidRule = namedtuple("SigmoidRule", "code")
+AnyLossRule = namedtuple("AnyLossRule", "code")
+LOSS_RULES = (SoftmaxRule, SigmoidRule, AnyLossRule)
+
+
+def loss_rule(code, any_code=False):
+    """The rule of output/loss ``code``; ``any_code``: the rule that compiles every loss."""
+    code = int(code)
+    if code not in OUTPUT_LOSS_CODES.values():
+        raise ValueError(f"output/loss code must be one of {sorted(OUTPUT_LOSS_CODES.values())}, "
+                         f"got {code}")
+    if any_code:
+        return AnyLossRule(code)
+    return SoftmaxRule() if code == SOFTMAX_CE else SigmoidRule(code)
+
+
 @njit(cache=True)
-def output_loss(code, logits, labels, dlogits):
-    """(mean loss, rows classified right); dlogits <- d(mean loss)/d(logits)."""
+def _either_loss(code, logits, labels, dlogits):
     if code == SOFTMAX_CE:
         return softmax_cross_entropy(logits, labels, dlogits)
     return sigmoid_loss(code, logits, labels, dlogits)
 
 
+def _loss_of(code, logits, labels, dlogits):
+    raise TypeError("_loss_of runs inside compiled kernels only")
+
+
+@overload(_loss_of)
+def _loss_of_rule(code, logits, labels, dlogits):
+    """The rule's loss, chosen while typing (a plain code: both, chosen at run time)."""
+    kind = getattr(code, "instance_class", None)
+    if kind is SoftmaxRule:
+        return lambda code, logits, labels, dlogits: softmax_cross_entropy(logits, labels,
+                                                                           dlogits)
+    if kind is SigmoidRule:
+        return lambda code, logits, labels, dlogits: sigmoid_loss(code.code, logits, labels,
+                                                                  dlogits)
+    if kind is AnyLossRule:
+        return lambda code, logits, labels, dlogits: _either_loss(code.code, logits, labels,
+                                                                  dlogits)
+    return lambda code, logits, labels, dlogits: _either_loss(code, logits, labels, dlogits)
+
+
+@njit(cache=True)
+def output_loss(code, logits, labels, dlogits):
+    """(mean loss, rows classified right); dlogits <- d(mean loss)/d(logits). ``code``: the
+    output/loss code, or its rule (``loss_rule``)."""
+    return _loss_of(code, logits, labels, dlogits)
+
+
 def output_loss_ref(code, logits, labels, dlogits):
+    code = getattr(code, "code", code)  # a rule's
     if code == SOFTMAX_CE:
         return softmax_cross_entropy_ref(logits, labels, dlogits)
     n, k = logits.shape

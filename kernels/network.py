@@ -3,7 +3,7 @@
 Everything the step needs travels in four bundles (namedtuples, which Numba takes as they are):
 
 - ``Plan``: the layer table (``kind``, ``act``, ``in_act``, dropout ``threshold``/``scale``,
-  ``max_norm`` per layer) and the code of the output/loss;
+  ``max_norm`` per layer) and the rule of the output/loss (``loss.loss_rule``);
 - ``Params``: ``W`` and ``b``, one array per layer (zero-size for layers without parameters);
   every parameter is a 2-D (weights) or 1-D (biases) array, so each tuple has one Numba type;
 - ``OptState``: the optimizer's two state slots per parameter, its hyper-parameters and step;
@@ -37,7 +37,7 @@ from .dense import (ROW_ALIGN, THREADED_MIN_WEIGHTS, column_sums, dense_backward
                     grad_block_rows)
 from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward_ref, dropout_row,
                       stream_key)
-from .loss import output_loss, output_loss_ref
+from .loss import LOSS_RULES, loss_rule, output_loss, output_loss_ref
 from .optim import (ADAM, BETA1, BETA2, max_norm_columns, max_norm_columns_ref, optimizer_update,
                     optimizer_update_ref)
 from .sparse_input import (build_columns, column_cursors, count_columns,
@@ -76,7 +76,9 @@ def make_plan(kinds, acts, rates, max_norms, loss, sparse_input, seed, dtype,
     (params, elastic field basis, (h, w, c)) of the distortions applied to each minibatch
     (``augment.py``), or None. ``threaded_min``: the fewest weights of a dense layer that the
     training step runs on Numba's threads (``dense.THREADED_MIN_WEIGHTS``). ``norms``: each
-    BatchNormalization layer's (momentum, epsilon) (``batchnorm.py``), None elsewhere."""
+    BatchNormalization layer's (momentum, epsilon) (``batchnorm.py``), None elsewhere.
+    ``loss``: the output/loss code or its rule (``loss.loss_rule``: a code makes the rule that
+    compiles that loss alone)."""
     from .dropout import keep_threshold
     dtype = np.dtype(dtype)
     L = len(kinds)
@@ -106,7 +108,8 @@ def make_plan(kinds, acts, rates, max_norms, loss, sparse_input, seed, dtype,
     return Plan(kind=kinds, act=acts, in_act=in_act,
                 threshold=np.array([keep_threshold(r) for r in rates], np.uint64),
                 scale=np.array([1 / (1 - r) for r in rates], dtype),
-                max_norm=np.asarray(max_norms, dtype), loss=int(loss),
+                max_norm=np.asarray(max_norms, dtype),
+                loss=loss if isinstance(loss, LOSS_RULES) else loss_rule(loss),
                 sparse_layer=first_param if sparse_input else -1, first_param=first_param,
                 seed=int(seed), sample_weight=np.zeros(0, dtype) if sample_weight is None
                 else np.ascontiguousarray(sample_weight, dtype),

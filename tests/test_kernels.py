@@ -285,3 +285,32 @@ def test_the_whole_step_agrees_with_its_twin_on_every_combination(name):
                 assert_same(fast, ref, np.float64, f"{name} {case}: {label}", pair.conditioning)
             assert_same(fast_ret, ref_ret, np.float64, f"{name} {case}: return value",
                         pair.conditioning)
+
+
+def test_the_loss_rule_compiles_its_loss_alone():
+    """The training step takes the loss as a rule (kernels.loss_rule): a softmax fit compiles no
+    sigmoid loss, and the reverse; the rule that compiles both, and a plain code, choose at run
+    time. The kernel is compiled afresh (code loaded from the cache cannot be inspected); each
+    result is checked against the twin."""
+    import numba
+
+    from fastmlp.kernels import loss as L
+    fresh = numba.njit(cache=False)(L.output_loss.py_func)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 4)).astype(np.float32)
+    labels = rng.integers(0, 4, 6)
+    for code in sorted(OUTPUT_LOSS_CODES.values()):
+        for rule in (L.loss_rule(code), L.loss_rule(code, any_code=True), code):
+            got, want = np.empty_like(logits), np.empty_like(logits)
+            loss, correct = fresh(rule, logits, labels, got)
+            expected_loss, expected_correct = L.output_loss_ref(rule, logits, labels, want)
+            np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
+            assert correct == expected_correct
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+            ir = fresh.inspect_llvm(next(sig for sig in fresh.signatures
+                                         if sig[0] == numba.typeof(rule)))
+            calls = ("softmax_cross_entropy" in ir, "sigmoid_loss" in ir, "_either_loss" in ir)
+            if isinstance(rule, (L.SoftmaxRule, L.SigmoidRule)):
+                assert calls == (code == L.SOFTMAX_CE, code != L.SOFTMAX_CE, False), rule
+            else:  # the run-time choice between the two
+                assert calls[2], rule
