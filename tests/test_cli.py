@@ -194,6 +194,10 @@ def test_bench_quick_smoke(tmp_path):
     assert set(entry["median_s"]) == {"fastmlp-numba", "fastmlp-numpy"}
     assert all(t > 0 for t in entry["median_s"].values()) and entry["floor_s"] > 0
     assert result["sgemm_gflops"] > 0
+    # the floor: the epoch's FLOPs at the best GEMM rate measured before or after the epochs
+    best = max([*result["gemm_gflops"].values(), *result["gemm_gflops_after"].values()])
+    epoch_flops = Network([784, 300, 10], _initialise=False).flops(result["samples"])
+    assert entry["floor_s"] == pytest.approx(epoch_flops / (best * 1e9))
     assert result["machine"]["threading_layer"] in ("omp", "tbb", "workqueue")
     assert f"Numba threading layer: {result['machine']['threading_layer']}" in proc.stdout
     assert entry["first_layer_path"] == ["zero-skipping"]
