@@ -5,7 +5,8 @@ import time
 
 import numpy as np
 
-from .inference import compile_inference
+from .compiling import CompileBeside
+from .inference import compile_inference, inference_compiles
 from .training import Trainer
 
 DENSITIES = {"mnist": 0.2, "dense": 0.6}  # MNIST-like inputs skip zeros, denser ones do not
@@ -43,7 +44,10 @@ def warm_network(net, batch_size, optimizer, augment=None, density=0.2):
         from .augment import image_shape_of
         tables = augment.tables(image_shape_of(net))
     trainer = Trainer(net, X, y, batch_size, optimizer, augment=tables)
-    return trainer.compile(verbose=False) + compile_inference(net, X, verbose=False)
+    # as fit does: inference on another core while the training step compiles
+    with CompileBeside(inference_compiles(net, X), verbose=False) as beside:
+        return (trainer.compile(verbose=False, beside=beside)
+                + compile_inference(net, X, verbose=False, beside=beside))
 
 
 def warm_up(recipe_names=(), dtype="float32", densities=("mnist", "dense"), progress=True):
