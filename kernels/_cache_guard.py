@@ -79,6 +79,9 @@ def stamp_entries_with_sources(here, digest):
         def get_disambiguator(self):
             return f"{self._inner.get_disambiguator()}-{digest[:12]}"
 
+        def __getattr__(self, name):  # what else Numba reads of a locator (its _py_file...)
+            return getattr(self._inner, name)
+
         @classmethod
         def from_function(cls, py_func, py_file):
             if os.path.dirname(os.path.abspath(py_file)) != here:

@@ -201,6 +201,18 @@ def test_a_new_numba_cache_dir_is_stamped_and_kept(tmp_path, monkeypatch):
     assert list(cache.glob("*.nbi")), "the first process's cache must be kept"
 
 
+def test_the_cache_guards_locator_answers_for_the_one_it_wraps():
+    """Numba reads more of a locator than its methods: warning that it cannot cache a function
+    (lifted code, dynamic globals), it names the locator's ``_py_file``. The cache guard's
+    locator used to raise AttributeError there, failing a fit under NUMBA_OPT=0."""
+    from numba.core import caching
+
+    from fastmlp.kernels import loss
+    impl = caching.CompileResultCacheImpl(loss.output_loss.py_func)
+    assert type(impl.locator).__name__ == "SourcesStampedLocator"
+    assert impl.locator._py_file == loss.__file__
+
+
 @pytest.mark.parametrize("name, codes", [("train_steps_cnn", 7), ("forward_cnn", 3),
                                          ("train_steps", 7), ("forward", 3)])
 def test_a_feature_the_plan_uses_is_never_left_out(name, codes):
