@@ -291,7 +291,7 @@ class CompileBeside:
         import pickle
         import subprocess
         import tempfile
-        self.sigs, self.process, self.folder, self.failed = set(), None, None, False
+        self.sigs, self.process, self.folder = set(), None, None
         if (os.environ.get(COMPILE_BESIDE_ENV, "").strip() == "0"
                 or (os.cpu_count() or 1) < 2 or numba.get_num_threads() < 2):
             return
@@ -338,12 +338,14 @@ class CompileBeside:
             return False
         try:
             from numba.core.caching import FunctionCache
-            before = numba.config.CACHE_DIR
-            numba.config.CACHE_DIR = self.folder
-            try:
-                theirs = FunctionCache(dispatcher.py_func)
-            finally:
-                numba.config.CACHE_DIR = before
+            from numba.core.compiler_lock import global_compiler_lock
+            with global_compiler_lock:  # no compile in another thread sees the child's folder
+                before = numba.config.CACHE_DIR
+                numba.config.CACHE_DIR = self.folder
+                try:
+                    theirs = FunctionCache(dispatcher.py_func)
+                finally:
+                    numba.config.CACHE_DIR = before
             key = theirs._index_key(sig, dispatcher.targetctx.codegen())
             data = theirs._cache_file.load(key)
             if data is None:

@@ -95,7 +95,7 @@ class Trainer:
             # the path is known to be BLAS's; but where a step with the zero-skipping code is
             # compiled or cached already (an earlier fit timed both paths with it), that one
             either = plan(True)
-            if self._step_ready(either) and not self._step_ready(self._step_plan):
+            if self.is_compiled(either) and not self.is_compiled(self._step_plan):
                 self._step_plan = either
         self.ws = K.make_workspace(self.params, self._step_plan, net.n_features, batch_size,
                                    net.dtype)
@@ -105,14 +105,23 @@ class Trainer:
         # a chunk's mean loss above this is divergence, as NaN is
         self.loss_limit = LOSS_GROWTH_LIMIT * max(1.0, math.log(net.n_classes))
 
-    def _step_ready(self, plan):
-        """Whether the compiled step for ``plan`` is in this process or Numba's disk cache."""
+    def _step_args(self, plan=None, ws=None):
+        """Arguments of the compiled step as this fit calls it (``plan``: another step plan)."""
+        if plan is None:
+            plan, ws, codes = self.plan, self.ws, self.codes
+        else:
+            codes = K.step_codes(self.params, plan)
+        return (self.X, self.y, np.zeros(0, np.int64), self.batch_size, 0, 0, 0, self.params,
+                self.state, self.rule, ws, plan, *codes)
+
+    def is_compiled(self, plan=None):
+        """Whether the compiled step for ``plan`` (this fit's, by default) is in this process or
+        Numba's disk cache."""
         if self.train_steps is not K.train_steps:
             return False
-        ws = K.make_workspace(self.params, plan, self.net.n_features, 1, self.net.dtype)
-        args = (self.X, self.y, np.zeros(0, np.int64), self.batch_size, 0, 0, 0, self.params,
-                self.state, self.rule, ws, plan, *K.step_codes(self.params, plan))
-        return step_ready(K.train_steps, args)
+        ws = None if plan is None else K.make_workspace(self.params, plan, self.net.n_features,
+                                                        1, self.net.dtype)
+        return step_ready(K.train_steps, self._step_args(plan, ws))
 
     def _use_path(self, sparse):
         """Run the first layer on the zero-skipping path or not, with BLAS's threads and the
@@ -249,10 +258,7 @@ class Trainer:
         :class:`CompileBeside` at work on another core, waited for before anything is timed."""
         if self.net.backend != "numba":
             return 0.0
-        order = np.zeros(self.n, np.int64)
-        args = (self.X, self.y, order, self.batch_size, 0, 0, 0, self.params, self.state,
-                self.rule, self.ws, self.plan, *self.codes)
-        seconds = compile_ahead(K.train_steps, args,
+        seconds = compile_ahead(K.train_steps, self._step_args(),
                                 step_description(self.plan, self.net.dtype, params=self.params,
                                                  optimizer=type(self.optimizer).__name__),
                                 verbose)
@@ -449,8 +455,10 @@ def _start(net, trainer, config, history, last, X):
     history.params = dict(net.train_config, samples=trainer.n)
     _stopped(net, history, None)
     verbose = config.verbose > 0
-    # inference compiles on another core while this one compiles the training step
-    with CompileBeside(inference.inference_compiles(net, X), verbose) as beside:
+    # inference compiles on another core while this one compiles the training step (with the
+    # step compiled already, here: a new process would only add its start)
+    jobs = [] if trainer.is_compiled() else inference.inference_compiles(net, X)
+    with CompileBeside(jobs, verbose) as beside:
         compile_time = trainer.compile(verbose, beside)
         compile_time += inference.compile_inference(net, X, verbose, beside)
     history.params["compile_time"] = compile_time

@@ -45,7 +45,8 @@ def warm_network(net, batch_size, optimizer, augment=None, density=0.2):
         tables = augment.tables(image_shape_of(net))
     trainer = Trainer(net, X, y, batch_size, optimizer, augment=tables)
     # as fit does: inference on another core while the training step compiles
-    with CompileBeside(inference_compiles(net, X), verbose=False) as beside:
+    jobs = [] if trainer.is_compiled() else inference_compiles(net, X)
+    with CompileBeside(jobs, verbose=False) as beside:
         return (trainer.compile(verbose=False, beside=beside)
                 + compile_inference(net, X, verbose=False, beside=beside))
 
