@@ -232,10 +232,12 @@ def _how_long(what):
     return f"{last:.0f} s last time on this machine"
 
 
-def step_ready(dispatcher, args):
-    """Whether ``dispatcher`` for ``args`` is compiled in this process or in the disk cache."""
+def step_ready(dispatcher, args, in_process=True, on_disk=True):
+    """Whether ``dispatcher`` for ``args`` is compiled in this process (``in_process``) or in
+    the disk cache (``on_disk``)."""
     sig = _signature(dispatcher, args)
-    return sig is not None and (sig in dispatcher.overloads or _in_disk_cache(dispatcher, sig))
+    return sig is not None and ((in_process and sig in dispatcher.overloads)
+                                or (on_disk and _in_disk_cache(dispatcher, sig)))
 
 
 def compile_ahead(dispatcher, args, what, verbose=True, beside=None):

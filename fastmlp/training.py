@@ -92,11 +92,16 @@ class Trainer:
         with_zero_skipping = sparse or self._path_key is not None
         self._step_plan = plan(with_zero_skipping)
         if weighs and not with_zero_skipping:
-            # the path is known to be BLAS's; but where a step with the zero-skipping code is
-            # compiled or cached already (an earlier fit timed both paths with it), that one
+            # the path is known to be BLAS's. A step with the zero-skipping code runs it too
+            # (an earlier fit timed both paths with it): where one is compiled and this plan's is
+            # not, looking in this process first, then in the disk cache, that one
             either = plan(True)
-            if self.is_compiled(either) and not self.is_compiled(self._step_plan):
-                self._step_plan = either
+            for where in ({"on_disk": False}, {"in_process": False}):
+                if self.is_compiled(self._step_plan, **where):
+                    break
+                if self.is_compiled(either, **where):
+                    self._step_plan = either
+                    break
         self.ws = K.make_workspace(self.params, self._step_plan, net.n_features, batch_size,
                                    net.dtype)
         self.codes = K.step_codes(self.params, self._step_plan)
@@ -114,14 +119,14 @@ class Trainer:
         return (self.X, self.y, np.zeros(0, np.int64), self.batch_size, 0, 0, 0, self.params,
                 self.state, self.rule, ws, plan, *codes)
 
-    def is_compiled(self, plan=None):
-        """Whether the compiled step for ``plan`` (this fit's, by default) is in this process or
-        Numba's disk cache."""
+    def is_compiled(self, plan=None, in_process=True, on_disk=True):
+        """Whether the compiled step for ``plan`` (this fit's, by default) is in this process
+        (``in_process``) or Numba's disk cache (``on_disk``)."""
         if self.train_steps is not K.train_steps:
             return False
         ws = None if plan is None else K.make_workspace(self.params, plan, self.net.n_features,
                                                         1, self.net.dtype)
-        return step_ready(K.train_steps, self._step_args(plan, ws))
+        return step_ready(K.train_steps, self._step_args(plan, ws), in_process, on_disk)
 
     def _use_path(self, sparse):
         """Run the first layer on the zero-skipping path or not, with BLAS's threads and the
