@@ -51,8 +51,10 @@ PARAM_KINDS = (DENSE, CONV, BATCHNORM)
 ACTIVATED_KINDS = (DENSE, CONV, BATCHNORM, ACTIVATION)
 
 # From this many rows on, a minibatch's column lists are built on all threads (same result as
-# the serial build; below it, the two extra parallel regions cost more than they save).
-PARALLEL_COLUMNS_MIN_ROWS = 64
+# the serial build; below it, the two extra parallel regions cost more than they save: on the
+# 2-vCPU Xeon, 784-300-10 on MNIST, the serial build made batch-64 epochs ~7 % faster, and at
+# 128 the two were level; at 256 the threads saved ~10 % of an epoch on Zen 3).
+PARALLEL_COLUMNS_MIN_ROWS = 128
 
 Plan = namedtuple("Plan", "kind act in_act threshold scale max_norm loss sparse_layer "
                           "first_param seed sample_weight width geom aug aug_basis aug_shape "

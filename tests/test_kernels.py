@@ -8,7 +8,8 @@ from fastmlp.kernels import KERNELS, OPTIMIZER_CODES, OUTPUT_LOSS_CODES, Case, c
 from fastmlp.kernels.registry import parameters, written
 from fastmlp.kernels.activations import ACTIVATION_CODES
 
-SHAPES = [(1, 5, 3), (7, 20, 13), (64, 100, 32), (33, 784, 300)]
+# (batch 128: the training step builds the column lists of a minibatch this large on all threads)
+SHAPES = [(1, 5, 3), (7, 20, 13), (128, 100, 32), (33, 784, 300)]
 ACTS = sorted(ACTIVATION_CODES.values())
 TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
 
