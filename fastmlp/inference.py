@@ -177,14 +177,6 @@ def inference_compiles(net, X):
     return jobs
 
 
-def compile_inference(net, X, verbose=True, beside=None):
-    """Compile (or load) what predict and evaluate run on data like X; returns the seconds
-    spent compiling (0.0 when cached or on the NumPy backend). ``beside``: a
-    :class:`~fastmlp.compiling.CompileBeside` compiling them on another core."""
-    return sum(compile_ahead(dispatcher, args, what, verbose, beside)
-               for dispatcher, args, what in inference_compiles(net, X))
-
-
 def predict_proba(net, X):
     out = np.empty((X.shape[0], net.n_classes), net.dtype)
     activation = kernel(net, "output_activation")

@@ -96,10 +96,10 @@ class Trainer:
             # (an earlier fit timed both paths with it): where one is compiled and this plan's is
             # not, looking in this process first, then in the disk cache, that one
             either = plan(True)
-            for where in ({"on_disk": False}, {"in_process": False}):
-                if self.is_compiled(self._step_plan, **where):
+            for in_process in (True, False):
+                if self.is_compiled(self._step_plan, in_process, not in_process):
                     break
-                if self.is_compiled(either, **where):
+                if self.is_compiled(either, in_process, not in_process):
                     self._step_plan = either
                     break
         self.ws = K.make_workspace(self.params, self._step_plan, net.n_features, batch_size,
@@ -453,6 +453,17 @@ def _epoch_range(net, trainer, config):
     return first, last, history, resume_at
 
 
+def compile_for_fit(trainer, X, verbose=True):
+    """Compile (or load) the trainer's step and what predict and evaluate run on data like X;
+    returns the seconds spent compiling. Inference compiles on another core while this one
+    compiles the step (with the step compiled already, a new process would only add its
+    start)."""
+    jobs = inference.inference_compiles(trainer.net, X)
+    with CompileBeside([] if trainer.is_compiled() else jobs, verbose) as beside:
+        seconds = trainer.compile(verbose, beside)
+        return seconds + sum(compile_ahead(*job, verbose, beside) for job in jobs)
+
+
 def _start(net, trainer, config, history, last, X):
     """Record the fit's settings, compile ahead (training step, then inference on data like
     X), print the optimizer line; returns the seconds spent compiling."""
@@ -460,12 +471,7 @@ def _start(net, trainer, config, history, last, X):
     history.params = dict(net.train_config, samples=trainer.n)
     _stopped(net, history, None)
     verbose = config.verbose > 0
-    # inference compiles on another core while this one compiles the training step (with the
-    # step compiled already, here: a new process would only add its start)
-    jobs = [] if trainer.is_compiled() else inference.inference_compiles(net, X)
-    with CompileBeside(jobs, verbose) as beside:
-        compile_time = trainer.compile(verbose, beside)
-        compile_time += inference.compile_inference(net, X, verbose, beside)
+    compile_time = compile_for_fit(trainer, X, verbose)
     history.params["compile_time"] = compile_time
     history.params["first_layer_path"] = trainer.first_layer_path
     if verbose and config.default_sgd:

@@ -5,9 +5,7 @@ import time
 
 import numpy as np
 
-from .compiling import CompileBeside
-from .inference import compile_inference, inference_compiles
-from .training import Trainer
+from .training import Trainer, compile_for_fit
 
 DENSITIES = {"mnist": 0.2, "dense": 0.6}  # MNIST-like inputs skip zeros, denser ones do not
 
@@ -43,12 +41,8 @@ def warm_network(net, batch_size, optimizer, augment=None, density=0.2):
     if augment is not None and augment.active:
         from .augment import image_shape_of
         tables = augment.tables(image_shape_of(net))
-    trainer = Trainer(net, X, y, batch_size, optimizer, augment=tables)
-    # as fit does: inference on another core while the training step compiles
-    jobs = [] if trainer.is_compiled() else inference_compiles(net, X)
-    with CompileBeside(jobs, verbose=False) as beside:
-        return (trainer.compile(verbose=False, beside=beside)
-                + compile_inference(net, X, verbose=False, beside=beside))
+    return compile_for_fit(Trainer(net, X, y, batch_size, optimizer, augment=tables), X,
+                           verbose=False)
 
 
 def warm_up(recipe_names=(), dtype="float32", densities=("mnist", "dense"), progress=True):

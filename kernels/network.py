@@ -767,8 +767,8 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                                 maxpool_backward_row(d[i], arg[i], d_below[i])
                     if kind == CONV:
                         sum_partials(partial, gW, gb)
-                        optimizer_update(optimizer, W.ravel(), gW.ravel(), S1.ravel(), S2.ravel(), h,
-                                 c1, c2, decay)
+                        optimizer_update(optimizer, W.ravel(), gW.ravel(), S1.ravel(),
+                                         S2.ravel(), h, c1, c2, decay)
                         optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, no_decay)
             elif kind == DROPOUT and l > plan.first_param:
                 if dropout is not None:
