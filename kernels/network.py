@@ -40,8 +40,7 @@ from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward_re
 from .loss import LOSS_RULES, loss_rule, output_loss, output_loss_ref
 from .optim import (ADAM, BETA1, BETA2, max_norm_columns, max_norm_columns_ref, optimizer_update,
                     optimizer_update_ref)
-from .sparse_input import (build_columns, column_cursors, count_columns,
-                           fill_columns, forward_row, fused_update_row)
+from .sparse_input import column_cursors, count_columns, fill_and_update_rows, forward_row
 
 DENSE, DROPOUT, CONV, POOL, FLATTEN, BATCHNORM, ACTIVATION = 0, 1, 2, 3, 4, 5, 6
 LAYER_KINDS = {"dense": DENSE, "dropout": DROPOUT, "conv2d": CONV, "maxpool2d": POOL,
@@ -49,12 +48,6 @@ LAYER_KINDS = {"dense": DENSE, "dropout": DROPOUT, "conv2d": CONV, "maxpool2d": 
 PARAM_KINDS = (DENSE, CONV, BATCHNORM)
 # the kinds whose output is an activation's (the layer above applies its derivative)
 ACTIVATED_KINDS = (DENSE, CONV, BATCHNORM, ACTIVATION)
-
-# From this many rows on, a minibatch's column lists are built on all threads (same result as
-# the serial build; below it, the two extra parallel regions cost more than they save: on the
-# 2-vCPU Xeon, 784-300-10 on MNIST, the serial build made batch-64 epochs ~7 % faster, and at
-# 128 the two were level; at 256 the threads saved ~10 % of an epoch on Zen 3).
-PARALLEL_COLUMNS_MIN_ROWS = 128
 
 Plan = namedtuple("Plan", "kind act in_act threshold scale max_norm loss sparse_layer "
                           "first_param seed sample_weight width geom aug aug_basis aug_shape "
@@ -228,7 +221,7 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
         col_ptr=np.zeros(sparse_in + 1 if training else 0, np.int64),
         col_row=np.zeros(rows * sparse_in, np.int32),
         col_val=np.zeros(rows * sparse_in, dtype),
-        # one block of rows per thread when the minibatch's columns are built in parallel
+        # per thread: its block of rows' nonzeros per input column (the forward region's blocks)
         col_counts=np.zeros((threads if training else 0, sparse_in), np.int64),
         # per thread: one gradient row of the zero-skipping layer, or column norms
         scratch=np.zeros((threads, max(widths + [1])), dtype),
@@ -622,6 +615,7 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                 from_X = skips_zeros and l == 0 and not augmenting
                 mask, arg, cols = ws.masks[l], ws.argmax[l], ws.cols
                 nz_idx, nz_val, nz_cnt = ws.nz_idx, ws.nz_val, ws.nz_cnt
+                col_counts = ws.col_counts
                 key, need = np.uint64(0), 0  # (features left out compile neither call)
                 if dropout is not None and kind == DROPOUT:
                     key = stream_key(plan.seed, epoch, step, l)
@@ -646,6 +640,9 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                                     maxpool_forward_sample(inp[i], g, a[i], arg[i])
                             elif dropout is not None:
                                 dropout_row(inp[i], key, i, threshold, scale, mask[i], a[i])
+                        if skips_zeros and sparse is not None:
+                            # the block's nonzeros per input column, for the update's lists
+                            count_columns(nz_idx, nz_cnt, lo, hi, col_counts[t])
 
         # ---- output activation and loss: d loss / d logits into deltas[last]
         loss, c = output_loss(plan.loss, ws.acts[last][:nb], ws.yb[:nb], ws.deltas[last][:nb])
@@ -671,32 +668,21 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
             if l == plan.sparse_layer:
                 if sparse is None:
                     continue
-                # the minibatch's nonzeros per input column (the transpose the update reads)
-                nz_idx, nz_val, nz_cnt = ws.nz_idx, ws.nz_val, ws.nz_cnt
-                col_counts, col_ptr, col_row, col_val = (ws.col_counts, ws.col_ptr, ws.col_row,
-                                                         ws.col_val)
-                blocks = col_counts.shape[0]
-                if nb >= PARALLEL_COLUMNS_MIN_ROWS and blocks > 1:
-                    for t in prange(blocks):
-                        lo, hi = thread_block(nb, blocks, t)
-                        count_columns(nz_idx, nz_cnt, lo, hi, col_counts[t])
-                    column_cursors(col_counts, col_ptr.shape[0] - 1, col_ptr)
-                    for t in prange(blocks):
-                        lo, hi = thread_block(nb, blocks, t)
-                        fill_columns(nz_idx, nz_val, nz_cnt, lo, hi, col_counts[t], col_row,
-                                     col_val)
-                else:
-                    build_columns(nz_idx, nz_val, nz_cnt, nb, col_counts, col_ptr, col_row,
-                                  col_val)
-                scratch = ws.scratch
+                # the minibatch's nonzeros per input column (the transpose the update reads),
+                # counted by the forward region's threads a block of rows each: where each
+                # column's list starts, then each thread lists its block of W's rows' columns
+                # and updates those rows, with its own scratch row (a contiguous block: rows
+                # interleaved between threads would share cache lines)
+                col_ptr, col_counts = ws.col_ptr, ws.col_counts
+                column_cursors(col_counts, col_ptr.shape[0] - 1, col_ptr)
+                nz_idx, nz_val, nz_cnt, cursor = ws.nz_idx, ws.nz_val, ws.nz_cnt, col_counts[0]
+                col_row, col_val, scratch = ws.col_row, ws.col_val, ws.scratch
                 T, n_out = scratch.shape[0], W.shape[1]
-                # thread t: one contiguous block of rows and its own scratch row (interleaved
-                # rows would share cache lines between the threads)
                 for t in prange(T):
                     j0, j1 = thread_block(W.shape[0], T, t)
-                    for j in range(j0, j1):
-                        fused_update_row(j, W, S1, S2, d, col_ptr, col_row, col_val, optimizer, h,
-                                         c1, c2, scratch[t][:n_out])
+                    fill_and_update_rows(j0, j1, nz_idx, nz_val, nz_cnt, nb, W, S1, S2, d,
+                                         col_ptr, col_row, col_val, cursor, optimizer, h, c1,
+                                         c2, scratch[t][:n_out])
                 column_sums(d, gb)
                 optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, no_decay)
             elif kind == BATCHNORM:

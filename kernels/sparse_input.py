@@ -114,24 +114,49 @@ def column_cursors(col_counts, n_in, col_ptr):
 
 
 @njit(cache=True)
-def fill_columns(nz_idx, nz_val, nz_cnt, i0, i1, cursor, col_row, col_val):
-    for i in range(i0, i1):
-        for k in range(nz_cnt[i]):
-            j = nz_idx[i, k]
+def fill_column_range(nz_idx, nz_val, nz_cnt, n, j0, j1, cursor, col_row, col_val):
+    """The lists of input columns j0..j1-1 from rows 0..n-1, rows in increasing order; cursor[j]:
+    column j's next free slot (col_ptr[j] at first, see ``column_cursors``). Each row's nonzeros
+    are in increasing column order, so a binary search finds the row's first column >= j0.
+    Threads filling disjoint ranges of columns write disjoint slots: each thread fills its
+    columns in the parallel region that then updates their rows of W, with no region of its own."""
+    for i in range(n):
+        idx, cnt = nz_idx[i], nz_cnt[i]
+        lo, hi = 0, cnt
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if idx[mid] < j0:
+                lo = mid + 1
+            else:
+                hi = mid
+        k = lo
+        while k < cnt and idx[k] < j1:
+            j = idx[k]
             p = cursor[j]
             col_row[p] = i
             col_val[p] = nz_val[i, k]
             cursor[j] = p + 1
+            k += 1
 
 
 @njit(cache=True)
-def build_columns(nz_idx, nz_val, nz_cnt, n, col_counts, col_ptr, col_row, col_val):
-    """Transpose the per-row nonzero lists of rows 0..n-1 into per-input-column lists
-    (col_ptr, col_row, col_val), rows in increasing order within a column, on one thread."""
-    first = n - n  # (a literal 0 would compile both callees a second time, for Literal[int])
-    count_columns(nz_idx, nz_cnt, first, n, col_counts[0])
-    column_cursors(col_counts[:1], col_ptr.shape[0] - 1, col_ptr)
-    fill_columns(nz_idx, nz_val, nz_cnt, first, n, col_counts[0], col_row, col_val)
+def count_column_blocks(nz_idx, nz_cnt, n, col_counts):
+    """col_counts[t] <- count_columns over the t-th of col_counts.shape[0] blocks of rows 0..n-1,
+    as ``train_steps``' threads count them in its forward region, a block each."""
+    blocks = col_counts.shape[0]
+    for t in range(blocks):
+        lo, hi = thread_block(n, blocks, t)
+        count_columns(nz_idx, nz_cnt, lo, hi, col_counts[t])
+
+
+@njit(cache=True)
+def fill_and_update_rows(j0, j1, nz_idx, nz_val, nz_cnt, n, W, S1, S2, delta, col_ptr, col_row,
+                         col_val, cursor, rule, h, c1, c2, g):
+    """Rows j0..j1-1 of the zero-skipping layer's W (one thread's): their columns' lists from the
+    minibatch's nonzeros, then each row's gradient folded into the optimizer's update."""
+    fill_column_range(nz_idx, nz_val, nz_cnt, n, j0, j1, cursor, col_row, col_val)
+    for j in range(j0, j1):
+        fused_update_row(j, W, S1, S2, delta, col_ptr, col_row, col_val, rule, h, c1, c2, g)
 
 
 @njit(cache=True, parallel=True)
@@ -141,13 +166,14 @@ def sparse_input_backward_update(nz_idx, nz_val, nz_cnt, delta, W, S1, S2, rule,
     ``train_steps`` runs it: delta (n, d_out) is the gradient at the layer's pre-activation;
     col_ptr (d_in + 1,), col_row and col_val (n * d_in,), col_counts (k, d_in) and scratch
     (threads, d_out) are scratch."""
-    build_columns(nz_idx, nz_val, nz_cnt, delta.shape[0], col_counts, col_ptr, col_row, col_val)
+    n = delta.shape[0]
+    count_column_blocks(nz_idx, nz_cnt, n, col_counts)
+    column_cursors(col_counts, W.shape[0], col_ptr)
     T = scratch.shape[0]
     for t in prange(T):  # thread t: a contiguous block of rows (interleaved rows share lines)
-        lo, hi = thread_block(W.shape[0], T, t)
-        for j in range(lo, hi):
-            fused_update_row(j, W, S1, S2, delta, col_ptr, col_row, col_val, rule, h, c1, c2,
-                             scratch[t])
+        j0, j1 = thread_block(W.shape[0], T, t)
+        fill_and_update_rows(j0, j1, nz_idx, nz_val, nz_cnt, n, W, S1, S2, delta, col_ptr,
+                             col_row, col_val, col_counts[0], rule, h, c1, c2, scratch[t])
 
 
 def sparse_input_backward_update_ref(nz_idx, nz_val, nz_cnt, delta, W, S1, S2, rule, h, c1, c2,

@@ -157,23 +157,28 @@ def test_cache_is_dropped_when_any_kernel_source_changes(tmp_path):
 
 @pytest.mark.parametrize("blocks", [1, 2, 3, 7])
 def test_column_lists_built_in_blocks(blocks):
-    """The fused backward transposes a minibatch's nonzeros into per-input lists, in blocks of
-    rows (one per thread): each column must list exactly its rows, in increasing order, so that
-    the gradient sums in the same order whatever the number of threads."""
+    """The fused backward transposes a minibatch's nonzeros into per-input lists: rows counted
+    in blocks (one per thread), columns filled in ranges (one per thread). Each column must list
+    exactly its rows, in increasing order, so that the gradient sums in the same order whatever
+    the number of threads."""
     from fastmlp.kernels.catalog import _nonzeros, _sparse_images
-    from fastmlp.kernels.sparse_input import column_cursors, count_columns, fill_columns
+    from fastmlp.kernels.data import thread_block
+    from fastmlp.kernels.sparse_input import (column_cursors, count_column_blocks,
+                                              fill_column_range)
     rng = np.random.default_rng(blocks)
     n, d = 101, 50
     x = _sparse_images(rng, n, d, np.float32)
+    x[3] = 0  # a row without nonzeros
+    x[:, 7] = 0  # a column without any
+    x[5, d - 1] = x[6, 0] = 1.5  # nonzeros at both ends of a row
     idx, val, cnt = _nonzeros(x)
     ptr, row, v = np.zeros(d + 1, np.int64), np.zeros(n * d, np.int32), np.zeros(n * d, np.float32)
     counts = np.zeros((blocks, d), np.int64)
-    span = -(-n // blocks)
-    for t in range(blocks):
-        count_columns(idx, cnt, min(t * span, n), min(t * span + span, n), counts[t])
+    count_column_blocks(idx, cnt, n, counts)
     column_cursors(counts, d, ptr)
     for t in range(blocks):
-        fill_columns(idx, val, cnt, min(t * span, n), min(t * span + span, n), counts[t], row, v)
+        j0, j1 = thread_block(d, blocks, t)
+        fill_column_range(idx, val, cnt, n, j0, j1, counts[0], row, v)
     for j in range(d):
         (expected_rows,) = np.nonzero(x[:, j])
         np.testing.assert_array_equal(row[ptr[j]:ptr[j + 1]], expected_rows)
