@@ -3,8 +3,9 @@
 For each configuration, a new Python process with an empty ``NUMBA_CACHE_DIR`` times
 ``import fastmlp``, the first ``fit`` (one epoch on a small slice of MNIST: nearly all of it is
 compiling) and the first ``predict``; then a second process on the same (now warm) cache does
-the same. A first process also starts with an empty user cache, as on a new machine (whose
-first fit at a batch size above 16 times the first layer's two paths, compiling both). Configurations: 784-300-10 with SGD, 784-300-10 with Adam and dropout, and the ``cnn``
+the same. A first process also starts with an empty user cache, as on a new machine (where a
+fit at a batch size above 16 long enough to repay it times the first layer's two paths,
+compiling both; these short fits take BLAS's path without timing). Configurations: 784-300-10 with SGD, 784-300-10 with Adam and dropout, and the ``cnn``
 recipe's network with its optimizer.
 
     FASTMLP_DATA=../shared/data/mnist python bench/cold_start.py [--json out.json] [--only NAME]
@@ -93,8 +94,8 @@ def main():
     print(f"{'configuration':<18}{'cache':<7}{'import':>8}{'first fit':>11}{'compile':>9}"
           f"{'first predict':>15}")
     for name in args.only or CONFIGS:
-        # "new": empty Numba cache and user cache (the first fit on a machine also times the
-        # first layer's two paths, so it compiles the code of both); "cold": empty Numba cache,
+        # "new": empty Numba cache and user cache (nothing recorded of the first layer's paths:
+        # a long fit would time both, compiling the code of both); "cold": empty Numba cache,
         # the machine's records kept; "warm": the cold run's Numba cache
         with tempfile.TemporaryDirectory(prefix="fastmlp-new-") as new_cache, \
                 tempfile.TemporaryDirectory(prefix="fastmlp-new-user-") as new_user, \

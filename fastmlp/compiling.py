@@ -61,13 +61,28 @@ def input_density(X):
 # on the CPU: 784-300-10 on MNIST, seconds per 20,000 images (zero-skipping / BLAS), Intel Xeon
 # with AVX-512 batch 128 0.27 / 0.18-0.20, batch 256 0.153-0.179 / 0.143; on AMD Zen 3
 # zero-skipping won at 64 and 256, for 784-800-10 and 784-1024-10 at 256 by 1.2-1.6x. So the
-# first fit of a configuration on a machine times both (after compiling: one compiled step runs
-# either) and records the faster in the user cache folder; later fits on the machine read it, so
-# a fit's result never depends on timings of its own run.
+# first fit of a configuration on a machine that is long enough to repay compiling the
+# zero-skipping code (``worth_weighing``) times both (one compiled step runs either), takes the
+# faster and records it in the user cache folder; later fits on the machine read it, so only the
+# fit that timed them depends on timings of its own run.
 FIRST_LAYER_ENV = "FASTMLP_FIRST_LAYER"  # "sparse" or "dense": that path, nothing measured
 FIRST_LAYER_PATHS = "first-layer-paths.json"
 PATH_PROBE_ROWS = 2048  # rows per timed run of each path (at least one minibatch)
 PATH_PROBE_ROUNDS = 3  # timed runs of each path, after one untimed; the fastest counts
+
+
+# Timing the two paths needs the zero-skipping code compiled: about 4 s more of a cold first fit
+# of 784-300-10 on the 2-core Xeon (9.2 s against 5.3). A path 1.2-1.6x faster repays that only
+# over a fit of some 15 s or more: 3e12 FLOPs at the ~200 GFLOP/s of that network's BLAS path at
+# batch 256 there (784-300-10 on MNIST: 50 epochs; 784-800-10: 20). A shorter fit with nothing
+# recorded runs BLAS's path and times nothing, unless the zero-skipping code is compiled already.
+PATH_WEIGH_MIN_FLOPS = 3e12
+
+
+def worth_weighing(net, fit_samples):
+    """Whether a fit on ``fit_samples`` samples (epochs x rows; None: unknown, as in a warm-up)
+    is long enough to repay compiling the zero-skipping code to time it."""
+    return fit_samples is None or net.flops(fit_samples) >= PATH_WEIGH_MIN_FLOPS
 
 
 def weighs_first_layer_paths(net, batch_size, density):

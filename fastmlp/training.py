@@ -17,7 +17,7 @@ from .compiling import (NO_THREADED_DENSE, PATH_PROBE_ROUNDS, PATH_PROBE_ROWS,  
                         ThreadTuner, compile_ahead, first_layer_path_key, forced_first_layer_path,
                         input_density, kernel_input, one_blas_thread, record_first_layer_path,
                         recorded_first_layer_path, step_description, step_ready,
-                        uses_sparse_input, weighs_first_layer_paths)
+                        uses_sparse_input, weighs_first_layer_paths, worth_weighing)
 from .errors import TrainingDivergedError
 from .kernels.optim import BETA1, LR
 from .validation import check_int
@@ -56,11 +56,13 @@ class Trainer:
     ``run_epoch`` runs the steps of one epoch in chunks; between chunks it keeps a copy of the
     parameters and optimizer state so that a non-finite loss can be rolled back to the last
     finite state, and it asks ``should_stop`` whether to return early (Ctrl-C) at a step
-    boundary.
+    boundary. ``fit_samples``: how many samples the fit trains on (epochs x rows), if known;
+    a fit too short to repay timing the first layer's two paths runs BLAS's
+    (``compiling.worth_weighing``).
     """
 
     def __init__(self, net, X, y, batch_size, optimizer, shuffle=True, chunks_per_epoch=8,
-                 sample_weight=None, augment=None):
+                 sample_weight=None, augment=None, fit_samples=None):
         self.net, self.X, self.y = net, kernel_input(X), kernel_input(y)
         self.batch_size, self.shuffle = batch_size, shuffle
         self.n = X.shape[0]
@@ -69,19 +71,11 @@ class Trainer:
         self.optimizer = optimizer
         density = input_density(X) if net.backend == "numba" else 1.0
         sparse = uses_sparse_input(net, X, batch_size, density)
-        # where the first layer could run either way, a measurement on this machine chooses
-        # (compiling.weighs_first_layer_paths): recorded, forced, or timed once compiled
-        self._path_key = None
-        weighs = weighs_first_layer_paths(net, batch_size, density)
-        if weighs:
-            key = first_layer_path_key(net, batch_size, density, type(optimizer).__name__)
-            known = forced_first_layer_path() or recorded_first_layer_path(key)
-            sparse = known == "sparse" if known else sparse
-            self._path_key = None if known else key
         self.params = net._params()
         self.state = K.make_state(self.params, optimizer.hyper(), net.dtype)
         self.rule = K.optimizer_rule(optimizer.code)  # the step compiles its update alone
         self.train_steps = K.train_steps if net.backend == "numba" else K.train_steps_ref
+
         # the plan the step is compiled for: with the zero-skipping code where that path runs or
         # is still to be timed (a plan without a zero-skipping layer leaves it unused: one step
         # runs either path)
@@ -89,6 +83,20 @@ class Trainer:
             return net._plan(zero_skipping, sample_weight, augment,
                              K.THREADED_MIN_WEIGHTS if batch_size <= SMALL_BATCH_ROWS
                              else NO_THREADED_DENSE)
+        # where the first layer could run either way, a measurement on this machine chooses
+        # (compiling.weighs_first_layer_paths): recorded, forced, or timed once compiled; a fit
+        # too short to repay compiling the zero-skipping code to time it takes BLAS's path
+        self._path_key = None
+        weighs = weighs_first_layer_paths(net, batch_size, density)
+        if weighs:
+            key = first_layer_path_key(net, batch_size, density, type(optimizer).__name__)
+            known = forced_first_layer_path() or recorded_first_layer_path(key)
+            if known:
+                sparse = known == "sparse"
+            elif worth_weighing(net, fit_samples) or self.is_compiled(plan(True)):
+                self._path_key = key
+            else:
+                sparse = False
         with_zero_skipping = sparse or self._path_key is not None
         self._step_plan = plan(with_zero_skipping)
         if weighs and not with_zero_skipping:
@@ -387,7 +395,7 @@ def fit(net, X, y, config, validation_data=None, sample_weight=None):
     progress = config.verbose == 1 and sys.stderr.isatty()
     trainer = Trainer(net, data.X, data.y, config.batch_size, config.opt, config.shuffle,
                       chunks_per_epoch=50 if progress else 8, sample_weight=data.sample_weight,
-                      augment=augment)
+                      augment=augment, fit_samples=config.epochs * data.X.shape[0])
     first, last, history, resume_at = _epoch_range(net, trainer, config)
     compile_time = _start(net, trainer, config, history, last, data.X)
     callbacks = _Callbacks(config.callbacks, net, trainer)

@@ -1,5 +1,6 @@
 """The training loop of issue 'Training recipes': Keras epochs, validation_split, schedules,
 early stopping, dropout, costs, named recipes."""
+import math
 import subprocess
 import sys
 
@@ -370,6 +371,7 @@ def test_the_first_layer_path_is_timed_once_per_machine_and_then_read(tmp_path, 
 
     from fastmlp import compiling
     monkeypatch.setattr(compiling, "_record_path", lambda name: tmp_path / name)
+    monkeypatch.setattr(compiling, "PATH_WEIGH_MIN_FLOPS", 0)  # a fit long enough to time them
     monkeypatch.delenv("FASTMLP_FIRST_LAYER", raising=False)
     X, y = mostly_zero_digits()
     history = Network([196, 64, 10], seed=0).fit(X, y, epochs=1, batch_size=64, verbose=0)
@@ -390,6 +392,41 @@ def test_the_first_layer_path_is_timed_once_per_machine_and_then_read(tmp_path, 
     assert history.params["first_layer_path"] == ("zero-skipping" if other == "sparse"
                                                   else "dense")
     assert json.loads((tmp_path / compiling.FIRST_LAYER_PATHS).read_text())[key] == entry
+
+
+def test_a_fit_too_short_to_repay_timing_the_paths_runs_blas_and_records_nothing(tmp_path,
+                                                                                monkeypatch):
+    """With nothing recorded, timing the two paths needs the zero-skipping code compiled: a fit
+    too short to repay that (compiling.worth_weighing) runs BLAS's path, with no zero-skipping
+    code in its step, and records nothing. A fit long enough, of unknown length (a warm-up), or
+    whose zero-skipping step is compiled already, times them."""
+    from fastmlp import compiling, training
+    from fastmlp.optimizers import SGD
+    monkeypatch.setattr(compiling, "_record_path", lambda name: tmp_path / name)
+    monkeypatch.delenv("FASTMLP_FIRST_LAYER", raising=False)
+    compiled = {"zero-skipping": False}
+    monkeypatch.setattr(training.Trainer, "is_compiled",
+                        lambda self, plan=None, in_process=True, on_disk=True:
+                        plan is not None and plan.sparse_layer >= 0 and compiled["zero-skipping"])
+    X, y = mostly_zero_digits()
+    net = Network([196, 64, 10], seed=0)
+    long_enough = math.ceil(compiling.PATH_WEIGH_MIN_FLOPS / net.flops(1))
+
+    def trainer(samples):
+        return training.Trainer(net, X, y, 64, SGD(), fit_samples=samples)
+
+    short = trainer(long_enough - 1)
+    assert short._path_key is None and not short.sparse
+    assert short.codes[1] is None  # step_codes' "sparse": no zero-skipping code compiled
+    for samples in (long_enough, None):
+        timed = trainer(samples)
+        assert timed._path_key is not None and timed.codes[1] is True
+    compiled["zero-skipping"] = True
+    assert trainer(long_enough - 1)._path_key is not None
+    compiled["zero-skipping"] = False
+    history = net.fit(X, y, epochs=1, batch_size=64, verbose=0)
+    assert history.params["first_layer_path"] == "dense"
+    assert not (tmp_path / compiling.FIRST_LAYER_PATHS).exists()
 
 
 @pytest.mark.parametrize("batch_size", [64, 200])
