@@ -521,7 +521,7 @@ def step_description(plan, dtype, what="the training step", params=None, optimiz
     its features, and the optimizer whose update it holds (``optimizer``, a name)."""
     codes = K.step_codes(params, plan) if params is not None else K.forward_codes(plan)
     names = FEATURE_NAMES if params is not None else FORWARD_FEATURE_NAMES
-    used = [name for name, code in zip(names, codes) if code]
+    used = [name for name, code in zip(names, codes) if code is not None]
     by = f", {optimizer}" if optimizer else ""
     return (f"{what} for dense layers{''.join(', ' + u for u in used)}{by} "
             f"({np.dtype(dtype).name})")

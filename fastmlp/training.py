@@ -40,13 +40,13 @@ class GradientStep:
         self.rule = K.optimizer_rule(K.OPTIMIZER_CODES["sgd"])
         self.ws = K.make_workspace(params, self.plan, net.n_features, batch_size, net.dtype)
         self.step = K.train_steps_ref if reference or net.backend != "numba" else K.train_steps
-        self.codes = K.step_codes(params, self.plan)
+        self.args = K.step_args(params, self.plan)
 
     def __call__(self, X, y, order, batch, epoch=0):
         """(weight gradients, bias gradients), one array per layer, on minibatch ``batch`` of
         ``order``: the state's own arrays, overwritten by the next call."""
         self.step(X, y, order, self.batch_size, batch, batch + 1, epoch, self.params,
-                  self.state, self.rule, self.ws, self.plan, *self.codes)
+                  self.state, self.rule, self.ws, *self.args)
         return self.state.s1W, self.state.s1b
 
 
@@ -125,7 +125,7 @@ class Trainer:
         else:
             codes = K.step_codes(self.params, plan)
         return (self.X, self.y, np.zeros(0, np.int64), self.batch_size, 0, 0, 0, self.params,
-                self.state, self.rule, ws, plan, *codes)
+                self.state, self.rule, ws, K.layer_table(plan), *codes)
 
     def is_compiled(self, plan=None, in_process=True, on_disk=True):
         """Whether the compiled step for ``plan`` (this fit's, by default) is in this process
@@ -146,11 +146,17 @@ class Trainer:
         self.limit_blas = self._numba_threads(self.plan)
         # one tuner per kind of fit of this network, kept from one fit call to the next
         tuners = self.net.__dict__.setdefault("_thread_tuners", {})
-        kind = (self.batch_size, sparse, self.limit_blas, self.codes)
+        kind = (self.batch_size, sparse, self.limit_blas,
+                tuple(code is not None for code in self.codes))
         if kind not in tuners:
             tuners[kind] = ThreadTuner(active=self.limit_blas)
         self.thread_tuner = tuners[kind]
         self.thread_tuner.begin_fit()
+
+    @property
+    def layers(self):
+        """The plan's Layers, as the compiled step takes them (``kernels.layer_table``)."""
+        return K.layer_table(self.plan)
 
     def _path_plan(self, sparse):
         return self._step_plan if sparse else self._step_plan._replace(sparse_layer=-1)
@@ -183,11 +189,12 @@ class Trainer:
         # threads (OpenBLAS's, OpenMP's) still spin for a while and would slow this one
         for path in best:
             plan = self._path_plan(path == "sparse")
+            layers = K.layer_table(plan)
             with one_blas_thread(self._numba_threads(plan)):
                 for run in range(1 + PATH_PROBE_ROUNDS):
                     t0 = time.perf_counter()
                     self.train_steps(self.X, self.y, order, self.batch_size, 0, steps, 0, params,
-                                     state, self.rule, self.ws, plan, *self.codes)
+                                     state, self.rule, self.ws, layers, *self.codes)
                     if run:
                         best[path] = min(best[path], time.perf_counter() - t0)
         path = "sparse" if best["sparse"] <= best["dense"] else "dense"
@@ -312,7 +319,7 @@ class Trainer:
                 ls, c, s = self.thread_tuner.run(
                     lambda first, last: self.train_steps(
                         self.X, self.y, order, self.batch_size, first, last, epoch, self.params,
-                        self.state, self.rule, self.ws, self.plan, *self.codes),
+                        self.state, self.rule, self.ws, self.layers, *self.codes),
                     step, stop)
                 mean = ls / max(s, 1)
                 if not math.isfinite(mean) or mean > self.loss_limit:

@@ -18,10 +18,9 @@ from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward, d
                       keep_threshold, stream_key)
 from .loss import (loss_rule, output_activation, output_activation_ref, output_loss,
                    output_loss_ref)
-from .network import (ACTIVATION, BATCHNORM, CONV, DENSE, DROPOUT, POOL, forward, forward_codes, forward_ref,
-                      step_codes,
-                      make_params,
-                      make_plan, make_state, make_workspace, train_steps, train_steps_ref)
+from .network import (ACTIVATION, BATCHNORM, CONV, DENSE, DROPOUT, POOL, forward, forward_args,
+                      forward_ref, make_params, make_plan, make_state, make_workspace, step_args,
+                      train_steps, train_steps_ref)
 from .optim import (ADAM, N_HYPER, ONE, OPTIMIZER_CODES, TINY, max_norm_columns,
                     max_norm_columns_ref, optimizer_rule, optimizer_update, optimizer_update_ref)
 from .registry import register
@@ -239,7 +238,8 @@ def _forward_case(rng, c):
     ws = make_workspace(params, plan, c.n_in, c.batch, c.dtype, training=False)
     X = _sparse_images(rng, 2 * c.batch + 3, c.n_in, c.dtype)
     rows = rng.permutation(X.shape[0])[:c.batch].astype(np.int64)
-    return (X, rows, params, plan, ws, *forward_codes(plan, full=True))
+    layers, *codes = forward_args(plan, full=True)
+    return (X, rows, params, layers, ws, *codes)
 
 
 def _train_steps_case(rng, c):
@@ -267,8 +267,8 @@ def _train_steps_case(rng, c):
                              aug_shape=np.array([1, c.n_in, 1], np.int64))
         ws = make_workspace(params, plan, c.n_in, c.batch, c.dtype)
     return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, 4, params, state,
-            optimizer_rule(c.optimizer, any_code=True), ws, plan,
-            *step_codes(params, plan, full=True))
+            optimizer_rule(c.optimizer, any_code=True), ws,
+            *step_args(params, plan, full=True))
 
 
 # ---- convolution and pooling: odd shapes from the case's numbers -----------------------------
@@ -448,16 +448,17 @@ def _cnn_train_steps_case(rng, c):
     X = _sparse_images(rng, n, n_in, c.dtype, density=0.5)
     y = rng.integers(0, 10, n).astype(np.int64)
     return (X, y, rng.permutation(n).astype(np.int64), c.batch, 0, 3, 1, params, state,
-            optimizer_rule(c.optimizer, any_code=True), ws, plan,
-            *step_codes(params, plan, full=True))
+            optimizer_rule(c.optimizer, any_code=True), ws,
+            *step_args(params, plan, full=True))
 
 
 def _cnn_forward_case(rng, c):
     params, plan, _, n_in = cnn_case(rng, c)
     ws = make_workspace(params, plan, n_in, c.batch, c.dtype, training=False)
     X = _sparse_images(rng, 2 * c.batch + 3, n_in, c.dtype, density=0.5)
-    return (X, rng.permutation(X.shape[0])[:c.batch].astype(np.int64), params, plan, ws,
-            *forward_codes(plan, full=True))
+    layers, *codes = forward_args(plan, full=True)
+    return (X, rng.permutation(X.shape[0])[:c.batch].astype(np.int64), params, layers, ws,
+            *codes)
 
 
 def _conv_flops(c):

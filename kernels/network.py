@@ -1,17 +1,26 @@
 """A network as a table of layers, run by one compiled training step.
 
-Everything the step needs travels in four bundles (namedtuples, which Numba takes as they are):
+A network's ``Plan`` (``make_plan``) describes everything its step runs. The step does not take
+it whole: it takes bundles (namedtuples, which Numba takes as they are), one per concern, each
+typed only where a network uses it (``step_args``):
 
-- ``Plan``: the layer table (``kind``, ``act``, ``in_act``, dropout ``threshold``/``scale``,
-  ``max_norm`` per layer) and the rule of the output/loss (``loss.loss_rule``);
+- ``Layers``: the structure (``kind``, ``act``, ``in_act``, geometry and widths per layer, the
+  zero-skipping layer), the rule of the output/loss (``loss.loss_rule``) and the seed of the
+  random streams;
+- the feature arguments (``step_codes``), each None where the network does not use the feature:
+  ``images`` and ``sparse`` (flags), ``dropout`` (``DropoutRates``: per-layer thresholds and
+  scales), ``threaded`` (the fewest weights of a dense layer run on Numba's threads), ``extras``
+  (``Extras``: per-sample weights, per-layer max-norms), ``norm`` (per-layer batch normalization
+  settings) and ``augment`` (``Distortions``: the distortions' parameters, field basis, image
+  shape);
 - ``Params``: ``W`` and ``b``, one array per layer (zero-size for layers without parameters);
   every parameter is a 2-D (weights) or 1-D (biases) array, so each tuple has one Numba type;
 - ``OptState``: the optimizer's two state slots per parameter, its hyper-parameters and step;
 - ``Workspace``: every buffer of one fit, made once (nothing is allocated per step).
 
 ``train_steps`` below is the whole training step, top to bottom; ``train_steps_ref`` is the same
-step written with the NumPy twins. Its last arguments (``step_codes``) leave out of the compiled
-code every feature a network does not use. What adding a layer kind, an optimizer or a loss
+step written with the NumPy twins. Its feature arguments leave out of the compiled code every
+feature a network does not use, with that feature's data. What adding a layer kind, an optimizer or a loss
 touches is listed in docs/architecture.md.
 """
 from collections import namedtuple
@@ -52,6 +61,11 @@ ACTIVATED_KINDS = (DENSE, CONV, BATCHNORM, ACTIVATION)
 Plan = namedtuple("Plan", "kind act in_act threshold scale max_norm loss sparse_layer "
                           "first_param seed sample_weight width geom aug aug_basis aug_shape "
                           "threaded_min norm")
+# what the compiled code takes of a Plan (see the module's docstring)
+Layers = namedtuple("Layers", "kind act in_act loss sparse_layer first_param seed width geom")
+DropoutRates = namedtuple("DropoutRates", "threshold scale")
+Extras = namedtuple("Extras", "sample_weight max_norm")
+Distortions = namedtuple("Distortions", "params basis shape")
 Params = namedtuple("Params", "W b")
 OptState = namedtuple("OptState", "s1W s1b s2W s2b hyper t corr")
 Workspace = namedtuple("Workspace", "acts deltas gW gb masks argmax xb yb nz_idx nz_val nz_cnt "
@@ -255,19 +269,16 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
 # The features a step can leave out of its compiled code, as bits of ``_needed_features``.
 IMAGES, SPARSE, DROPOUT_LAYERS, THREADED, EXTRAS, NORM, AUGMENT = 1, 2, 4, 8, 16, 32, 64
 FEATURES = (IMAGES, SPARSE, DROPOUT_LAYERS, THREADED, EXTRAS, NORM, AUGMENT)  # step_codes' order
-FEATURES_NEEDED = ("a feature argument is None but the plan uses it: pass step_codes(params, "
-                   "plan) (or forward_codes(plan)) as the last arguments")
+FEATURES_NEEDED = ("a feature argument is None but the layers use it: pass step_args(params, "
+                   "plan) (or forward_args(plan)) as the last arguments")
 
 
-def _needed_features(params, plan):
-    """Bits of the features the plan uses: IMAGES (conv or pooling layers), SPARSE (the
-    zero-skipping first layer), DROPOUT_LAYERS, THREADED (dense layers the step runs on Numba's
-    threads; ``params`` None for inference, which has none), EXTRAS (sample weights or
-    max-norm), NORM (batch normalization or activation layers) and AUGMENT (distortions of the
-    training images)."""
-    bits = AUGMENT if plan.aug_shape.shape[0] > 0 else 0
-    if plan.sparse_layer >= 0:
-        bits |= SPARSE
+def _layer_features(plan):
+    """The feature bits that the layer structure decides (``plan``: a Plan or its Layers):
+    IMAGES (conv or pooling layers), SPARSE (the zero-skipping first layer), DROPOUT_LAYERS and
+    NORM (batch normalization or activation layers). The compiled code refuses to run a
+    structure that needs one of them without its argument."""
+    bits = SPARSE if plan.sparse_layer >= 0 else 0
     for l in range(plan.kind.shape[0]):
         kind = plan.kind[l]
         if kind == CONV or kind == POOL:
@@ -276,36 +287,66 @@ def _needed_features(params, plan):
             bits |= DROPOUT_LAYERS
         if kind == BATCHNORM or kind == ACTIVATION:
             bits |= NORM
-        if params is not None and kind == DENSE and l != plan.sparse_layer \
-                and params.W[l].size >= plan.threaded_min:
-            bits |= THREADED
-        if plan.max_norm[l] > 0:
-            bits |= EXTRAS
-    if plan.sample_weight.shape[0] > 0:
+    return bits
+
+
+layer_features = njit(cache=True)(_layer_features)
+
+
+def _needed_features(params, plan):
+    """Bits of the features the plan uses: those of its layers (``_layer_features``), THREADED
+    (dense layers the step runs on Numba's threads; ``params`` None for inference, which has
+    none), EXTRAS (sample weights or max-norm) and AUGMENT (distortions of the training
+    images)."""
+    bits = _layer_features(plan)
+    if plan.aug_shape.shape[0] > 0:
+        bits |= AUGMENT
+    if params is not None and threaded_dense_layers(params, plan):
+        bits |= THREADED
+    if plan.sample_weight.shape[0] > 0 or (plan.max_norm > 0).any():
         bits |= EXTRAS
     return bits
 
 
-needed_features = njit(cache=True)(_needed_features)
+def layer_table(plan):
+    """The Layers of a Plan: what every compiled step and forward pass takes of it."""
+    return Layers(kind=plan.kind, act=plan.act, in_act=plan.in_act, loss=plan.loss,
+                  sparse_layer=plan.sparse_layer, first_param=plan.first_param, seed=plan.seed,
+                  width=plan.width, geom=plan.geom)
 
 
 def step_codes(params, plan, full=False):
-    """The last arguments of train_steps: (images, sparse, dropout, threaded, extras, norm,
-    augment), each True where the plan uses that feature and None where it does not. Numba drops
-    every branch under ``if feature is not None`` whose feature is None before typing it, so each
-    configuration compiles only the code it runs (a plain MLP: no conv, pooling, augmentation,
-    dropout, threaded dense kernels, sample weights, max-norm or normalization; a CNN without
-    augmentation: no distortions), and caches it under its own signature. ``full``: every
-    feature's code, whatever the plan uses (one compiled step per dtype runs every plan: the
-    pair tests' cases, which vary the features case by case)."""
+    """The feature arguments of train_steps, after the layer table: (images, sparse, dropout,
+    threaded, extras, norm, augment), each None where the plan does not use that feature, and
+    else its data (``True`` for ``images`` and ``sparse``, which have none of their own; see the
+    module's docstring). Numba drops every branch under ``if feature is not None`` whose feature
+    is None before typing it, so each configuration compiles only the code it runs (a plain
+    MLP: no conv, pooling, augmentation, dropout, threaded dense kernels, sample weights,
+    max-norm or normalization; a CNN without augmentation: no distortions) and types only the
+    data it uses, and caches it under its own signature. ``full``: every feature, whatever the
+    plan uses (one compiled step per dtype runs every plan: the pair tests' cases, which vary
+    the features case by case)."""
     bits = _needed_features(params, plan)
-    return tuple(True if full or bits & bit else None for bit in FEATURES)
+    data = (True, True, DropoutRates(plan.threshold, plan.scale), np.int64(plan.threaded_min),
+            Extras(plan.sample_weight, plan.max_norm), plan.norm,
+            Distortions(plan.aug, plan.aug_basis, plan.aug_shape))
+    return tuple(value if full or bits & bit else None for bit, value in zip(FEATURES, data))
 
 
 def forward_codes(plan, full=False):
-    """The last arguments of forward: (images, sparse, norm), as in ``step_codes``."""
+    """The feature arguments of forward: (images, sparse, norm), as in ``step_codes``."""
     images, sparse, _, _, _, norm, _ = step_codes(None, plan, full)
     return images, sparse, norm
+
+
+def step_args(params, plan, full=False):
+    """The last arguments of train_steps for ``plan``: its Layers, then ``step_codes``."""
+    return (layer_table(plan), *step_codes(params, plan, full))
+
+
+def forward_args(plan, full=False):
+    """The last arguments of forward for ``plan``: its Layers, then ``forward_codes``."""
+    return (layer_table(plan), *forward_codes(plan, full))
 
 
 # Only the explicit prange loops run in parallel: Numba's conversion of array expressions (and
@@ -321,8 +362,8 @@ def forward(X, rows, params, plan, ws, images, sparse, norm):
     """Inference on the rows X[rows] (dropout is the identity): the last layer's activations
     ws.acts[len(plan.kind) - 1][:len(rows)] end up holding the logits. The zero-skipping first
     layer, if the plan has one, reads X itself. ``images``, ``sparse``, ``norm``: see
-    ``forward_codes``."""
-    need = needed_features(None, plan)
+    ``forward_codes``; ``plan``: the Layers (``forward_args``)."""
+    need = layer_features(plan)
     if (images is None and need & IMAGES) or (sparse is None and need & SPARSE) or (
             norm is None and need & NORM):
         raise ValueError(FEATURES_NEEDED)
@@ -358,7 +399,7 @@ def forward(X, rows, params, plan, ws, images, sparse, norm):
             if norm is not None:  # with the moving statistics, a block of rows per thread
                 C = W.shape[1]
                 R = n * a.shape[1] // C
-                x2, o2, eps = inp.reshape(R, C), a[:n].reshape(R, C), plan.norm[l, EPSILON]
+                x2, o2, eps = inp.reshape(R, C), a[:n].reshape(R, C), norm[l, EPSILON]
                 T = ws.cols.shape[0]
                 for t in prange(T):
                     lo, hi = thread_block(R, T, t)
@@ -372,7 +413,7 @@ def forward(X, rows, params, plan, ws, images, sparse, norm):
 
 
 def forward_ref(X, rows, params, plan, ws, images, sparse, norm):
-    need = _needed_features(None, plan)
+    need = _layer_features(plan)
     if (images is None and need & IMAGES) or (sparse is None and need & SPARSE) or (
             norm is None and need & NORM):
         raise ValueError(FEATURES_NEEDED)
@@ -380,54 +421,58 @@ def forward_ref(X, rows, params, plan, ws, images, sparse, norm):
     if plan.sparse_layer != 0:  # as forward(): xb holds the gathered rows, unless X is read
         gather_rows_ref(X, rows, ws.xb)
     x = ws.xb[:n] if plan.sparse_layer != 0 else X[rows]
+    features = Features(images, sparse, None, None, None, norm, None)
     for l in range(len(plan.kind)):
         forward_twin, _ = TWINS[plan.kind[l]]
-        forward_twin(l, x if l == 0 else ws.acts[l - 1][:n], n, params, plan, ws, None)
+        forward_twin(l, x if l == 0 else ws.acts[l - 1][:n], n, params, plan, features, ws, None)
 
 
 # ---- the reference step's layer table: per layer kind, its (forward, backward) NumPy twins ----
-# forward(l, inp, n, params, plan, ws, stream): layer l's output for its input ``inp`` (n rows)
-# into ws.acts[l]; ``stream``: (epoch, step) in training (dropout draws its mask from it), None
-# in inference (dropout is the identity). backward(l, inp, d, d_below, params, plan, ws, state,
-# c1, c2): from layer l's δ ``d``, the δ of its input into ``d_below`` (zero rows where no layer
-# below learns) and, for a layer with parameters, their optimizer step.
-def _dense_forward_twin(l, inp, n, params, plan, ws, stream):
+# forward(l, inp, n, params, plan, features, ws, stream): layer l's output for its input ``inp``
+# (n rows) into ws.acts[l]; ``plan``: the Layers, ``features``: the feature arguments; ``stream``:
+# (epoch, step) in training (dropout draws its mask from it), None in inference (dropout is the
+# identity). backward(l, inp, d, d_below, params, plan, features, ws, state, optimizer, c1, c2):
+# from layer l's δ ``d``, the δ of its input into ``d_below`` (zero rows where no layer below
+# learns) and, for a layer with parameters, their optimizer step.
+Features = namedtuple("Features", "images sparse dropout threaded extras norm augment")
+def _dense_forward_twin(l, inp, n, params, plan, features, ws, stream):
     dense_forward_ref(inp, params.W[l], params.b[l], plan.act[l], ws.acts[l][:n])
 
 
-def _conv_forward_twin(l, inp, n, params, plan, ws, stream):
+def _conv_forward_twin(l, inp, n, params, plan, features, ws, stream):
     conv_forward_ref(inp, params.W[l], params.b[l], plan.act[l], plan.geom[l], ws.acts[l][:n])
 
 
-def _pool_forward_twin(l, inp, n, params, plan, ws, stream):
+def _pool_forward_twin(l, inp, n, params, plan, features, ws, stream):
     maxpool_forward_ref(inp, plan.geom[l], ws.acts[l][:n], ws.argmax[l][:n])
 
 
-def _dropout_forward_twin(l, inp, n, params, plan, ws, stream):
+def _dropout_forward_twin(l, inp, n, params, plan, features, ws, stream):
     if stream is None:
         ws.acts[l][:n] = inp
     else:
         key = np.uint64(stream_key(plan.seed, stream[0], stream[1], l))
-        dropout_forward_ref(inp, key, plan.threshold[l], plan.scale[l], ws.masks[l][:n],
+        rates = features.dropout
+        dropout_forward_ref(inp, key, rates.threshold[l], rates.scale[l], ws.masks[l][:n],
                             ws.acts[l][:n])
 
 
-def _flatten_forward_twin(l, inp, n, params, plan, ws, stream):
+def _flatten_forward_twin(l, inp, n, params, plan, features, ws, stream):
     if l == 0:  # elsewhere a Flatten's buffer is its input's
         ws.acts[0][:n] = inp
 
 
-def _norm_forward_twin(l, inp, n, params, plan, ws, stream):
+def _norm_forward_twin(l, inp, n, params, plan, features, ws, stream):
     W, b = params.W[l], params.b[l]
     C = W.shape[1]
     x, out = inp.reshape(-1, C), ws.acts[l][:n].reshape(-1, C)
     if stream is None:
-        batchnorm_inference_ref(x, W, b, plan.norm[l, EPSILON], out)
+        batchnorm_inference_ref(x, W, b, features.norm[l, EPSILON], out)
     else:
-        batchnorm_forward_ref(x, W, b, plan.norm[l], ws.stats[l], ws.norm_sums, out)
+        batchnorm_forward_ref(x, W, b, features.norm[l], ws.stats[l], ws.norm_sums, out)
 
 
-def _activation_forward_twin(l, inp, n, params, plan, ws, stream):
+def _activation_forward_twin(l, inp, n, params, plan, features, ws, stream):
     ws.acts[l][:n] = inp
     activate_ref(ws.acts[l][:n], plan.act[l])
 
@@ -440,32 +485,32 @@ def _update_twin(l, params, plan, ws, state, optimizer, c1, c2):
                          False)
 
 
-def _dense_backward_twin(l, inp, d, d_below, params, plan, ws, state, optimizer, c1, c2):
+def _dense_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, optimizer, c1, c2):
     dense_backward_ref(inp, params.W[l], d, plan.in_act[l], ws.gW[l], ws.gb[l], d_below)
     _update_twin(l, params, plan, ws, state, optimizer, c1, c2)
 
 
-def _conv_backward_twin(l, inp, d, d_below, params, plan, ws, state, optimizer, c1, c2):
+def _conv_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, optimizer, c1, c2):
     conv_backward_ref(inp, params.W[l], d, plan.in_act[l], plan.geom[l], ws.gW[l], ws.gb[l],
                       d_below, None, None)
     _update_twin(l, params, plan, ws, state, optimizer, c1, c2)
 
 
-def _pool_backward_twin(l, inp, d, d_below, params, plan, ws, state, optimizer, c1, c2):
+def _pool_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, optimizer, c1, c2):
     if d_below.shape[0]:
         maxpool_backward_ref(d, ws.argmax[l][:d.shape[0]], d_below)
 
 
-def _dropout_backward_twin(l, inp, d, d_below, params, plan, ws, state, optimizer, c1, c2):
+def _dropout_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, optimizer, c1, c2):
     if d_below.shape[0]:
         dropout_backward_ref(d, ws.masks[l][:d.shape[0]], inp, plan.in_act[l], d_below)
 
 
-def _flatten_backward_twin(l, inp, d, d_below, params, plan, ws, state, optimizer, c1, c2):
+def _flatten_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, optimizer, c1, c2):
     pass  # its δ buffer is its input's
 
 
-def _norm_backward_twin(l, inp, d, d_below, params, plan, ws, state, optimizer, c1, c2):
+def _norm_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, optimizer, c1, c2):
     W, gW = params.W[l], ws.gW[l]
     C = W.shape[1]
     dx = d_below.reshape(-1, C) if d_below.shape[0] else np.zeros((0, C), d.dtype)
@@ -478,7 +523,7 @@ def _norm_backward_twin(l, inp, d, d_below, params, plan, ws, state, optimizer, 
                          False)
 
 
-def _activation_backward_twin(l, inp, d, d_below, params, plan, ws, state, optimizer, c1, c2):
+def _activation_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, optimizer, c1, c2):
     if d_below.shape[0]:
         d_below[...] = d
         derivative_mul_ref(d_below, inp, plan.in_act[l])
@@ -520,17 +565,15 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                 ws, plan, images, sparse, dropout, threaded, extras, norm, augment):
     """Minibatch steps [step_begin, step_end) of an epoch whose sample order is ``order``.
     ``optimizer``: its rule (``optim.optimizer_rule``), whose type decides which optimizer's
-    update is compiled. ``images``, ``sparse``, ``dropout``, ``threaded``, ``extras``, ``norm``,
-    ``augment``: see ``step_codes``.
+    update is compiled. ``plan``: the Layers; ``images``, ``sparse``, ``dropout``, ``threaded``,
+    ``extras``, ``norm``, ``augment``: see ``step_codes`` (``step_args`` gives all eight).
 
     Returns (sum over samples of the loss, number classified right, number of samples),
     measured on each minibatch before its update.
     """
-    need = needed_features(params, plan)
+    need = layer_features(plan)
     if (images is None and need & IMAGES) or (sparse is None and need & SPARSE) or (
-            dropout is None and need & DROPOUT_LAYERS) or (
-            threaded is None and need & THREADED) or (extras is None and need & EXTRAS) or (
-            norm is None and need & NORM) or (augment is None and need & AUGMENT):
+            dropout is None and need & DROPOUT_LAYERS) or (norm is None and need & NORM):
         raise ValueError(FEATURES_NEEDED)
     last = plan.kind.shape[0] - 1
     n = order.shape[0]
@@ -538,7 +581,9 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
     # weight decay on the weights, not the biases: np.bool_ makes the flags plain booleans, so
     # the update compiles once for both (the literals True and False are two signatures)
     decay, no_decay = np.bool_(True), np.bool_(False)
-    augmenting = plan.aug_shape.shape[0] > 0
+    augmenting = False
+    if augment is not None:
+        augmenting = augment.shape.shape[0] > 0
     loss_sum = 0.0
     correct = 0
     seen = 0
@@ -552,7 +597,7 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
         if augment is not None and augmenting:  # each image distorted as it is gathered
             key = stream_key(plan.seed, epoch, step, STREAM)
             xb, aug_scratch = ws.xb, ws.aug_scratch
-            aug, aug_basis, aug_shape = plan.aug, plan.aug_basis, plan.aug_shape
+            aug, aug_basis, aug_shape = augment.params, augment.basis, augment.shape
             T = aug_scratch.shape[0]
             if T == 1:  # the layers' products are BLAS's, on its threads
                 for i in range(nb):
@@ -575,7 +620,8 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
             W, b, a = params.W[l], params.b[l], ws.acts[l]
             below = ws.acts[l - 1] if l > 0 else ws.xb
             inp = below[:nb]
-            if kind == DENSE and l != plan.sparse_layer and W.size >= plan.threaded_min:
+            if kind == DENSE and l != plan.sparse_layer and threaded is not None and \
+                    W.size >= threaded:
                 if threaded is not None:
                     parts, m = ws.parts, W.shape[1]
                     T = parts.shape[0]
@@ -595,7 +641,7 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                     for t in prange(T):
                         lo, hi = thread_block(R, T, t)
                         norm_sums_block(x2, W[MOVING_MEAN], lo, hi, sums[t])
-                    norm_statistics(sums, R, W, plan.norm[l], stats)
+                    norm_statistics(sums, R, W, norm[l], stats)
                     for t in prange(T):
                         lo, hi = thread_block(R, T, t)
                         norm_apply_block(x2, W, b, stats, lo, hi, o2)
@@ -621,7 +667,8 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                     key = stream_key(plan.seed, epoch, step, l)
                 if images is not None and kind == CONV:
                     need = cols_size(g)
-                threshold, scale = plan.threshold[l], plan.scale[l]
+                if dropout is not None:
+                    threshold, scale = dropout.threshold[l], dropout.scale[l]
                 T = cols.shape[0]
                 for t in prange(T):
                     lo, hi = thread_block(nb, T, t)
@@ -647,8 +694,8 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
         # ---- output activation and loss: d loss / d logits into deltas[last]
         loss, c = output_loss(plan.loss, ws.acts[last][:nb], ws.yb[:nb], ws.deltas[last][:nb])
         if extras is not None:
-            if plan.sample_weight.shape[0] > 0:
-                scale_rows(ws.deltas[last][:nb], plan.sample_weight, rows)
+            if extras.sample_weight.shape[0] > 0:
+                scale_rows(ws.deltas[last][:nb], extras.sample_weight, rows)
         loss_sum += loss * nb
         correct += c
         seen += nb
@@ -713,9 +760,7 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                         lo, hi = thread_block(nb, T, t)
                         copy_rows(d[lo:hi], d_below[lo:hi])
                         derivative_mul(d_below[lo:hi], inp[lo:hi], x_act)
-            elif kind == DENSE and W.size >= plan.threaded_min:
-                if threaded is None:
-                    continue
+            elif kind == DENSE and threaded is not None and W.size >= threaded:
                 # δ below on a block of samples per thread, before W changes; then the weight
                 # gradient folded into the update, a block of W's rows per thread
                 xt = ws.xt
@@ -760,22 +805,21 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                 if dropout is not None:
                     dropout_backward(d, ws.masks[l][:nb], inp, x_act, d_below)
             if extras is not None:
-                if plan.max_norm[l] > 0:
-                    max_norm_columns(W, plan.max_norm[l], ws.scratch[0][:W.shape[1]])
+                if extras.max_norm[l] > 0:
+                    max_norm_columns(W, extras.max_norm[l], ws.scratch[0][:W.shape[1]])
     return loss_sum, correct, seen
 
 
 def train_steps_ref(X, y, order, batch_size, step_begin, step_end, epoch, params, state,
                     optimizer, ws, plan, images, sparse, dropout, threaded, extras, norm,
                     augment):
-    """The NumPy twin of train_steps: the same step, textbook backprop over the twins (the
-    feature arguments are checked as there, and otherwise not needed)."""
-    need = _needed_features(params, plan)
+    """The NumPy twin of train_steps: the same step, textbook backprop over the twins, from the
+    same arguments."""
+    need = _layer_features(plan)
     if (images is None and need & IMAGES) or (sparse is None and need & SPARSE) or (
-            dropout is None and need & DROPOUT_LAYERS) or (
-            threaded is None and need & THREADED) or (extras is None and need & EXTRAS) or (
-            norm is None and need & NORM) or (augment is None and need & AUGMENT):
+            dropout is None and need & DROPOUT_LAYERS) or (norm is None and need & NORM):
         raise ValueError(FEATURES_NEEDED)
+    features = Features(images, sparse, dropout, threaded, extras, norm, augment)
     from .optim import bias_corrections
     last = len(plan.kind) - 1
     h = state.hyper
@@ -784,20 +828,20 @@ def train_steps_ref(X, y, order, batch_size, step_begin, step_end, epoch, params
         rows = order[step * batch_size:(step + 1) * batch_size]
         nb = rows.shape[0]
         gather_rows_ref(X, rows, ws.xb)
-        if len(plan.aug_shape):
+        if augment is not None and len(augment.shape):
             augment_batch_ref(ws.xb[:nb], np.uint64(stream_key(plan.seed, epoch, step, STREAM)),
-                              plan.aug, plan.aug_basis, plan.aug_shape)
+                              augment.params, augment.basis, augment.shape)
         x = ws.xb[:nb]
         labels = y[rows]
 
         for l in range(last + 1):
             forward_twin, _ = TWINS[plan.kind[l]]
-            forward_twin(l, x if l == 0 else ws.acts[l - 1][:nb], nb, params, plan, ws,
-                         (epoch, step))
+            forward_twin(l, x if l == 0 else ws.acts[l - 1][:nb], nb, params, plan, features,
+                         ws, (epoch, step))
 
         loss, c = output_loss_ref(plan.loss, ws.acts[last][:nb], labels, ws.deltas[last][:nb])
-        if len(plan.sample_weight):
-            ws.deltas[last][:nb] *= plan.sample_weight[rows][:, None]
+        if extras is not None and len(extras.sample_weight):
+            ws.deltas[last][:nb] *= extras.sample_weight[rows][:, None]
         loss_sum += loss * nb
         correct += c
         seen += nb
@@ -809,8 +853,8 @@ def train_steps_ref(X, y, order, batch_size, step_begin, step_end, epoch, params
             _, backward_twin = TWINS[plan.kind[l]]
             d_below = ws.deltas[l - 1][:nb] if l > plan.first_param else ws.deltas[0][:0]
             backward_twin(l, x if l == 0 else ws.acts[l - 1][:nb], ws.deltas[l][:nb], d_below,
-                          params, plan, ws, state, optimizer, c1, c2)
-            if plan.max_norm[l] > 0:
-                max_norm_columns_ref(params.W[l], plan.max_norm[l], None)
+                          params, plan, features, ws, state, optimizer, c1, c2)
+            if extras is not None and extras.max_norm[l] > 0:
+                max_norm_columns_ref(params.W[l], extras.max_norm[l], None)
     return loss_sum, correct, seen
 

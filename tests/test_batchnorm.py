@@ -128,8 +128,8 @@ def training_loss_and_gradient(net, X, y, step):
     state = K.make_state(params, (1e-3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0), np.float64)
     ws = K.make_workspace(params, plan, net.n_features, n, np.float64)
     loss_sum, _, seen = step(X, y, np.arange(n, dtype=np.int64), n, 0, 1, 0, params, state,
-                             K.optimizer_rule(K.OPTIMIZER_CODES["sgd"]), ws, plan,
-                             *K.step_codes(params, plan))
+                             K.optimizer_rule(K.OPTIMIZER_CODES["sgd"]), ws,
+                             *K.step_args(params, plan))
     return loss_sum / seen, state.s1W, state.s1b
 
 

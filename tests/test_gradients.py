@@ -22,7 +22,8 @@ def make_net(rng, act, loss, sparse):
 
 def loss_of(params, plan, X, y):
     ws = K.make_workspace(params, plan, SIZES[0], X.shape[0], np.float64)
-    K.forward_ref(X, np.arange(X.shape[0]), params, plan, ws, *K.forward_codes(plan))
+    layers, *codes = K.forward_args(plan)
+    K.forward_ref(X, np.arange(X.shape[0]), params, layers, ws, *codes)
     last = len(plan.kind) - 1
     loss, _ = K.KERNELS["output_loss"].reference(plan.loss, ws.acts[last], y, ws.deltas[last])
     return loss
@@ -34,8 +35,7 @@ def one_step_gradient(train_steps, params, plan, X, y):
     state = K.make_state(params, (1e-3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0), np.float64)
     ws = K.make_workspace(params, plan, SIZES[0], n, np.float64)
     train_steps(X, y, np.arange(n, dtype=np.int64), n, 0, 1, 0, params, state,
-                K.optimizer_rule(K.OPTIMIZER_CODES["sgd"]), ws, plan,
-                *K.step_codes(params, plan))
+                K.optimizer_rule(K.OPTIMIZER_CODES["sgd"]), ws, *K.step_args(params, plan))
     return state.s1W, state.s1b
 
 

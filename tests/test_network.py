@@ -169,7 +169,8 @@ def leaves(a):
     return sum(map(leaves, a)) if isinstance(a, tuple) else int(isinstance(a, np.ndarray))
 
 # the arrays one train_steps call receives: Numba counts one allocation per array it unboxes
-out["arrays"] = leaves((X, y, trainer.params, trainer.state, trainer.ws, trainer.plan)) + 1
+out["arrays"] = leaves((X, y, trainer.params, trainer.state, trainer.ws, trainer.layers,
+                        trainer.codes)) + 1
 print(json.dumps(out))
 """
 

@@ -280,7 +280,7 @@ def test_warm_network_compiles_the_signature_fit_will_use(toy_data):
     warm_network(net, 32, Adam(), density=0.1)
     trainer = Trainer(net, X.astype(np.float32), y, 32, Adam())
     args = (trainer.X, trainer.y, np.zeros(trainer.n, np.int64), 32, 0, 0, 0, trainer.params,
-            trainer.state, trainer.rule, trainer.ws, trainer.plan, *trainer.codes)
+            trainer.state, trainer.rule, trainer.ws, trainer.layers, *trainer.codes)
     assert tuple(K.train_steps.typeof_pyval(a) for a in args) in K.train_steps.overloads
     assert trainer.compile(verbose=False) == 0.0
 

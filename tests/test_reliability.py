@@ -127,7 +127,7 @@ def test_without_the_guard_the_same_run_would_end_in_nan(toy_data):
     t = Trainer(net, X, y, 16, SGD(1e10, 0.9))
     for epoch in range(5):
         K.train_steps(X, y, net.epoch_order(epoch, len(y)), 16, 0, len(y) // 16, epoch, t.params,
-                      t.state, t.rule, t.ws, t.plan, *t.codes)
+                      t.state, t.rule, t.ws, t.layers, *t.codes)
     assert not all(np.isfinite(w).all() for w in t.params.W)
 
 
