@@ -431,10 +431,12 @@ def forward_ref(X, rows, params, plan, ws, images, sparse, norm):
 # forward(l, inp, n, params, plan, features, ws, stream): layer l's output for its input ``inp``
 # (n rows) into ws.acts[l]; ``plan``: the Layers, ``features``: the feature arguments; ``stream``:
 # (epoch, step) in training (dropout draws its mask from it), None in inference (dropout is the
-# identity). backward(l, inp, d, d_below, params, plan, features, ws, state, optimizer, c1, c2):
-# from layer l's δ ``d``, the δ of its input into ``d_below`` (zero rows where no layer below
-# learns) and, for a layer with parameters, their optimizer step.
+# identity). backward(l, inp, d, d_below, params, plan, features, ws, state, optimizer, c1,
+# c2): from layer l's δ ``d``, the δ of its input into ``d_below`` (zero rows where no layer
+# below learns) and, for a layer with parameters, their optimizer step.
 Features = namedtuple("Features", "images sparse dropout threaded extras norm augment")
+
+
 def _dense_forward_twin(l, inp, n, params, plan, features, ws, stream):
     dense_forward_ref(inp, params.W[l], params.b[l], plan.act[l], ws.acts[l][:n])
 
@@ -485,32 +487,38 @@ def _update_twin(l, params, plan, ws, state, optimizer, c1, c2):
                          False)
 
 
-def _dense_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, optimizer, c1, c2):
+def _dense_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, optimizer,
+                         c1, c2):
     dense_backward_ref(inp, params.W[l], d, plan.in_act[l], ws.gW[l], ws.gb[l], d_below)
     _update_twin(l, params, plan, ws, state, optimizer, c1, c2)
 
 
-def _conv_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, optimizer, c1, c2):
+def _conv_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, optimizer,
+                        c1, c2):
     conv_backward_ref(inp, params.W[l], d, plan.in_act[l], plan.geom[l], ws.gW[l], ws.gb[l],
                       d_below, None, None)
     _update_twin(l, params, plan, ws, state, optimizer, c1, c2)
 
 
-def _pool_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, optimizer, c1, c2):
+def _pool_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, optimizer,
+                        c1, c2):
     if d_below.shape[0]:
         maxpool_backward_ref(d, ws.argmax[l][:d.shape[0]], d_below)
 
 
-def _dropout_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, optimizer, c1, c2):
+def _dropout_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, optimizer,
+                           c1, c2):
     if d_below.shape[0]:
         dropout_backward_ref(d, ws.masks[l][:d.shape[0]], inp, plan.in_act[l], d_below)
 
 
-def _flatten_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, optimizer, c1, c2):
+def _flatten_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, optimizer,
+                           c1, c2):
     pass  # its δ buffer is its input's
 
 
-def _norm_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, optimizer, c1, c2):
+def _norm_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, optimizer,
+                        c1, c2):
     W, gW = params.W[l], ws.gW[l]
     C = W.shape[1]
     dx = d_below.reshape(-1, C) if d_below.shape[0] else np.zeros((0, C), d.dtype)
@@ -523,7 +531,8 @@ def _norm_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, o
                          False)
 
 
-def _activation_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, optimizer, c1, c2):
+def _activation_backward_twin(l, inp, d, d_below, params, plan, features, ws, state, optimizer,
+                              c1, c2):
     if d_below.shape[0]:
         d_below[...] = d
         derivative_mul_ref(d_below, inp, plan.in_act[l])
@@ -622,13 +631,12 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
             inp = below[:nb]
             if kind == DENSE and l != plan.sparse_layer and threaded is not None and \
                     W.size >= threaded:
-                if threaded is not None:
-                    parts, m = ws.parts, W.shape[1]
-                    T = parts.shape[0]
-                    for t in prange(T):  # a block of W's rows per thread, then partials summed
-                        k0, k1 = thread_block(W.shape[0], T, t, ROW_ALIGN)
-                        dense_partial_product(inp, W, k0, k1, parts[t][:nb * m].reshape(nb, m))
-                    dense_sum_partials(parts, b, act, a[:nb])
+                parts, m = ws.parts, W.shape[1]
+                T = parts.shape[0]
+                for t in prange(T):  # a block of W's rows per thread, then partials summed
+                    k0, k1 = thread_block(W.shape[0], T, t, ROW_ALIGN)
+                    dense_partial_product(inp, W, k0, k1, parts[t][:nb * m].reshape(nb, m))
+                dense_sum_partials(parts, b, act, a[:nb])
             elif kind == DENSE and l != plan.sparse_layer:
                 dense_forward(inp, W, b, act, a[:nb])
             elif kind == BATCHNORM:
