@@ -148,8 +148,13 @@ class Trainer:
         tuners = self.net.__dict__.setdefault("_thread_tuners", {})
         kind = (self.batch_size, sparse, self.limit_blas,
                 tuple(code is not None for code in self.codes))
+        # a tuner this fit made for a path that its timing then left, before it ran, goes
+        if getattr(self, "_new_tuner", None) is not None and self._new_tuner != kind:
+            tuners.pop(self._new_tuner, None)
+        self._new_tuner = None
         if kind not in tuners:
             tuners[kind] = ThreadTuner(active=self.limit_blas)
+            self._new_tuner = kind
         self.thread_tuner = tuners[kind]
         self.thread_tuner.begin_fit()
 
