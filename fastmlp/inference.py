@@ -40,7 +40,7 @@ class _Session:
         self.params, self.plan = net._params(), net._plan(sparse_input=sparse)
         self.ws = K.make_workspace(self.params, self.plan, net.n_features, batch, net.dtype,
                                    training=False)
-        self.args = K.forward_args(self.plan)
+        self.layers, self.codes = K.layer_table(self.plan), K.forward_codes(self.plan)
         self.offsets = np.arange(batch, dtype=np.int64)
         self.rows = np.empty(batch, np.int64)  # the rows of one batch: no index the size of X
         self.threads = net.backend == "numba" and K.layers_use_threads(None, self.plan)
@@ -102,7 +102,7 @@ def forward_batches(net, X, each, sparse=None):
     try:
         forward = K.forward if net.backend == "numba" else K.forward_ref
         rows, offsets = session.rows, session.offsets
-        args = (session.params, session.args[0], session.ws, *session.args[1:])
+        args = (session.params, session.layers, session.ws, *session.codes)
         if net.backend == "numba" and X.dtype not in session.compiled_for:
             compile_ahead(K.forward, (X, rows, *args),
                           step_description(session.plan, net.dtype, "inference"))
