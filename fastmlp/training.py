@@ -113,6 +113,7 @@ class Trainer:
         self.ws = K.make_workspace(self.params, self._step_plan, net.n_features, batch_size,
                                    net.dtype)
         self.codes = K.step_codes(self.params, self._step_plan)
+        self._new_tuner = None  # (see _use_path)
         self._use_path(sparse)
         self._saved = None
         # a chunk's mean loss above this is divergence, as NaN is
@@ -149,7 +150,7 @@ class Trainer:
         kind = (self.batch_size, sparse, self.limit_blas,
                 tuple(code is not None for code in self.codes))
         # a tuner this fit made for a path that its timing then left, before it ran, goes
-        if getattr(self, "_new_tuner", None) is not None and self._new_tuner != kind:
+        if self._new_tuner is not None and self._new_tuner != kind:
             tuners.pop(self._new_tuner, None)
         self._new_tuner = None
         if kind not in tuners:
@@ -314,6 +315,7 @@ class Trainer:
         if self._saved is None:
             self._saved = [np.empty_like(a) for a in live]
         order = self.net.epoch_order(epoch, self.n, self.shuffle)
+        layers = self.layers
         loss_sum, correct, seen, elapsed = totals
         with one_blas_thread(self.limit_blas):
             t0 = time.perf_counter()
@@ -324,7 +326,7 @@ class Trainer:
                 ls, c, s = self.thread_tuner.run(
                     lambda first, last: self.train_steps(
                         self.X, self.y, order, self.batch_size, first, last, epoch, self.params,
-                        self.state, self.rule, self.ws, self.layers, *self.codes),
+                        self.state, self.rule, self.ws, layers, *self.codes),
                     step, stop)
                 mean = ls / max(s, 1)
                 if not math.isfinite(mean) or mean > self.loss_limit:
