@@ -29,11 +29,16 @@ SPARSE_INPUT_DENSITY = 0.3
 # 0.80 / 0.67-0.77; 784-800-10 and 784-1024-10 at 256: zero-skipping ahead by 1.2-1.6x.
 BLAS_BATCH_ROWS = 128
 DENSE_REST_SHARE = 0.5
-# Minibatches of at most this many rows run the large dense layers on Numba's threads with
-# kernels of their own (kernels/dense.py); larger ones are BLAS's, on its own threads.
-# Measured on 2 cores, Fashion-MNIST 784-300-10, seconds per epoch (threads / BLAS): batch 10
-# 1.7-1.8 / 2.2-2.5, batch 16 a tie, batch 24-64 BLAS ahead by 10-30 %.
+# Above this many rows a dense first layer on mostly-zero inputs is timed both ways (below).
 SMALL_BATCH_ROWS = 16
+# Minibatches of at most this many rows run the large dense layers on Numba's threads, each
+# thread a block of W's rows from step to step (kernels/dense.py: its share of the forward by
+# BLAS on one thread, the gradient folded into the update), so that each core keeps its rows of
+# W and their optimizer state in its own cache; larger minibatches run them as BLAS's sgemm on
+# BLAS's threads. Measured on 2 cores (Intel Xeon, AVX-512), Fashion-MNIST 784-300-10, SGD,
+# microseconds per step (threads / BLAS): batch 10 120-135 / 350-370, batch 64 365-460 /
+# 560-690, batch 128 680-750 / 750-800, batch 256 1170-1450 / 1180-1260.
+THREADED_BATCH_ROWS = 128
 SPARSE_EVAL_BATCH = 512  # rows per inference call of the zero-skipping first layer (its scratch)
 NO_THREADED_DENSE = 1 << 62
 def uses_sparse_input(net, X, batch_size, density=None):

@@ -13,7 +13,8 @@ import numpy as np
 from . import checkpoint, inference
 from . import kernels as K
 from .compiling import (NO_THREADED_DENSE, PATH_PROBE_ROUNDS, PATH_PROBE_ROWS,  # noqa: F401
-                        SMALL_BATCH_ROWS, SPARSE_EVAL_BATCH, SPARSE_INPUT_DENSITY, CompileBeside,
+                        SMALL_BATCH_ROWS, SPARSE_EVAL_BATCH, SPARSE_INPUT_DENSITY,
+                        THREADED_BATCH_ROWS, CompileBeside,
                         ThreadTuner, compile_ahead, first_layer_path_key, forced_first_layer_path,
                         input_density, kernel_input, one_blas_thread, record_first_layer_path,
                         recorded_first_layer_path, step_description, step_ready,
@@ -81,7 +82,7 @@ class Trainer:
         # runs either path)
         def plan(zero_skipping):
             return net._plan(zero_skipping, sample_weight, augment,
-                             K.THREADED_MIN_WEIGHTS if batch_size <= SMALL_BATCH_ROWS
+                             K.THREADED_MIN_WEIGHTS if batch_size <= THREADED_BATCH_ROWS
                              else NO_THREADED_DENSE)
         # where the first layer could run either way, a measurement on this machine chooses
         # (compiling.weighs_first_layer_paths): recorded, forced, or timed once compiled; a fit

@@ -13,7 +13,7 @@ from .data import gather_rows, gather_rows_ref
 from .dense import (THREADED_MIN_WEIGHTS, dense_backward, dense_backward_ref,
                     dense_backward_update, dense_backward_update_ref, dense_forward,
                     dense_forward_ref, dense_forward_threaded, dense_forward_threaded_ref,
-                    grad_block_rows)
+                    grad_block_rows, threaded_scratch_size)
 from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward, dropout_forward_ref,
                       keep_threshold, stream_key)
 from .loss import (loss_rule, output_activation, output_activation_ref, output_loss,
@@ -73,11 +73,13 @@ def _dense_backward_case(rng, c):
 
 
 def _dense_forward_threaded_case(rng, c):
-    """With zero inputs, some in runs of four (skipped), and 1 to 3 blocks of W's rows."""
+    """With zero inputs, and 1 to 3 blocks of W's rows (more blocks than rows where n_in < 3)."""
     x, W, b, act, out = _dense_forward_case(rng, c)
     x[rng.random(x.shape) < 0.6] = 0
-    x[:, :8] = 0
-    return x, W, b, act, out, np.zeros((1 + c.batch % 3, c.batch * c.n_out), c.dtype)
+    T = 1 + c.batch % 3
+    scratch = threaded_scratch_size(c.n_in, c.n_out, np.dtype(c.dtype).itemsize, c.batch, T)
+    return (x, W, b, act, out, np.zeros((T, c.batch * c.n_out), c.dtype),
+            np.zeros((T, scratch), c.dtype))
 
 
 def _dense_backward_update_case(rng, c):

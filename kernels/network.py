@@ -40,10 +40,10 @@ from .conv import (N_GEOM, cols_size, conv_backward_block, conv_backward_ref, co
                    conv_forward_ref, maxpool_backward_ref, maxpool_backward_row,
                    maxpool_forward_ref, maxpool_forward_sample, sum_partials)
 from .data import copy_rows, gather_rows, gather_rows_ref, thread_block
-from .dense import (ROW_ALIGN, THREADED_MIN_WEIGHTS, column_sums, dense_backward,
+from .dense import (THREADED_MIN_WEIGHTS, column_sums, dense_backward,
                     dense_backward_ref, dense_delta_below, dense_forward, dense_forward_ref,
                     dense_grad_update_rows, dense_partial_product, dense_sum_partials,
-                    grad_block_rows)
+                    threaded_scratch_size)
 from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward_ref, dropout_row,
                       stream_key)
 from .loss import LOSS_RULES, loss_rule, output_loss, output_loss_ref
@@ -249,10 +249,11 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
         aug_scratch=np.zeros((threads if layers_use_threads(params, plan) else 1,
                               augment_scratch_size(*plan.aug_shape, plan.aug_basis.shape[0])
                               if len(plan.aug_shape) and training else 0), dtype),
-        # per thread: a block of a threaded dense layer's input, transposed (dense.py)
-        xt=np.zeros((threads, max([grad_block_rows(*params.W[l].shape, dtype.itemsize)
-                                   * batch_size for l in threaded_dense_layers(params, plan)]
-                                  + [0]) if training else 0), dtype),
+        # per thread: a block of a threaded dense layer's input (dense.py)
+        xt=np.zeros((threads, max([threaded_scratch_size(*params.W[l].shape, dtype.itemsize,
+                                                         batch_size, threads)
+                                   for l in threaded_dense_layers(params, plan)] + [0])
+                     if training else 0), dtype),
         # per thread: its partial product of a threaded dense layer's forward (dense.py)
         parts=np.zeros((threads, max([batch_size * params.W[l].shape[1]
                                       for l in threaded_dense_layers(params, plan)] + [0])
@@ -631,11 +632,12 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
             inp = below[:nb]
             if kind == DENSE and l != plan.sparse_layer and threaded is not None and \
                     W.size >= threaded:
-                parts, m = ws.parts, W.shape[1]
+                parts, xt, m = ws.parts, ws.xt, W.shape[1]
                 T = parts.shape[0]
                 for t in prange(T):  # a block of W's rows per thread, then partials summed
-                    k0, k1 = thread_block(W.shape[0], T, t, ROW_ALIGN)
-                    dense_partial_product(inp, W, k0, k1, parts[t][:nb * m].reshape(nb, m))
+                    k0, k1 = thread_block(W.shape[0], T, t)
+                    dense_partial_product(inp, W, k0, k1, parts[t][:nb * m].reshape(nb, m),
+                                          xt[t])
                 dense_sum_partials(parts, b, act, a[:nb])
             elif kind == DENSE and l != plan.sparse_layer:
                 dense_forward(inp, W, b, act, a[:nb])

@@ -222,13 +222,13 @@ def test_cli_recipe_with_an_override(tmp_path):
     assert "dropout-mlp" in listing.stdout and "nielsen-improved" in listing.stdout
 
 
-@pytest.mark.parametrize("batch_size", [10, 64])
+@pytest.mark.parametrize("batch_size", [10, 64, 256])
 def test_large_dense_layers_on_dense_inputs_match_the_twin(batch_size):
-    # dense inputs (no zero-skipping): at small batches the 784x300 and 300x100 layers run on
-    # Numba's threads with their own kernels, at larger ones on BLAS; both agree with the NumPy twin
+    # dense inputs (no zero-skipping): up to THREADED_BATCH_ROWS the 784x300 and 300x100 layers
+    # run on Numba's threads with their own kernels, above it on BLAS; both agree with the twin
     from fastmlp import kernels as K
     from fastmlp.optimizers import SGD
-    from fastmlp.training import SMALL_BATCH_ROWS, Trainer
+    from fastmlp.training import THREADED_BATCH_ROWS, Trainer
     rng = np.random.default_rng(3)
     X = rng.random((300, 784), dtype=np.float32)
     y = rng.integers(0, 10, 300)
@@ -238,7 +238,7 @@ def test_large_dense_layers_on_dense_inputs_match_the_twin(batch_size):
         trainer = Trainer(net, X, y, batch_size, SGD(0.05, 0.9, nesterov=True))
         assert not trainer.sparse
         threaded = K.threaded_dense_layers(trainer.params, trainer.plan)
-        assert threaded == ([0, 1] if batch_size <= SMALL_BATCH_ROWS else [])
+        assert threaded == ([0, 1] if batch_size <= THREADED_BATCH_ROWS else [])
         net.fit(X, y, epochs=2, batch_size=batch_size, optimizer=SGD(0.05, 0.9, nesterov=True),
                 verbose=0)
         weights[backend] = [w.copy() for w in net._W if w.size]
