@@ -119,10 +119,13 @@ def cpu_name():
 
 def first_layer_path_key(net, batch_size, density, optimizer_name):
     """What the recorded choice depends on: the CPU and threads, the dtype, the batch size, the
-    layers' weight shapes, the inputs' density (to 0.05) and the optimizer."""
+    layers' weight shapes, the inputs' density (to 0.05), the optimizer and how the dense path
+    runs its large layers (THREADED_BATCH_ROWS)."""
     shapes = ",".join("x".join(map(str, W.shape)) for W in net._stored_weights())
+    dense = "threads" if batch_size <= THREADED_BATCH_ROWS else "blas"
     return (f"{cpu_name()}|threads {numba.get_num_threads()}|{net.dtype.name}|batch "
-            f"{batch_size}|{shapes}|density {round(density * 20) / 20:.2f}|{optimizer_name}")
+            f"{batch_size}|{shapes}|density {round(density * 20) / 20:.2f}|{optimizer_name}|"
+            f"dense on {dense}")
 
 
 def recorded_first_layer_path(key):

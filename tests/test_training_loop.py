@@ -378,7 +378,7 @@ def test_the_first_layer_path_is_timed_once_per_machine_and_then_read(tmp_path, 
     record = json.loads((tmp_path / compiling.FIRST_LAYER_PATHS).read_text())
     assert len(record) == 1
     (key, entry), = record.items()
-    assert "batch 64|196x64,64x10|density 0.20|SGD" in key
+    assert "batch 64|196x64,64x10|density 0.20|SGD|dense on threads" in key
     assert set(entry["seconds"]) == {"sparse", "dense"} and min(entry["seconds"].values()) > 0
     faster = min(entry["seconds"], key=entry["seconds"].get)
     assert entry["path"] == faster
