@@ -2,10 +2,10 @@
 import numpy as np
 from numba import njit, prange
 
-from .activations import (IDENTITY, RELU, _act_scalar, activate_ref, derivative_mul,
-                          derivative_mul_ref)
+from .activations import (IDENTITY, RELU, _act_scalar, _dact_scalar, activate_ref,
+                          derivative_mul, derivative_mul_ref)
 from .data import thread_block
-from .optim import optimizer_update, optimizer_update_ref, update_span
+from .optim import optimizer_update, optimizer_update_ref
 
 # A dense layer with at least this many weights runs on Numba's threads in the training step
 # (a block of samples each forward and for δ below, a block of W's rows each for the weight
@@ -190,7 +190,7 @@ def dense_delta_below(delta, W, x, x_act, delta_prev):
     derivative_mul(delta_prev, x, x_act)
 
 
-@njit(cache=True, error_model="numpy")  # vectorises update_span: see its docstring
+@njit(cache=True)
 def dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2, xt):
     """Rows j0..j1-1 of the weight gradient, gW <- xᵀδ, made a block of rows at a time, each
     block then taking one step of the optimizer ``rule`` on the same rows of W and its state S1,
@@ -206,8 +206,26 @@ def dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2, xt)
             for i in range(n):
                 xt_block[j, i] = x[i, r0 + j]
         np.dot(xt_block, delta, gW[r0:r1])
-        update_span(rule, W[r0:r1].reshape(-1), gW[r0:r1].reshape(-1), S1[r0:r1].reshape(-1),
-                    S2[r0:r1].reshape(-1), h, c1, c2, True)
+        # (the step's own optimizer_update, with the step's argument types: compiled once)
+        optimizer_update(rule, W[r0:r1].reshape(-1), gW[r0:r1].reshape(-1),
+                         S1[r0:r1].reshape(-1), S2[r0:r1].reshape(-1), h, c1, c2, np.bool_(True))
+
+
+@njit(cache=True)
+def dense_backward_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2, x_act,
+                               delta_prev, xt):
+    """One thread's share of a dense layer's backward on threads: where delta_prev has rows,
+    its columns j0..j1-1, δ_prev <- (δ W[j0:j1]ᵀ) ⊙ f'(x), from rows j0..j1-1 of W before they
+    change; then those rows' gradient and update (dense_grad_update_rows). Each thread reads and
+    writes only its own rows of W. xt: scratch (threaded_scratch_size)."""
+    n, k = delta.shape[0], j1 - j0
+    if delta_prev.shape[0] > 0 and k > 0:
+        below = xt[:n * k].reshape(n, k)
+        np.dot(delta, W[j0:j1].T, below)
+        for i in range(n):
+            for j in range(k):
+                delta_prev[i, j0 + j] = below[i, j] * _dact_scalar(x[i, j0 + j], x_act)
+    dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2, xt)
 
 
 # Numba can segfault when a cached function calls a parallel one loaded from the cache (see
@@ -217,18 +235,13 @@ def dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2, xt)
 def dense_backward_update(x, W, b, delta, x_act, gW, gb, delta_prev, S1, S2, s1b, s2b, rule, h,
                           c1, c2, xt):
     """dense_backward and the optimizer's update of W and b, as ``train_steps`` runs a layer
-    of at least THREADED_MIN_WEIGHTS weights: δ_prev on a block of samples per thread (before
-    W changes), then the weight gradient and update on a block of W's rows per thread.
-    xt (threads, ...): per-thread scratch (dense_grad_update_rows)."""
+    of at least THREADED_MIN_WEIGHTS weights: a block of W's rows per thread, its columns of
+    δ_prev first (dense_backward_update_rows). xt (threads, ...): per-thread scratch."""
     T = xt.shape[0]
-    if delta_prev.shape[0] > 0:
-        for t in prange(T):
-            lo, hi = thread_block(delta.shape[0], T, t)
-            if hi > lo:
-                dense_delta_below(delta[lo:hi], W, x[lo:hi], x_act, delta_prev[lo:hi])
     for t in prange(T):
         j0, j1 = thread_block(W.shape[0], T, t)
-        dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2, xt[t])
+        dense_backward_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2, x_act,
+                                   delta_prev, xt[t])
     column_sums(delta, gb)
     optimizer_update(rule, b, gb, s1b, s2b, h, c1, c2, np.bool_(False))  # as train_steps
 

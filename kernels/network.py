@@ -40,10 +40,9 @@ from .conv import (N_GEOM, cols_size, conv_backward_block, conv_backward_ref, co
                    conv_forward_ref, maxpool_backward_ref, maxpool_backward_row,
                    maxpool_forward_ref, maxpool_forward_sample, sum_partials)
 from .data import copy_rows, gather_rows, gather_rows_ref, thread_block
-from .dense import (THREADED_MIN_WEIGHTS, column_sums, dense_backward,
-                    dense_backward_ref, dense_delta_below, dense_forward, dense_forward_ref,
-                    dense_grad_update_rows, dense_partial_product, dense_sum_partials,
-                    threaded_scratch_size)
+from .dense import (THREADED_MIN_WEIGHTS, column_sums, dense_backward, dense_backward_ref,
+                    dense_backward_update_rows, dense_forward, dense_forward_ref,
+                    dense_partial_product, dense_sum_partials, threaded_scratch_size)
 from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward_ref, dropout_row,
                       stream_key)
 from .loss import LOSS_RULES, loss_rule, output_loss, output_loss_ref
@@ -630,16 +629,10 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
             W, b, a = params.W[l], params.b[l], ws.acts[l]
             below = ws.acts[l - 1] if l > 0 else ws.xb
             inp = below[:nb]
-            if kind == DENSE and l != plan.sparse_layer and threaded is not None and \
-                    W.size >= threaded:
-                parts, xt, m = ws.parts, ws.xt, W.shape[1]
-                T = parts.shape[0]
-                for t in prange(T):  # a block of W's rows per thread, then partials summed
-                    k0, k1 = thread_block(W.shape[0], T, t)
-                    dense_partial_product(inp, W, k0, k1, parts[t][:nb * m].reshape(nb, m),
-                                          xt[t])
-                dense_sum_partials(parts, b, act, a[:nb])
-            elif kind == DENSE and l != plan.sparse_layer:
+            on_threads = False  # a large dense layer, on Numba's threads (dense.py)
+            if threaded is not None:
+                on_threads = kind == DENSE and l != plan.sparse_layer and W.size >= threaded
+            if kind == DENSE and l != plan.sparse_layer and not on_threads:
                 dense_forward(inp, W, b, act, a[:nb])
             elif kind == BATCHNORM:
                 if norm is not None:  # the minibatch's statistics, a block of rows per thread
@@ -665,8 +658,10 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
             elif kind == FLATTEN:
                 if l == 0:  # elsewhere it shares its input's buffer
                     copy_rows(x, a)
-            elif images is not None or sparse is not None or dropout is not None:
-                # the kinds that run per sample on Numba's threads, a block of samples each
+            elif images is not None or sparse is not None or dropout is not None or \
+                    threaded is not None:
+                # the kinds that run on Numba's threads: per sample, a block of samples each; a
+                # dense layer on threads, a block of W's rows each (then its partials summed)
                 skips_zeros = l == plan.sparse_layer  # dense, on the nonzeros of each input row
                 from_X = skips_zeros and l == 0 and not augmenting
                 mask, arg, cols = ws.masks[l], ws.argmax[l], ws.cols
@@ -679,12 +674,17 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                     need = cols_size(g)
                 if dropout is not None:
                     threshold, scale = dropout.threshold[l], dropout.scale[l]
+                parts, xt, m = ws.parts, ws.xt, W.shape[1]
                 T = cols.shape[0]
                 for t in prange(T):
                     lo, hi = thread_block(nb, T, t)
                     if kind == CONV:  # its own im2col buffer
                         if images is not None:
                             conv_forward_block(inp, W, b, act, g, lo, hi, cols[t][:need], a)
+                    elif on_threads:
+                        k0, k1 = thread_block(W.shape[0], T, t)
+                        dense_partial_product(inp, W, k0, k1, parts[t][:nb * m].reshape(nb, m),
+                                              xt[t])
                     else:
                         for i in range(lo, hi):
                             if skips_zeros:
@@ -700,6 +700,8 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                         if skips_zeros and sparse is not None:
                             # the block's nonzeros per input column, for the update's lists
                             count_columns(nz_idx, nz_cnt, lo, hi, col_counts[t])
+                if on_threads:
+                    dense_sum_partials(parts, b, act, a[:nb])
 
         # ---- output activation and loss: d loss / d logits into deltas[last]
         loss, c = output_loss(plan.loss, ws.acts[last][:nb], ws.yb[:nb], ws.deltas[last][:nb])
@@ -722,6 +724,9 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
             d = ws.deltas[l][:nb]
             # δ of the layer below, where some layer below has parameters to learn
             d_below = ws.deltas[l - 1][:nb] if l > plan.first_param else d[:0]
+            on_threads = False  # as in the forward
+            if threaded is not None:
+                on_threads = kind == DENSE and l != plan.sparse_layer and W.size >= threaded
             if l == plan.sparse_layer:
                 if sparse is None:
                     continue
@@ -770,43 +775,38 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                         lo, hi = thread_block(nb, T, t)
                         copy_rows(d[lo:hi], d_below[lo:hi])
                         derivative_mul(d_below[lo:hi], inp[lo:hi], x_act)
-            elif kind == DENSE and threaded is not None and W.size >= threaded:
-                # δ below on a block of samples per thread, before W changes; then the weight
-                # gradient folded into the update, a block of W's rows per thread
-                xt = ws.xt
-                T = xt.shape[0]
-                if d_below.shape[0] > 0:
-                    for t in prange(T):
-                        lo, hi = thread_block(nb, T, t)
-                        if hi > lo:
-                            dense_delta_below(d[lo:hi], W, inp[lo:hi], x_act, d_below[lo:hi])
-                for t in prange(T):
-                    j0, j1 = thread_block(W.shape[0], T, t)
-                    dense_grad_update_rows(inp, d, j0, j1, W, gW, S1, S2, optimizer, h, c1, c2,
-                                           xt[t])
-                column_sums(d, gb)
-                optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, no_decay)
-            elif kind == DENSE:
+            elif kind == DENSE and not on_threads:
                 dense_backward(inp, W, d, x_act, gW, gb, d_below)
                 optimizer_update(optimizer, W.ravel(), gW.ravel(), S1.ravel(), S2.ravel(), h,
                                  c1, c2, decay)
                 optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, no_decay)
-            elif kind == CONV or (kind == POOL and l > plan.first_param):
-                if images is not None:
-                    # per sample on Numba's threads: a block of samples each, and for a conv layer
-                    # its own (dW, db) sums and im2col buffer
-                    partial, cols, arg = ws.partial, ws.cols, ws.argmax[l]
-                    need = cols_size(g) if kind == CONV else 0
+            elif kind == CONV or (kind == POOL and l > plan.first_param) or on_threads:
+                if images is not None or threaded is not None:
+                    # on Numba's threads: per sample, a block of samples each, and for a conv
+                    # layer its own (dW, db) sums and im2col buffer; a dense layer on threads, a
+                    # block of W's rows each (its columns of δ below, then its update)
+                    partial, cols, arg, xt = ws.partial, ws.cols, ws.argmax[l], ws.xt
+                    need = 0
+                    if images is not None and kind == CONV:
+                        need = cols_size(g)
                     T = cols.shape[0]
                     for t in prange(T):
                         lo, hi = thread_block(nb, T, t)
-                        if kind == CONV:
-                            conv_backward_block(inp, W, d, x_act, g, lo, hi, partial[t],
-                                                cols[t][:need], d_below)
-                        else:
+                        if on_threads:
+                            j0, j1 = thread_block(W.shape[0], T, t)
+                            dense_backward_update_rows(inp, d, j0, j1, W, gW, S1, S2, optimizer,
+                                                       h, c1, c2, x_act, d_below, xt[t])
+                        elif kind == CONV:
+                            if images is not None:
+                                conv_backward_block(inp, W, d, x_act, g, lo, hi, partial[t],
+                                                    cols[t][:need], d_below)
+                        elif images is not None:
                             for i in range(lo, hi):
                                 maxpool_backward_row(d[i], arg[i], d_below[i])
-                    if kind == CONV:
+                    if on_threads:
+                        column_sums(d, gb)
+                        optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, no_decay)
+                    elif kind == CONV:
                         sum_partials(partial, gW, gb)
                         optimizer_update(optimizer, W.ravel(), gW.ravel(), S1.ravel(),
                                          S2.ravel(), h, c1, c2, decay)
