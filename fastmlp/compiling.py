@@ -37,7 +37,10 @@ SMALL_BATCH_ROWS = 16
 # W and their optimizer state in its own cache; larger minibatches run them as BLAS's sgemm on
 # BLAS's threads. Measured on 2 cores (Intel Xeon, AVX-512), Fashion-MNIST 784-300-10, SGD,
 # microseconds per step (threads / BLAS): batch 10 120-135 / 350-370, batch 64 365-460 /
-# 560-690, batch 128 680-750 / 750-800, batch 256 1170-1450 / 1180-1260.
+# 560-690, batch 128 680-750 / 750-800, batch 256 1170-1450 / 1180-1260. That code costs a cold
+# first fit 3-4 s more (784-300-10 at batch 64: 13.2 s against 10.5), so above SMALL_BATCH_ROWS
+# a fit takes it where it is compiled already or the fit is long enough to repay compiling it
+# (worth_weighing).
 THREADED_BATCH_ROWS = 128
 SPARSE_EVAL_BATCH = 512  # rows per inference call of the zero-skipping first layer (its scratch)
 NO_THREADED_DENSE = 1 << 62
@@ -117,12 +120,12 @@ def cpu_name():
         return platform.processor() or platform.machine()
 
 
-def first_layer_path_key(net, batch_size, density, optimizer_name):
+def first_layer_path_key(net, batch_size, density, optimizer_name, dense_on_threads):
     """What the recorded choice depends on: the CPU and threads, the dtype, the batch size, the
-    layers' weight shapes, the inputs' density (to 0.05), the optimizer and how the dense path
-    runs its large layers (THREADED_BATCH_ROWS)."""
+    layers' weight shapes, the inputs' density (to 0.05), the optimizer and whether the dense
+    path runs its large layers on Numba's threads or BLAS's (THREADED_BATCH_ROWS)."""
     shapes = ",".join("x".join(map(str, W.shape)) for W in net._stored_weights())
-    dense = "threads" if batch_size <= THREADED_BATCH_ROWS else "blas"
+    dense = "threads" if dense_on_threads else "blas"
     return (f"{cpu_name()}|threads {numba.get_num_threads()}|{net.dtype.name}|batch "
             f"{batch_size}|{shapes}|density {round(density * 20) / 20:.2f}|{optimizer_name}|"
             f"dense on {dense}")

@@ -79,32 +79,39 @@ class Trainer:
 
         # the plan the step is compiled for: with the zero-skipping code where that path runs or
         # is still to be timed (a plan without a zero-skipping layer leaves it unused: one step
-        # runs either path)
-        def plan(zero_skipping):
+        # runs either path), and with the large dense layers on Numba's threads (``threads``) or
+        # BLAS's
+        def plan(zero_skipping, threads):
             return net._plan(zero_skipping, sample_weight, augment,
-                             K.THREADED_MIN_WEIGHTS if batch_size <= THREADED_BATCH_ROWS
-                             else NO_THREADED_DENSE)
+                             K.THREADED_MIN_WEIGHTS if threads else NO_THREADED_DENSE)
+        # up to SMALL_BATCH_ROWS rows the large dense layers run on Numba's threads; up to
+        # THREADED_BATCH_ROWS where that code is compiled already or the fit is long enough to
+        # repay compiling it (compiling.worth_weighing, as for the zero-skipping code below)
+        long_fit = worth_weighing(net, fit_samples)
+        threads = batch_size <= SMALL_BATCH_ROWS or batch_size <= THREADED_BATCH_ROWS and (
+            long_fit or self.is_compiled(plan(False, True)) or self.is_compiled(plan(True, True)))
         # where the first layer could run either way, a measurement on this machine chooses
         # (compiling.weighs_first_layer_paths): recorded, forced, or timed once compiled; a fit
-        # too short to repay compiling the zero-skipping code to time it takes BLAS's path
+        # too short to repay compiling the zero-skipping code to time it takes the dense path
         self._path_key = None
         weighs = weighs_first_layer_paths(net, batch_size, density)
         if weighs:
-            key = first_layer_path_key(net, batch_size, density, type(optimizer).__name__)
+            key = first_layer_path_key(net, batch_size, density, type(optimizer).__name__,
+                                       threads)
             known = forced_first_layer_path() or recorded_first_layer_path(key)
             if known:
                 sparse = known == "sparse"
-            elif worth_weighing(net, fit_samples) or self.is_compiled(plan(True)):
+            elif long_fit or self.is_compiled(plan(True, threads)):
                 self._path_key = key
             else:
                 sparse = False
         with_zero_skipping = sparse or self._path_key is not None
-        self._step_plan = plan(with_zero_skipping)
+        self._step_plan = plan(with_zero_skipping, threads)
         if weighs and not with_zero_skipping:
             # the path is known to be BLAS's. A step with the zero-skipping code runs it too
             # (an earlier fit timed both paths with it): where one is compiled and this plan's is
             # not, looking in this process first, then in the disk cache, that one
-            either = plan(True)
+            either = plan(True, threads)
             for in_process in (True, False):
                 if self.is_compiled(self._step_plan, in_process, not in_process):
                     break

@@ -429,6 +429,37 @@ def test_a_fit_too_short_to_repay_timing_the_paths_runs_blas_and_records_nothing
     assert not (tmp_path / compiling.FIRST_LAYER_PATHS).exists()
 
 
+def test_a_short_fit_runs_the_large_dense_layers_on_threads_only_where_compiled(monkeypatch):
+    """From SMALL_BATCH_ROWS to THREADED_BATCH_ROWS rows, the large dense layers run on Numba's
+    threads where that code repays compiling it: a long fit, one of unknown length, or one whose
+    threaded step is compiled already; a short fit with nothing compiled runs them on BLAS. Below
+    SMALL_BATCH_ROWS and above THREADED_BATCH_ROWS the batch size alone decides."""
+    from fastmlp import compiling, training
+    from fastmlp.kernels import threaded_dense_layers
+    from fastmlp.optimizers import SGD
+    compiled = {"threads": False}
+    monkeypatch.setattr(training.Trainer, "is_compiled",
+                        lambda self, plan=None, in_process=True, on_disk=True:
+                        plan is not None and plan.threaded_min < compiling.NO_THREADED_DENSE
+                        and compiled["threads"])
+    rng = np.random.default_rng(4)
+    X = rng.random((300, 784), dtype=np.float32)  # dense inputs: no zero-skipping path
+    y = rng.integers(0, 10, 300)
+    net = Network([784, 300, 10], seed=0)
+    long_enough = math.ceil(compiling.PATH_WEIGH_MIN_FLOPS / net.flops(1))
+
+    def on_threads(batch_size, samples):
+        trainer = training.Trainer(net, X, y, batch_size, SGD(), fit_samples=samples)
+        return threaded_dense_layers(trainer.params, trainer.plan) == [0]
+
+    assert not on_threads(64, long_enough - 1)
+    assert on_threads(64, long_enough) and on_threads(64, None)
+    assert on_threads(compiling.SMALL_BATCH_ROWS, long_enough - 1)
+    assert not on_threads(compiling.THREADED_BATCH_ROWS + 1, None)
+    compiled["threads"] = True
+    assert on_threads(64, long_enough - 1)
+
+
 @pytest.mark.parametrize("batch_size", [64, 200])
 def test_both_first_layer_paths_train_as_the_twin_does(batch_size, monkeypatch):
     """One compiled step runs either path of the first layer on mostly-zero inputs (the plan
