@@ -88,13 +88,14 @@ class Trainer:
         # THREADED_BATCH_ROWS where that code is compiled already or the fit is long enough to
         # repay compiling it (compiling.worth_weighing, as for the zero-skipping code below)
         long_fit = worth_weighing(net, fit_samples)
+        weighs = weighs_first_layer_paths(net, batch_size, density)
         threads = batch_size <= SMALL_BATCH_ROWS or batch_size <= THREADED_BATCH_ROWS and (
-            long_fit or self.is_compiled(plan(False, True)) or self.is_compiled(plan(True, True)))
+            long_fit or any(self.is_compiled(plan(zero_skipping, True)) for zero_skipping in
+                            ((False, True) if weighs or sparse else (False,))))
         # where the first layer could run either way, a measurement on this machine chooses
         # (compiling.weighs_first_layer_paths): recorded, forced, or timed once compiled; a fit
         # too short to repay compiling the zero-skipping code to time it takes the dense path
         self._path_key = None
-        weighs = weighs_first_layer_paths(net, batch_size, density)
         if weighs:
             key = first_layer_path_key(net, batch_size, density, type(optimizer).__name__,
                                        threads)

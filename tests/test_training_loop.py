@@ -9,7 +9,7 @@ import pytest
 
 from fastmlp import Network, recipes
 from fastmlp.callbacks import EarlyStopping
-from fastmlp.layers import Dense, Dropout
+from fastmlp.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D
 from fastmlp.optimizers import SGD, Adam
 from fastmlp.schedules import (CosineDecay, ExponentialDecay, LinearRamp, ReduceLROnPlateau,
                                StepDecay)
@@ -458,6 +458,13 @@ def test_a_short_fit_runs_the_large_dense_layers_on_threads_only_where_compiled(
     assert not on_threads(compiling.THREADED_BATCH_ROWS + 1, None)
     compiled["threads"] = True
     assert on_threads(64, long_enough - 1)
+    # a CNN's dense layers alike (it has no zero-skipping variant to look for)
+    cnn = Network([Conv2D(4, 3, activation="relu"), MaxPool2D(2), Flatten(),
+                   Dense(128, activation="relu"), Dense(10)], input_shape=(28, 28, 1), seed=0)
+    for threads in (True, False):
+        compiled["threads"] = threads
+        trainer = training.Trainer(cnn, X, y, 64, SGD(), fit_samples=300)
+        assert threaded_dense_layers(trainer.params, trainer.plan) == ([3] if threads else [])
 
 
 @pytest.mark.parametrize("batch_size", [64, 200])
