@@ -13,7 +13,7 @@ from .data import gather_rows, gather_rows_ref
 from .dense import (THREADED_MIN_WEIGHTS, dense_backward, dense_backward_ref,
                     dense_backward_update, dense_backward_update_ref, dense_forward,
                     dense_forward_ref, dense_forward_threaded, dense_forward_threaded_ref,
-                    grad_block_rows, threaded_scratch_size)
+                    threaded_scratch_size)
 from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward, dropout_forward_ref,
                       keep_threshold, stream_key)
 from .loss import (loss_rule, output_activation, output_activation_ref, output_loss,
@@ -84,17 +84,18 @@ def _dense_forward_threaded_case(rng, c):
 
 def _dense_backward_update_case(rng, c):
     """dense_backward_update's arguments: a layer below (δ below wanted) unless the batch is odd,
-    state of every optimizer's kind, and per-thread scratch of half a gradient block."""
+    state of every optimizer's kind, and per-thread scratch of just a thread's block of δ below
+    (which makes gradient blocks smaller than grad_block_rows where that is more)."""
     import numba
     x, W, d, act, gW, gb, d_below = _dense_backward_case(rng, c)
     if c.batch % 2:
         d_below = d_below[:0]
     state = [np.abs(_normal(rng, a.shape, c.dtype, 0.01)) for a in (W, W, gb, gb)]
-    block = max(1, grad_block_rows(c.n_in, c.n_out, np.dtype(c.dtype).itemsize) // 2)
+    T = numba.get_num_threads()
     return (x, W, _normal(rng, c.n_out, c.dtype), d, act, gW, gb, d_below, *state,
             optimizer_rule(c.optimizer),
             _hyper(c, nesterov=c.batch % 2, decoupled=c.batch % 2), *_corrections(c),
-            np.zeros((numba.get_num_threads(), block * c.batch), c.dtype))
+            np.zeros((T, -(-c.n_in // T) * c.batch), c.dtype))
 
 
 def _nonzeros(x):

@@ -12,27 +12,31 @@ from .optim import optimizer_update, optimizer_update_ref
 # gradient and its update); a smaller one is one BLAS call on one thread (waking the other
 # costs more than it saves). The plan carries it (Plan.threaded_min), so tests can lower it.
 THREADED_MIN_WEIGHTS = 1 << 14
-# The weight gradient is made a block of rows at a time, each block updated while it is still
-# in L2: about this many bytes of it per block. Each block's product packs all of δ anew, so
-# blocks are large (64 KiB blocks cost ~10 % at batch 256, 784-300-10 on 2 cores).
-GRAD_BLOCK_BYTES = 1 << 20
 # From this many rows the forward's block product is BLAS's (see dense_partial_product).
 # Fashion-MNIST 784-300-10 on 2 cores, microseconds per step (BLAS / without): batch 10
 # 125-137 / 107-121, batch 16 149-158 / 151-169, batch 32 216-252 / 229-262.
 BLAS_BLOCK_MIN_ROWS = 16
+# The weight gradient is made a block of rows at a time, each block updated while it is still
+# in cache: about this many bytes of it per block. Each block's product packs all of δ anew, so
+# from BLAS_BLOCK_MIN_ROWS rows on the blocks are large (64 KiB blocks cost ~10 % at batch 256,
+# 784-300-10 on 2 cores), and below it small (1 MiB blocks cost ~8 % at batch 10).
+GRAD_BLOCK_BYTES = 1 << 20
+SMALL_GRAD_BLOCK_BYTES = 1 << 16
 
 
 @njit(cache=True)
-def grad_block_rows(n_in, n_out, itemsize):
-    """Rows of the weight gradient per block (dense_grad_update_rows)."""
-    return max(1, min(n_in, GRAD_BLOCK_BYTES // (n_out * itemsize)))
+def grad_block_rows(n_in, n_out, itemsize, rows):
+    """Rows of the weight gradient per block (dense_grad_update_rows), for ``rows`` rows of
+    δ."""
+    size = GRAD_BLOCK_BYTES if rows >= BLAS_BLOCK_MIN_ROWS else SMALL_GRAD_BLOCK_BYTES
+    return max(1, min(n_in, size // (n_out * itemsize)))
 
 
 def threaded_scratch_size(n_in, n_out, itemsize, rows, threads):
     """Values of each thread's scratch (xt) for a dense layer of n_in x n_out weights run on
     ``threads`` threads with minibatches of ``rows`` rows: its block of the input's columns in
-    the forward (dense_partial_product), a gradient block's in the backward."""
-    return rows * max(grad_block_rows(n_in, n_out, itemsize), -(-n_in // threads))
+    the forward (dense_partial_product) or of δ below, a gradient block's in the backward."""
+    return rows * max(grad_block_rows(n_in, n_out, itemsize, rows), -(-n_in // threads))
 
 
 # ---- forward ---------------------------------------------------------------------------
@@ -197,7 +201,7 @@ def dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2, xt)
     S2 while it is in cache. xt: scratch for the block's columns of x, transposed (for BLAS):
     grad_block_rows(...) * len(x) entries; less makes smaller blocks."""
     n, m = delta.shape
-    block = max(1, min(grad_block_rows(W.shape[0], m, W.itemsize), xt.shape[0] // max(n, 1)))
+    block = max(1, min(grad_block_rows(W.shape[0], m, W.itemsize, n), xt.shape[0] // max(n, 1)))
     for r0 in range(j0, j1, block):
         r1 = min(j1, r0 + block)
         k = r1 - r0
