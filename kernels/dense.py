@@ -7,10 +7,10 @@ from .activations import (IDENTITY, RELU, _act_scalar, _dact_scalar, activate_re
 from .data import thread_block
 from .optim import optimizer_update, optimizer_update_ref
 
-# A dense layer with at least this many weights runs on Numba's threads in the training step
-# (a block of samples each forward and for δ below, a block of W's rows each for the weight
-# gradient and its update); a smaller one is one BLAS call on one thread (waking the other
-# costs more than it saves). The plan carries it (Plan.threaded_min), so tests can lower it.
+# A dense layer with at least this many weights runs on Numba's threads in the training step, a
+# block of W's rows each (forward, δ below, gradient and update); a smaller one is one BLAS call
+# on one thread (waking the other costs more than it saves). The plan carries it
+# (Plan.threaded_min), so tests can lower it.
 THREADED_MIN_WEIGHTS = 1 << 14
 # From this many rows the forward's block product is BLAS's (see dense_partial_product).
 # Fashion-MNIST 784-300-10 on 2 cores, microseconds per step (BLAS / without): batch 10
