@@ -198,18 +198,18 @@ def dense_delta_below(delta, W, x, x_act, delta_prev):
 def dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2, xt):
     """Rows j0..j1-1 of the weight gradient, gW <- xᵀδ, made a block of rows at a time, each
     block then taking one step of the optimizer ``rule`` on the same rows of W and its state S1,
-    S2 while it is in cache. xt: scratch for the block's columns of x, transposed (for BLAS):
-    grad_block_rows(...) * len(x) entries; less makes smaller blocks."""
+    S2 while it is in cache. xt: scratch for the block's columns of x: grad_block_rows(...) *
+    len(x) entries; less makes smaller blocks."""
     n, m = delta.shape
     block = max(1, min(grad_block_rows(W.shape[0], m, W.itemsize, n), xt.shape[0] // max(n, 1)))
     for r0 in range(j0, j1, block):
         r1 = min(j1, r0 + block)
         k = r1 - r0
-        xt_block = xt[:k * n].reshape(k, n)
-        for j in range(k):
-            for i in range(n):
-                xt_block[j, i] = x[i, r0 + j]
-        np.dot(xt_block, delta, gW[r0:r1])
+        x_block = xt[:n * k].reshape(n, k)  # x's columns r0..r1-1, copied row by row
+        for i in range(n):
+            for j in range(k):
+                x_block[i, j] = x[i, r0 + j]
+        np.dot(x_block.T, delta, gW[r0:r1])
         # (the step's own optimizer_update, with the step's argument types: compiled once)
         optimizer_update(rule, W[r0:r1].reshape(-1), gW[r0:r1].reshape(-1),
                          S1[r0:r1].reshape(-1), S2[r0:r1].reshape(-1), h, c1, c2, np.bool_(True))
