@@ -12,8 +12,7 @@ from .batchnorm import (batchnorm_backward, batchnorm_backward_ref, batchnorm_fo
 from .data import gather_rows, gather_rows_ref
 from .dense import (THREADED_MIN_WEIGHTS, dense_backward, dense_backward_ref,
                     dense_backward_update, dense_backward_update_ref, dense_forward,
-                    dense_forward_ref, dense_forward_threaded, dense_forward_threaded_ref,
-                    threaded_scratch_size)
+                    dense_forward_ref, dense_forward_threaded, dense_forward_threaded_ref)
 from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward, dropout_forward_ref,
                       keep_threshold, stream_key)
 from .loss import (loss_rule, output_activation, output_activation_ref, output_loss,
@@ -76,26 +75,19 @@ def _dense_forward_threaded_case(rng, c):
     """With zero inputs, and 1 to 3 blocks of W's rows (more blocks than rows where n_in < 3)."""
     x, W, b, act, out = _dense_forward_case(rng, c)
     x[rng.random(x.shape) < 0.6] = 0
-    T = 1 + c.batch % 3
-    scratch = threaded_scratch_size(c.n_in, c.n_out, np.dtype(c.dtype).itemsize, c.batch, T)
-    return (x, W, b, act, out, np.zeros((T, c.batch * c.n_out), c.dtype),
-            np.zeros((T, scratch), c.dtype))
+    return x, W, b, act, out, np.zeros((1 + c.batch % 3, c.batch * c.n_out), c.dtype)
 
 
 def _dense_backward_update_case(rng, c):
     """dense_backward_update's arguments: a layer below (δ below wanted) unless the batch is odd,
-    state of every optimizer's kind, and per-thread scratch of just a thread's block of δ below
-    (which makes gradient blocks smaller than grad_block_rows where that is more)."""
-    import numba
+    and state of every optimizer's kind."""
     x, W, d, act, gW, gb, d_below = _dense_backward_case(rng, c)
     if c.batch % 2:
         d_below = d_below[:0]
     state = [np.abs(_normal(rng, a.shape, c.dtype, 0.01)) for a in (W, W, gb, gb)]
-    T = numba.get_num_threads()
     return (x, W, _normal(rng, c.n_out, c.dtype), d, act, gW, gb, d_below, *state,
             optimizer_rule(c.optimizer),
-            _hyper(c, nesterov=c.batch % 2, decoupled=c.batch % 2), *_corrections(c),
-            np.zeros((T, -(-c.n_in // T) * c.batch), c.dtype))
+            _hyper(c, nesterov=c.batch % 2, decoupled=c.batch % 2), *_corrections(c))
 
 
 def _nonzeros(x):

@@ -1,9 +1,10 @@
 """Dense layer: fused forward out = f(x @ W + b) and fused backward, side by side."""
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 from .activations import (IDENTITY, RELU, _act_scalar, _dact_scalar, activate_ref,
                           derivative_mul, derivative_mul_ref)
+from .blas import NO_TRANS, TRANS, gemm, row_stride
 from .data import thread_block
 from .optim import optimizer_update, optimizer_update_ref
 
@@ -30,13 +31,6 @@ def grad_block_rows(n_in, n_out, itemsize, rows):
     δ."""
     size = GRAD_BLOCK_BYTES if rows >= BLAS_BLOCK_MIN_ROWS else SMALL_GRAD_BLOCK_BYTES
     return max(1, min(n_in, size // (n_out * itemsize)))
-
-
-def threaded_scratch_size(n_in, n_out, itemsize, rows, threads):
-    """Values of each thread's scratch (xt) for a dense layer of n_in x n_out weights run on
-    ``threads`` threads with minibatches of ``rows`` rows: its block of the input's columns in
-    the forward (dense_partial_product) or of δ below, a gradient block's in the backward."""
-    return rows * max(grad_block_rows(n_in, n_out, itemsize, rows), -(-n_in // threads))
 
 
 # ---- forward ---------------------------------------------------------------------------
@@ -99,24 +93,19 @@ def partial_product_rows(x, W, k0, k1, part):
 
 
 @njit(cache=True)
-def dense_partial_product(x, W, k0, k1, part, xk):
+def dense_partial_product(x, W, k0, k1, part):
     """part (n, d_out) <- x[:, k0:k1] @ W[k0:k1]: one thread's share of a dense layer's
-    forward, by BLAS on one thread from BLAS_BLOCK_MIN_ROWS rows of x on. The same thread
-    updates the same rows of W (dense_grad_update_rows), so they stay in its core's cache from
-    step to step, and BLAS packs just this block of W. xk: scratch for x's block of columns, at
-    least n·(k1 - k0) values."""
-    n, kk = x.shape[0], k1 - k0
+    forward, by BLAS on one thread from BLAS_BLOCK_MIN_ROWS rows of x on, reading x's block of
+    columns where it lies. The same thread updates the same rows of W
+    (dense_grad_update_rows), so they stay in its core's cache from step to step, and BLAS packs
+    just this block of W."""
+    n, m = part.shape
     if n < BLAS_BLOCK_MIN_ROWS:
         partial_product_rows(x, W, k0, k1, part)
-        return
-    if kk == 0:
+    elif k1 == k0:
         part[:] = 0
-        return
-    xb = xk[:n * kk].reshape(n, kk)
-    for i in range(n):
-        for j in range(kk):
-            xb[i, j] = x[i, k0 + j]
-    np.dot(xb, W[k0:k1], part)
+    else:  # part^T = W[k0:k1]^T x[:, k0:k1]^T, column-major
+        gemm(NO_TRANS, NO_TRANS, m, n, k1 - k0, W[k0:], m, x[:, k0:], row_stride(x), part, m)
 
 
 @njit(cache=True)
@@ -137,19 +126,19 @@ def dense_sum_partials(parts, b, act, out):
 
 
 @njit(cache=True, parallel=True)
-def dense_forward_threaded(x, W, b, act, out, parts, xt):
+def dense_forward_threaded(x, W, b, act, out, parts):
     """dense_forward as ``train_steps`` runs a large layer on Numba's threads: a block of W's
     rows per thread, each thread's partial product in its own parts[t] (at least n·d_out
-    values; xt[t]: its scratch, threaded_scratch_size), then their sum."""
+    values), then their sum."""
     n, m = out.shape
     T = parts.shape[0]
     for t in prange(T):
         k0, k1 = thread_block(W.shape[0], T, t)
-        dense_partial_product(x, W, k0, k1, parts[t][:n * m].reshape(n, m), xt[t])
+        dense_partial_product(x, W, k0, k1, parts[t][:n * m].reshape(n, m))
     dense_sum_partials(parts, b, act, out)
 
 
-def dense_forward_threaded_ref(x, W, b, act, out, parts, xt):
+def dense_forward_threaded_ref(x, W, b, act, out, parts):
     dense_forward_ref(x, W, b, act, out)
 
 
@@ -195,21 +184,16 @@ def dense_delta_below(delta, W, x, x_act, delta_prev):
 
 
 @njit(cache=True)
-def dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2, xt):
+def dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2):
     """Rows j0..j1-1 of the weight gradient, gW <- xᵀδ, made a block of rows at a time, each
     block then taking one step of the optimizer ``rule`` on the same rows of W and its state S1,
-    S2 while it is in cache. xt: scratch for the block's columns of x: grad_block_rows(...) *
-    len(x) entries; less makes smaller blocks."""
+    S2 while it is in cache."""
     n, m = delta.shape
-    block = max(1, min(grad_block_rows(W.shape[0], m, W.itemsize, n), xt.shape[0] // max(n, 1)))
+    block = grad_block_rows(W.shape[0], m, W.itemsize, n)
     for r0 in range(j0, j1, block):
         r1 = min(j1, r0 + block)
-        k = r1 - r0
-        x_block = xt[:n * k].reshape(n, k)  # x's columns r0..r1-1, copied row by row
-        for i in range(n):
-            for j in range(k):
-                x_block[i, j] = x[i, r0 + j]
-        np.dot(x_block.T, delta, gW[r0:r1])
+        # gW[r0:r1]^T = δ^T x[:, r0:r1], column-major
+        gemm(NO_TRANS, TRANS, m, r1 - r0, n, delta, m, x[:, r0:], row_stride(x), gW[r0:], m)
         # (the step's own optimizer_update, with the step's argument types: compiled once)
         optimizer_update(rule, W[r0:r1].reshape(-1), gW[r0:r1].reshape(-1),
                          S1[r0:r1].reshape(-1), S2[r0:r1].reshape(-1), h, c1, c2, np.bool_(True))
@@ -217,19 +201,20 @@ def dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2, xt)
 
 @njit(cache=True)
 def dense_backward_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2, x_act,
-                               delta_prev, xt):
+                               delta_prev):
     """One thread's share of a dense layer's backward on threads: where delta_prev has rows,
     its columns j0..j1-1, δ_prev <- (δ W[j0:j1]ᵀ) ⊙ f'(x), from rows j0..j1-1 of W before they
     change; then those rows' gradient and update (dense_grad_update_rows). Each thread reads and
-    writes only its own rows of W. xt: scratch (threaded_scratch_size)."""
-    n, k = delta.shape[0], j1 - j0
-    if delta_prev.shape[0] > 0 and k > 0:
-        below = xt[:n * k].reshape(n, k)
-        np.dot(delta, W[j0:j1].T, below)
+    writes only its own rows of W."""
+    n, m = delta.shape
+    if delta_prev.shape[0] > 0 and j1 > j0:
+        # δ_prev[:, j0:j1]^T = W[j0:j1] δ^T, column-major
+        gemm(TRANS, NO_TRANS, j1 - j0, n, m, W[j0:], m, delta, m, delta_prev[:, j0:],
+             row_stride(delta_prev))
         for i in range(n):
-            for j in range(k):
-                delta_prev[i, j0 + j] = below[i, j] * _dact_scalar(x[i, j0 + j], x_act)
-    dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2, xt)
+            for j in range(j0, j1):
+                delta_prev[i, j] *= _dact_scalar(x[i, j], x_act)
+    dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2)
 
 
 # Numba can segfault when a cached function calls a parallel one loaded from the cache (see
@@ -237,21 +222,21 @@ def dense_backward_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2,
 # hold their own prange loops over the serial helpers above.
 @njit(cache=True, parallel=True)
 def dense_backward_update(x, W, b, delta, x_act, gW, gb, delta_prev, S1, S2, s1b, s2b, rule, h,
-                          c1, c2, xt):
+                          c1, c2):
     """dense_backward and the optimizer's update of W and b, as ``train_steps`` runs a layer
     of at least THREADED_MIN_WEIGHTS weights: a block of W's rows per thread, its columns of
-    δ_prev first (dense_backward_update_rows). xt (threads, ...): per-thread scratch."""
-    T = xt.shape[0]
+    δ_prev first (dense_backward_update_rows)."""
+    T = get_num_threads()
     for t in prange(T):
         j0, j1 = thread_block(W.shape[0], T, t)
         dense_backward_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2, x_act,
-                                   delta_prev, xt[t])
+                                   delta_prev)
     column_sums(delta, gb)
     optimizer_update(rule, b, gb, s1b, s2b, h, c1, c2, np.bool_(False))  # as train_steps
 
 
 def dense_backward_update_ref(x, W, b, delta, x_act, gW, gb, delta_prev, S1, S2, s1b, s2b, rule,
-                              h, c1, c2, xt):
+                              h, c1, c2):
     dense_backward_ref(x, W, delta, x_act, gW, gb, delta_prev)
     optimizer_update_ref(rule, W, gW, S1, S2, h, c1, c2, True)
     optimizer_update_ref(rule, b, gb, s1b, s2b, h, c1, c2, False)

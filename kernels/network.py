@@ -42,7 +42,7 @@ from .conv import (N_GEOM, cols_size, conv_backward_block, conv_backward_ref, co
 from .data import copy_rows, gather_rows, gather_rows_ref, thread_block
 from .dense import (THREADED_MIN_WEIGHTS, column_sums, dense_backward, dense_backward_ref,
                     dense_backward_update_rows, dense_forward, dense_forward_ref,
-                    dense_partial_product, dense_sum_partials, threaded_scratch_size)
+                    dense_partial_product, dense_sum_partials)
 from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward_ref, dropout_row,
                       stream_key)
 from .loss import LOSS_RULES, loss_rule, output_loss, output_loss_ref
@@ -69,7 +69,7 @@ Params = namedtuple("Params", "W b")
 OptState = namedtuple("OptState", "s1W s1b s2W s2b hyper t corr")
 Workspace = namedtuple("Workspace", "acts deltas gW gb masks argmax xb yb nz_idx nz_val nz_cnt "
                                     "col_ptr col_row col_val col_counts scratch partial cols "
-                                    "aug_scratch xt parts stats norm_sums")
+                                    "aug_scratch parts stats norm_sums")
 
 
 def make_plan(kinds, acts, rates, max_norms, loss, sparse_input, seed, dtype,
@@ -248,11 +248,6 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
         aug_scratch=np.zeros((threads if layers_use_threads(params, plan) else 1,
                               augment_scratch_size(*plan.aug_shape, plan.aug_basis.shape[0])
                               if len(plan.aug_shape) and training else 0), dtype),
-        # per thread: a block of a threaded dense layer's input (dense.py)
-        xt=np.zeros((threads, max([threaded_scratch_size(*params.W[l].shape, dtype.itemsize,
-                                                         batch_size, threads)
-                                   for l in threaded_dense_layers(params, plan)] + [0])
-                     if training else 0), dtype),
         # per thread: its partial product of a threaded dense layer's forward (dense.py)
         parts=np.zeros((threads, max([batch_size * params.W[l].shape[1]
                                       for l in threaded_dense_layers(params, plan)] + [0])
@@ -674,7 +669,7 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                     need = cols_size(g)
                 if dropout is not None:
                     threshold, scale = dropout.threshold[l], dropout.scale[l]
-                parts, xt, m = ws.parts, ws.xt, W.shape[1]
+                parts, m = ws.parts, W.shape[1]
                 T = cols.shape[0]
                 for t in prange(T):
                     lo, hi = thread_block(nb, T, t)
@@ -683,8 +678,7 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                             conv_forward_block(inp, W, b, act, g, lo, hi, cols[t][:need], a)
                     elif on_threads:
                         k0, k1 = thread_block(W.shape[0], T, t)
-                        dense_partial_product(inp, W, k0, k1, parts[t][:nb * m].reshape(nb, m),
-                                              xt[t])
+                        dense_partial_product(inp, W, k0, k1, parts[t][:nb * m].reshape(nb, m))
                     else:
                         for i in range(lo, hi):
                             if skips_zeros:
@@ -785,7 +779,7 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                     # on Numba's threads: per sample, a block of samples each, and for a conv
                     # layer its own (dW, db) sums and im2col buffer; a dense layer on threads, a
                     # block of W's rows each (its columns of δ below, then its update)
-                    partial, cols, arg, xt = ws.partial, ws.cols, ws.argmax[l], ws.xt
+                    partial, cols, arg = ws.partial, ws.cols, ws.argmax[l]
                     need = 0
                     if images is not None and kind == CONV:
                         need = cols_size(g)
@@ -795,7 +789,7 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                         if on_threads:
                             j0, j1 = thread_block(W.shape[0], T, t)
                             dense_backward_update_rows(inp, d, j0, j1, W, gW, S1, S2, optimizer,
-                                                       h, c1, c2, x_act, d_below, xt[t])
+                                                       h, c1, c2, x_act, d_below)
                         elif kind == CONV:
                             if images is not None:
                                 conv_backward_block(inp, W, d, x_act, g, lo, hi, partial[t],
