@@ -224,8 +224,7 @@ def test_update_loops_compile_to_vector_code(kernel, code):
             fresh(rule, w, w.copy(), w.copy(), w.copy(), h, 1.0, 1.0, True)
         else:
             x, d = np.zeros((3, 4), np.float32), np.zeros((3, 4), np.float32)
-            fresh(x, d, 0, 4, w, w.copy(), w.copy(), w.copy(), rule, h, 1.0, 1.0,
-                  np.zeros(64, np.float32))
+            fresh(x, d, 0, 4, w, w.copy(), w.copy(), w.copy(), rule, h, 1.0, 1.0)
         ir = fresh.inspect_llvm(fresh.signatures[-1])
         vector_sqrt = re.findall(r"call (?:\w+ )*<\d+ x float> @llvm\.sqrt\.v\d+f32", ir)
         if code == optim.SGD and type(rule) is optim.SGDRule:
