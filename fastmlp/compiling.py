@@ -29,7 +29,9 @@ SPARSE_INPUT_DENSITY = 0.3
 # 0.80 / 0.67-0.77; 784-800-10 and 784-1024-10 at 256: zero-skipping ahead by 1.2-1.6x.
 BLAS_BATCH_ROWS = 128
 DENSE_REST_SHARE = 0.5
-# Above this many rows a dense first layer on mostly-zero inputs is timed both ways (below).
+# Up to this many rows the large dense layers always run on Numba's threads (a step there is
+# ~3x faster than BLAS's: their code repays itself at once); above it a dense first layer on
+# mostly-zero inputs is timed both ways (below).
 SMALL_BATCH_ROWS = 16
 # Minibatches of at most this many rows run the large dense layers on Numba's threads, each
 # thread a block of W's rows from step to step (kernels/dense.py: its share of the forward by
