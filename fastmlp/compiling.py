@@ -127,7 +127,7 @@ def first_layer_path_key(net, batch_size, density, optimizer_name, dense_on_thre
     layers' weight shapes, the inputs' density (to 0.05), the optimizer and whether the dense
     path runs its large layers on Numba's threads or BLAS's (THREADED_BATCH_ROWS)."""
     shapes = ",".join("x".join(map(str, W.shape)) for W in net._stored_weights())
-    dense = "threads" if dense_on_threads else "blas"
+    dense = "Numba's threads" if dense_on_threads else "BLAS"
     return (f"{cpu_name()}|threads {numba.get_num_threads()}|{net.dtype.name}|batch "
             f"{batch_size}|{shapes}|density {round(density * 20) / 20:.2f}|{optimizer_name}|"
             f"dense on {dense}")

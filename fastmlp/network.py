@@ -156,7 +156,7 @@ class Network:
         return state
 
     def _plan(self, sparse_input=False, sample_weight=None, augment=None,
-              threaded_min=K.THREADED_MIN_WEIGHTS):
+              threaded_min=K.THREADED_MIN_WEIGHTS, either_path=False):
         kinds = [K.LAYER_KINDS[layer.kind] for layer in self.layers]
         acts = [K.ACTIVATION_CODES[getattr(layer, "activation", None) or "identity"]
                 for layer in self.layers]
@@ -169,7 +169,7 @@ class Network:
         return K.make_plan(kinds, acts, rates, max_norms, self._loss_code, sparse_input,
                            self.seed, self.dtype, sample_weight,
                            widths=self._widths, geoms=geoms, augment=augment,
-                           threaded_min=threaded_min, norms=norms)
+                           threaded_min=threaded_min, norms=norms, either_path=either_path)
 
     def __repr__(self):
         return (f"Network({list(self.sizes)}, layers={self.layers!r}, init={self.init!r}, "

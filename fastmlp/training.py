@@ -77,24 +77,26 @@ class Trainer:
         self.rule = K.optimizer_rule(optimizer.code)  # the step compiles its update alone
         self.train_steps = K.train_steps if net.backend == "numba" else K.train_steps_ref
 
-        # the plan the step is compiled for: with the zero-skipping code where that path runs or
-        # is still to be timed (a plan without a zero-skipping layer leaves it unused: one step
-        # runs either path), and with the large dense layers on Numba's threads (``threads``) or
-        # BLAS's
-        def plan(zero_skipping, threads):
+        # the plan the step is compiled for: with the zero-skipping code where that path runs,
+        # made to run the first layer either way where both paths are still to be timed, and
+        # with the large dense layers on Numba's threads (``threads``) or BLAS's
+        def plan(zero_skipping, threads, either=False):
             return net._plan(zero_skipping, sample_weight, augment,
-                             K.THREADED_MIN_WEIGHTS if threads else NO_THREADED_DENSE)
-        # up to SMALL_BATCH_ROWS rows the large dense layers run on Numba's threads; up to
-        # THREADED_BATCH_ROWS where that code is compiled already or the fit is long enough to
-        # repay compiling it (compiling.worth_weighing, as for the zero-skipping code below)
+                             K.THREADED_MIN_WEIGHTS if threads else NO_THREADED_DENSE, either)
         long_fit = worth_weighing(net, fit_samples)
         weighs = weighs_first_layer_paths(net, batch_size, density)
+        # the steps that could run this fit: its path's, or one made for either path
+        kinds = ([(False, False)] + ([(True, False)] if weighs or sparse else [])
+                 + ([(True, True)] if weighs else []))
+        # up to SMALL_BATCH_ROWS rows the large dense layers run on Numba's threads; up to
+        # THREADED_BATCH_ROWS where that code is compiled already or the fit is long enough to
+        # repay compiling it (compiling.worth_weighing, as for timing the paths below)
         threads = batch_size <= SMALL_BATCH_ROWS or batch_size <= THREADED_BATCH_ROWS and (
-            long_fit or any(self.is_compiled(plan(zero_skipping, True)) for zero_skipping in
-                            ((False, True) if weighs or sparse else (False,))))
+            long_fit or any(self.is_compiled(plan(zero_skipping, True, either))
+                            for zero_skipping, either in kinds))
         # where the first layer could run either way, a measurement on this machine chooses
         # (compiling.weighs_first_layer_paths): recorded, forced, or timed once compiled; a fit
-        # too short to repay compiling the zero-skipping code to time it takes the dense path
+        # too short to repay compiling the step for both paths to time them takes the dense path
         self._path_key = None
         if weighs:
             key = first_layer_path_key(net, batch_size, density, type(optimizer).__name__,
@@ -102,17 +104,17 @@ class Trainer:
             known = forced_first_layer_path() or recorded_first_layer_path(key)
             if known:
                 sparse = known == "sparse"
-            elif long_fit or self.is_compiled(plan(True, threads)):
+            elif long_fit or self.is_compiled(plan(True, threads, True)):
                 self._path_key = key
             else:
                 sparse = False
-        with_zero_skipping = sparse or self._path_key is not None
-        self._step_plan = plan(with_zero_skipping, threads)
-        if weighs and not with_zero_skipping:
-            # the path is known to be BLAS's. A step with the zero-skipping code runs it too
-            # (an earlier fit timed both paths with it): where one is compiled and this plan's is
-            # not, looking in this process first, then in the disk cache, that one
-            either = plan(True, threads)
+        timing = self._path_key is not None
+        self._step_plan = plan(sparse or timing, threads, timing)
+        if weighs and not timing:
+            # the path is known. The step made for either path (an earlier fit timed both with
+            # it) runs it too: where that one is compiled and this path's own is not, looking
+            # in this process first, then in the disk cache, that one
+            either = plan(True, threads, True)
             for in_process in (True, False):
                 if self.is_compiled(self._step_plan, in_process, not in_process):
                     break
@@ -220,7 +222,7 @@ class Trainer:
         if verbose:
             print(f"First layer: {self.first_layer_path} path on this machine "
                   f"({best['sparse'] / steps * 1e3:.2f} ms a step skipping zeros, "
-                  f"{best['dense'] / steps * 1e3:.2f} ms with BLAS; kept for later fits)",
+                  f"{best['dense'] / steps * 1e3:.2f} ms as a dense layer; kept for later fits)",
                   flush=True)
 
     def slot_arrays(self):

@@ -59,7 +59,7 @@ ACTIVATED_KINDS = (DENSE, CONV, BATCHNORM, ACTIVATION)
 
 Plan = namedtuple("Plan", "kind act in_act threshold scale max_norm loss sparse_layer "
                           "first_param seed sample_weight width geom aug aug_basis aug_shape "
-                          "threaded_min norm")
+                          "threaded_min norm either_path")
 # what the compiled code takes of a Plan (see the module's docstring)
 Layers = namedtuple("Layers", "kind act in_act loss sparse_layer first_param seed width geom")
 DropoutRates = namedtuple("DropoutRates", "threshold scale")
@@ -74,7 +74,7 @@ Workspace = namedtuple("Workspace", "acts deltas gW gb masks argmax xb yb nz_idx
 
 def make_plan(kinds, acts, rates, max_norms, loss, sparse_input, seed, dtype,
               sample_weight=None, widths=None, geoms=None, augment=None,
-              threaded_min=THREADED_MIN_WEIGHTS, norms=None):
+              threaded_min=THREADED_MIN_WEIGHTS, norms=None, either_path=False):
     """The layer table. ``kinds``/``acts``/``rates``/``max_norms`` hold one entry per layer
     (activation codes of layers without one are ignored; a max-norm of 0 is off).
     ``sample_weight``: one weight per training sample that scales its loss gradient, or None.
@@ -85,6 +85,9 @@ def make_plan(kinds, acts, rates, max_norms, loss, sparse_input, seed, dtype,
     (``augment.py``), or None. ``threaded_min``: the fewest weights of a dense layer that the
     training step runs on Numba's threads (``dense.THREADED_MIN_WEIGHTS``). ``norms``: each
     BatchNormalization layer's (momentum, epsilon) (``batchnorm.py``), None elsewhere.
+    ``either_path``: the step is made to run the zero-skipping first layer either way, skipping
+    zeros or (the plan with ``sparse_layer`` -1) as a dense layer, on Numba's threads where it
+    is large: its code and buffers cover both (a fit that times the two paths runs one step).
     ``loss``: the output/loss code or its rule (``loss.loss_rule``: a code makes the rule that
     compiles that loss alone)."""
     from .dropout import keep_threshold
@@ -113,6 +116,8 @@ def make_plan(kinds, acts, rates, max_norms, loss, sparse_input, seed, dtype,
     first_param = int(np.flatnonzero(np.isin(kinds, PARAM_KINDS))[0])
     if sparse_input and kinds[first_param] != DENSE:
         raise ValueError("the zero-skipping first layer must be a dense layer")
+    if either_path and not sparse_input:
+        raise ValueError("either_path needs the zero-skipping first layer (sparse_input)")
     return Plan(kind=kinds, act=acts, in_act=in_act,
                 threshold=np.array([keep_threshold(r) for r in rates], np.uint64),
                 scale=np.array([1 / (1 - r) for r in rates], dtype),
@@ -127,7 +132,8 @@ def make_plan(kinds, acts, rates, max_norms, loss, sparse_input, seed, dtype,
                 aug_basis=np.zeros((0, 0), dtype) if augment is None
                 else np.asarray(augment[1], dtype),
                 aug_shape=np.zeros(0, np.int64) if augment is None
-                else np.asarray(augment[2], np.int64), threaded_min=int(threaded_min), norm=norm)
+                else np.asarray(augment[2], np.int64), threaded_min=int(threaded_min), norm=norm,
+                either_path=bool(either_path))
 
 
 # Every access to a per-layer tuple by layer index compiles to a switch over its entries, so a
@@ -168,9 +174,12 @@ def make_state(params, hyper, dtype):
 
 
 def threaded_dense_layers(params, plan):
-    """The dense layers (but the zero-skipping one) that the training step runs on threads."""
+    """The dense layers (but the zero-skipping one) that the training step runs on threads; in
+    a step made to run the first layer either way (``Plan.either_path``), the first layer too
+    where it is large."""
+    skipped = -1 if plan.either_path else plan.sparse_layer
     return [l for l, (k, W) in enumerate(zip(plan.kind, params.W))
-            if k == DENSE and l != plan.sparse_layer and W.size >= plan.threaded_min]
+            if k == DENSE and l != skipped and W.size >= plan.threaded_min]
 
 
 def layers_use_threads(params, plan):
@@ -202,7 +211,7 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
     dtype = np.dtype(dtype)
     widths = layer_widths(params, plan, n_in)
     empty2 = np.zeros((0, 0), dtype)
-    sparse_in = n_in if plan.sparse_layer >= 0 else 0
+    sparse_in = n_in if plan.sparse_layer >= 0 or plan.either_path else 0
     threads = numba.get_num_threads()
     rows = batch_size if training else 0
     slots = len(params.W)  # every per-layer tuple as long as the parameters'
@@ -294,6 +303,8 @@ def _needed_features(params, plan):
     none), EXTRAS (sample weights or max-norm) and AUGMENT (distortions of the training
     images)."""
     bits = _layer_features(plan)
+    if plan.either_path:
+        bits |= SPARSE
     if plan.aug_shape.shape[0] > 0:
         bits |= AUGMENT
     if params is not None and threaded_dense_layers(params, plan):

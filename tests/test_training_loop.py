@@ -378,7 +378,7 @@ def test_the_first_layer_path_is_timed_once_per_machine_and_then_read(tmp_path, 
     record = json.loads((tmp_path / compiling.FIRST_LAYER_PATHS).read_text())
     assert len(record) == 1
     (key, entry), = record.items()
-    assert "batch 64|196x64,64x10|density 0.20|SGD|dense on threads" in key
+    assert "batch 64|196x64,64x10|density 0.20|SGD|dense on Numba's threads" in key
     assert set(entry["seconds"]) == {"sparse", "dense"} and min(entry["seconds"].values()) > 0
     faster = min(entry["seconds"], key=entry["seconds"].get)
     assert entry["path"] == faster
@@ -466,6 +466,41 @@ def test_a_short_fit_runs_the_large_dense_layers_on_threads_only_where_compiled(
         trainer = training.Trainer(cnn, X, y, 64, SGD(), fit_samples=300)
         assert threaded_dense_layers(trainer.params, trainer.plan) == ([3] if threads else [])
 
+
+def test_the_dense_path_of_a_step_made_for_either_path_runs_its_large_first_layer_on_threads(
+        tmp_path, monkeypatch):
+    """The dense path that a fit times against zero-skipping, or runs after an earlier fit chose
+    it, is the one a fit on dense inputs runs: the large first layer on Numba's threads up to
+    THREADED_BATCH_ROWS (the step made for either path holds that code, its workspace the
+    buffers), not on BLAS held to one thread."""
+    from fastmlp import compiling, training
+    from fastmlp.kernels import threaded_dense_layers
+    from fastmlp.optimizers import SGD
+    monkeypatch.setattr(compiling, "_record_path", lambda name: tmp_path / name)
+    monkeypatch.delenv("FASTMLP_FIRST_LAYER", raising=False)
+    X, y = mostly_zero_digits(300)
+    X = np.tile(X, (1, 4))  # 784 features: 784 x 300 weights, a large layer
+    net = Network([784, 300, 10], seed=0)
+
+    def dense_path(trainer):
+        plan = trainer._path_plan(False)
+        return threaded_dense_layers(trainer.params, plan), trainer._numba_threads(plan)
+
+    timed = training.Trainer(net, X, y, 64, SGD(), fit_samples=None)
+    assert timed._path_key is not None and timed._step_plan.either_path
+    assert dense_path(timed) == ([0], True)
+    assert timed.codes[1] is True and timed.codes[3] is not None  # zero-skipping and threads
+    assert timed.ws.parts.shape[1] == 64 * 300 and timed.ws.nz_idx.shape[1] == 784
+    # a later fit whose path is recorded: the step made for either path where only it is compiled
+    monkeypatch.setattr(training.Trainer, "is_compiled",
+                        lambda self, plan=None, in_process=True, on_disk=True:
+                        plan is not None and plan.either_path)
+    for path in ("dense", "sparse"):
+        compiling.record_first_layer_path(timed._path_key, path, {})
+        known = training.Trainer(net, X, y, 64, SGD(), fit_samples=None)
+        assert known._path_key is None and known._step_plan.either_path
+        assert known.first_layer_path == ("dense" if path == "dense" else "zero-skipping")
+        assert dense_path(known) == ([0], True)
 
 @pytest.mark.parametrize("batch_size", [64, 200])
 def test_both_first_layer_paths_train_as_the_twin_does(batch_size, monkeypatch):
