@@ -43,6 +43,7 @@ class FitConfig:
     lr_schedule: object = None
     momentum_schedule: object = None
     augment: object = None
+    label_smoothing: float = 0.0
     opt: object = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -79,6 +80,10 @@ class FitConfig:
             if not callable(callback):
                 raise TypeError(f"callbacks must be callables or Callback objects, got "
                                 f"{callback!r}")
+        smoothing = self.label_smoothing
+        if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) \
+                or not 0 <= smoothing < 1:
+            raise ValueError(f"label_smoothing must be a fraction in [0, 1), got {smoothing!r}")
         split = self.validation_split
         if isinstance(split, bool) or not isinstance(split, (int, float)) or not 0 <= split < 1:
             raise ValueError(f"validation_split must be a fraction in [0, 1), got {split!r}")
@@ -103,6 +108,8 @@ class FitConfig:
                   "backend": backend}
         if self.augment is not None and self.augment.active:
             record["augment"] = self.augment.config()
+        if self.label_smoothing:
+            record["label_smoothing"] = self.label_smoothing
         if self.default_sgd:
             record.update(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
         return record

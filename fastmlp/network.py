@@ -156,7 +156,7 @@ class Network:
         return state
 
     def _plan(self, sparse_input=False, sample_weight=None, augment=None,
-              threaded_min=K.THREADED_MIN_WEIGHTS, either_path=False):
+              threaded_min=K.THREADED_MIN_WEIGHTS, either_path=False, label_smoothing=0.0):
         kinds = [K.LAYER_KINDS[layer.kind] for layer in self.layers]
         acts = [K.ACTIVATION_CODES[getattr(layer, "activation", None) or "identity"]
                 for layer in self.layers]
@@ -166,7 +166,8 @@ class Network:
         geoms = [layer.geometry(shape) for layer, shape in zip(self.layers, self._in_shapes)]
         norms = [(layer.momentum, layer.epsilon) if layer.kind == "batchnorm" else None
                  for layer in self.layers]
-        return K.make_plan(kinds, acts, rates, max_norms, self._loss_code, sparse_input,
+        loss = K.loss_rule(self._loss_code, smoothing=label_smoothing)
+        return K.make_plan(kinds, acts, rates, max_norms, loss, sparse_input,
                            self.seed, self.dtype, sample_weight,
                            widths=self._widths, geoms=geoms, augment=augment,
                            threaded_min=threaded_min, norms=norms, either_path=either_path)
@@ -205,7 +206,8 @@ class Network:
     def fit(self, X, y, epochs=10, batch_size=256, lr=0.1, momentum=0.9, weight_decay=0.0,
             validation_data=None, shuffle=True, verbose=1, checkpoint=None, resume=None,
             callbacks=(), optimizer=None, initial_epoch=None, validation_split=0.0,
-            lr_schedule=None, momentum_schedule=None, sample_weight=None, augment=None):
+            lr_schedule=None, momentum_schedule=None, sample_weight=None, augment=None,
+            label_smoothing=0.0):
         """Train ``epochs`` more epochs (Keras' meaning); returns this call's :class:`History`
         (``net.history`` keeps every epoch).
 
@@ -224,6 +226,10 @@ class Network:
         weight >= 0 per sample) scales each sample's share of the gradient. ``augment`` (an
         :class:`fastmlp.augment.Augment`) distorts every training image anew each epoch, on the
         fly (the network's input_shape, or square images, says how to read X).
+        ``label_smoothing`` (ε in [0, 1), softmax + cross-entropy only) trains against targets
+        of 1 - ε on the label plus ε / classes on every class, as PyTorch's
+        ``CrossEntropyLoss(label_smoothing=ε)`` and Keras' ``CategoricalCrossentropy``; the
+        training loss is the smoothed one, ``evaluate`` and the validation loss stay plain.
 
         The settings are checked first, as a :class:`fastmlp.fit_config.FitConfig`.
         """
@@ -232,7 +238,8 @@ class Network:
                            checkpoint=checkpoint, resume=resume, callbacks=callbacks,
                            optimizer=optimizer, initial_epoch=initial_epoch,
                            validation_split=validation_split, lr_schedule=lr_schedule,
-                           momentum_schedule=momentum_schedule, augment=augment)
+                           momentum_schedule=momentum_schedule, augment=augment,
+                           label_smoothing=label_smoothing)
         return training.fit(self, X, y, config, validation_data, sample_weight)
 
     # ---- files -------------------------------------------------------------------------------

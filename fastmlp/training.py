@@ -59,11 +59,12 @@ class Trainer:
     finite state, and it asks ``should_stop`` whether to return early (Ctrl-C) at a step
     boundary. ``fit_samples``: how many samples the fit trains on (epochs x rows), if known;
     a fit too short to repay timing the first layer's two paths runs BLAS's
-    (``compiling.worth_weighing``).
+    (``compiling.worth_weighing``). ``label_smoothing``: softmax + cross-entropy's
+    (``Network.fit``).
     """
 
     def __init__(self, net, X, y, batch_size, optimizer, shuffle=True, chunks_per_epoch=8,
-                 sample_weight=None, augment=None, fit_samples=None):
+                 sample_weight=None, augment=None, fit_samples=None, label_smoothing=0.0):
         self.net, self.X, self.y = net, kernel_input(X), kernel_input(y)
         self.batch_size, self.shuffle = batch_size, shuffle
         self.n = X.shape[0]
@@ -82,7 +83,8 @@ class Trainer:
         # with the large dense layers on Numba's threads (``threads``) or BLAS's
         def plan(zero_skipping, threads, either=False):
             return net._plan(zero_skipping, sample_weight, augment,
-                             K.THREADED_MIN_WEIGHTS if threads else NO_THREADED_DENSE, either)
+                             K.THREADED_MIN_WEIGHTS if threads else NO_THREADED_DENSE, either,
+                             label_smoothing)
         long_fit = worth_weighing(net, fit_samples)
         weighs = weighs_first_layer_paths(net, batch_size, density)
         # the steps that could run this fit: its path's, or one made for either path
@@ -416,11 +418,15 @@ def fit(net, X, y, config, validation_data=None, sample_weight=None):
     returns this call's History (``net.history`` keeps every epoch). Callbacks are ended on
     every exit: the last epoch, early stopping, Ctrl-C, divergence or an error."""
     augment = augment_tables(net, config.augment)  # the settings against the network first
+    if config.label_smoothing and (net.output, net.loss) != ("softmax", "cross_entropy"):
+        raise ValueError(f"label_smoothing needs a softmax output with cross-entropy loss; this "
+                         f"network has output={net.output!r}, loss={net.loss!r}")
     data = FitData(net, X, y, config, validation_data, sample_weight)
     progress = config.verbose == 1 and sys.stderr.isatty()
     trainer = Trainer(net, data.X, data.y, config.batch_size, config.opt, config.shuffle,
                       chunks_per_epoch=50 if progress else 8, sample_weight=data.sample_weight,
-                      augment=augment, fit_samples=config.epochs * data.X.shape[0])
+                      augment=augment, fit_samples=config.epochs * data.X.shape[0],
+                      label_smoothing=config.label_smoothing)
     first, last, history, resume_at = _epoch_range(net, trainer, config)
     compile_time = _start(net, trainer, config, history, last, data.X)
     callbacks = _Callbacks(config.callbacks, net, trainer)

@@ -15,8 +15,8 @@ from .dense import (THREADED_MIN_WEIGHTS, dense_backward, dense_backward_ref,
                     dense_forward_ref, dense_forward_threaded, dense_forward_threaded_ref)
 from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward, dropout_forward_ref,
                       keep_threshold, stream_key)
-from .loss import (loss_rule, output_activation, output_activation_ref, output_loss,
-                   output_loss_ref)
+from .loss import (SOFTMAX_CE, loss_rule, output_activation, output_activation_ref,
+                   output_loss, output_loss_ref)
 from .network import (ACTIVATION, BATCHNORM, CONV, DENSE, DROPOUT, POOL, forward, forward_args,
                       forward_ref, make_params, make_plan, make_state, make_workspace, step_args,
                       train_steps, train_steps_ref)
@@ -126,8 +126,16 @@ def _sparse_backward_case(rng, c):
 
 def _loss_case(rng, c):
     logits = _normal(rng, (c.batch, c.n_out), c.dtype, 3.0)
-    return (c.loss, logits, rng.integers(0, c.n_out, c.batch).astype(np.int64),
+    # a plain code; or the loss's rule, softmax + cross-entropy's with label smoothing
+    code = c.loss if c.sparse_input else loss_rule(c.loss, smoothing=_smoothing(c))
+    return (code, logits, rng.integers(0, c.n_out, c.batch).astype(np.int64),
             np.zeros((c.batch, c.n_out), c.dtype))
+
+
+def _smoothing(c):
+    """The label smoothing of a case's softmax + cross-entropy: on where it has no zero-skipping
+    layer."""
+    return 0.1 if c.loss == SOFTMAX_CE and not c.sparse_input else 0.0
 
 
 def _output_activation_case(rng, c):
@@ -218,7 +226,8 @@ def network_case(rng, c, batch_size=None, input_dropout=True):
     second_last_dense = [i for i, k in enumerate(kinds) if k == DENSE][-2]
     max_norms = [3.0 if i == second_last_dense else 0.0 for i in range(len(kinds))]
     # without the zero-skipping layer, every dense layer runs on threads, however small
-    plan = make_plan(kinds, acts, rates, max_norms, loss_rule(c.loss, any_code=True),
+    plan = make_plan(kinds, acts, rates, max_norms,
+                     loss_rule(c.loss, any_code=True, smoothing=_smoothing(c)),
                      c.sparse_input, 11, c.dtype,
                      threaded_min=THREADED_MIN_WEIGHTS if c.sparse_input else 0)
     params = make_params(W, b, c.dtype, slots=CASE_SLOTS)

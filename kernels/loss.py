@@ -1,4 +1,5 @@
-"""Fused softmax + cross-entropy: loss and dlogits in one pass, no one-hot matrix."""
+"""Fused softmax + cross-entropy (with label smoothing): loss and dlogits in one pass, no one-hot
+matrix; the other output/loss pairs."""
 from collections import namedtuple
 
 import numpy as np
@@ -7,17 +8,20 @@ from numba.extending import overload
 
 
 @njit(cache=True)
-def softmax_cross_entropy(logits, labels, dlogits):
-    """Mean cross-entropy of softmax(logits) against integer labels.
+def softmax_cross_entropy(logits, labels, dlogits, smoothing=0.0):
+    """Mean cross-entropy of softmax(logits) against integer labels, smoothed by ``smoothing``
+    (ε; 0: none) as PyTorch's ``label_smoothing`` and Keras' do: the target of a row is
+    (1 - ε) on its label plus ε / k on every one of the k classes.
 
-    Writes dlogits <- (softmax(logits) - onehot(labels)) / n and returns
-    (mean loss, number of rows whose argmax equals the label). Uses log-sum-exp, so it is
-    finite for logits of any finite size.
+    Writes dlogits <- (softmax(logits) - target) / n and returns (mean loss, number of rows
+    whose argmax equals the label). Uses log-sum-exp, so it is finite for logits of any finite
+    size.
     """
     n, k = logits.shape
     total = 0.0
     correct = 0
     inv_n = 1.0 / n
+    spread = smoothing * inv_n / k
     for i in range(n):
         row_max = logits[i, 0]
         best = 0
@@ -36,19 +40,28 @@ def softmax_cross_entropy(logits, labels, dlogits):
         scale = inv_n / s
         for j in range(k):
             dlogits[i, j] *= scale
-        dlogits[i, labels[i]] -= inv_n
+        if smoothing != 0.0:
+            # -Σ_j target_j log p_j = log Σ e^z - Σ_j target_j z_j
+            row_sum = 0.0
+            for j in range(k):
+                row_sum += logits[i, j]
+                dlogits[i, j] -= spread
+            total += smoothing * (logits[i, labels[i]] - row_sum / k)
+        dlogits[i, labels[i]] -= (1.0 - smoothing) * inv_n
     return total * inv_n, correct
 
 
-def softmax_cross_entropy_ref(logits, labels, dlogits):
-    n = logits.shape[0]
+def softmax_cross_entropy_ref(logits, labels, dlogits, smoothing=0.0):
+    n, k = logits.shape
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_sum = np.log(np.exp(shifted).sum(axis=1))
-    rows = np.arange(n)
-    loss = float(np.mean(log_sum - shifted[rows, labels], dtype=np.float64))
+    target = np.full(logits.shape, smoothing / k)
+    target[np.arange(n), labels] += 1 - smoothing
+    log_p = (shifted - log_sum[:, None]).astype(np.float64)
+    loss = float(-np.sum(target * log_p) / n)
     correct = int(np.count_nonzero(np.argmax(logits, axis=1) == labels))
     np.exp(shifted - log_sum[:, None], out=dlogits)
-    dlogits[rows, labels] -= 1
+    dlogits -= target.astype(dlogits.dtype)
     dlogits /= n
     return loss, correct
 
@@ -125,27 +138,33 @@ def sigmoid_loss(code, logits, labels, dlogits):
 # namedtuple whose class decides, while Numba types the step, which loss it compiles (a softmax
 # fit compiles no sigmoid loss). ``AnyLossRule``, like a plain code, compiles both and chooses at
 # run time (the pair tests sweep the losses through one compiled step).
-SoftmaxRule = namedtuple("SoftmaxRule", "code", defaults=(SOFTMAX_CE,))
+SoftmaxRule = namedtuple("SoftmaxRule", "code smoothing", defaults=(SOFTMAX_CE, 0.0))
 SigmoidRule = namedtuple("SigmoidRule", "code")
-AnyLossRule = namedtuple("AnyLossRule", "code")
+AnyLossRule = namedtuple("AnyLossRule", "code smoothing", defaults=(0.0,))
 LOSS_RULES = (SoftmaxRule, SigmoidRule, AnyLossRule)
 
 
-def loss_rule(code, any_code=False):
-    """The rule of output/loss ``code``; ``any_code``: the rule that compiles every loss."""
+def loss_rule(code, any_code=False, smoothing=0.0):
+    """The rule of output/loss ``code``; ``any_code``: the rule that compiles every loss.
+    ``smoothing``: softmax + cross-entropy's label smoothing (``softmax_cross_entropy``)."""
     code = int(code)
     if code not in OUTPUT_LOSS_CODES.values():
         raise ValueError(f"output/loss code must be one of {sorted(OUTPUT_LOSS_CODES.values())}, "
                          f"got {code}")
+    smoothing = float(smoothing)
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {smoothing!r}")
+    if smoothing and code != SOFTMAX_CE:
+        raise ValueError("label_smoothing needs a softmax output with cross-entropy loss")
     if any_code:
-        return AnyLossRule(code)
-    return SoftmaxRule() if code == SOFTMAX_CE else SigmoidRule(code)
+        return AnyLossRule(code, smoothing)
+    return SoftmaxRule(SOFTMAX_CE, smoothing) if code == SOFTMAX_CE else SigmoidRule(code)
 
 
 @njit(cache=True)
-def _either_loss(code, logits, labels, dlogits):
+def _either_loss(code, logits, labels, dlogits, smoothing):
     if code == SOFTMAX_CE:
-        return softmax_cross_entropy(logits, labels, dlogits)
+        return softmax_cross_entropy(logits, labels, dlogits, smoothing)
     return sigmoid_loss(code, logits, labels, dlogits)
 
 
@@ -158,15 +177,16 @@ def _loss_of_rule(code, logits, labels, dlogits):
     """The rule's loss, chosen while typing (a plain code: both, chosen at run time)."""
     kind = getattr(code, "instance_class", None)
     if kind is SoftmaxRule:
-        return lambda code, logits, labels, dlogits: softmax_cross_entropy(logits, labels,
-                                                                           dlogits)
+        return lambda code, logits, labels, dlogits: softmax_cross_entropy(
+            logits, labels, dlogits, code.smoothing)
     if kind is SigmoidRule:
         return lambda code, logits, labels, dlogits: sigmoid_loss(code.code, logits, labels,
                                                                   dlogits)
     if kind is AnyLossRule:
-        return lambda code, logits, labels, dlogits: _either_loss(code.code, logits, labels,
-                                                                  dlogits)
-    return lambda code, logits, labels, dlogits: _either_loss(code, logits, labels, dlogits)
+        return lambda code, logits, labels, dlogits: _either_loss(
+            code.code, logits, labels, dlogits, code.smoothing)
+    return lambda code, logits, labels, dlogits: _either_loss(code, logits, labels, dlogits,
+                                                              0.0)
 
 
 @njit(cache=True)
@@ -177,9 +197,10 @@ def output_loss(code, logits, labels, dlogits):
 
 
 def output_loss_ref(code, logits, labels, dlogits):
-    code = getattr(code, "code", code)  # a rule's
+    smoothing = getattr(code, "smoothing", 0.0)  # a rule's
+    code = getattr(code, "code", code)
     if code == SOFTMAX_CE:
-        return softmax_cross_entropy_ref(logits, labels, dlogits)
+        return softmax_cross_entropy_ref(logits, labels, dlogits, smoothing)
     n, k = logits.shape
     z = logits.astype(np.float64)
     y = np.zeros_like(z)

@@ -41,8 +41,8 @@ def data(n=96, d=20, classes=4, seed=0):
     return X, rng.integers(0, classes, n)
 
 
-def torch_run(net, X, y, opt, batch_size, epochs):
-    """The same network, batches and optimizer in PyTorch."""
+def torch_run(net, X, y, opt, batch_size, epochs, label_smoothing=0.0):
+    """The same network, batches, optimizer (and label smoothing) in PyTorch."""
     Ws = [torch.tensor(w.astype(np.float64), requires_grad=True) for w in net.weights]
     bs = [torch.tensor(b.astype(np.float64), requires_grad=True) for b in net.biases]
     topt = torch_optimizer(opt, Ws, bs)
@@ -56,7 +56,8 @@ def torch_run(net, X, y, opt, batch_size, epochs):
                 h = h @ W + b
                 if i < len(Ws) - 1:
                     h = torch.relu(h)
-            loss = torch.nn.functional.cross_entropy(h, yt[idx])
+            loss = torch.nn.functional.cross_entropy(h, yt[idx],
+                                                     label_smoothing=label_smoothing)
             topt.zero_grad()
             loss.backward()
             topt.step()
