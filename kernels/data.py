@@ -18,6 +18,20 @@ def gather_rows_ref(X, rows, out):
 
 
 @njit(cache=True)
+def gather_block(X, rows, k0, k1, out):
+    """out[i, k0:k1] <- X[rows[i], k0:k1] for i < len(rows): one thread's block of columns of
+    the minibatch, the block a threaded first layer's product and gradient read."""
+    for i in range(rows.shape[0]):
+        src, dst = X[rows[i]], out[i]
+        for j in range(k0, k1):
+            dst[j] = src[j]
+
+
+def gather_block_ref(X, rows, k0, k1, out):
+    out[: rows.shape[0], k0:k1] = X[rows, k0:k1]
+
+
+@njit(cache=True)
 def copy_rows(src, out):
     """out[:n] <- src, n = len(src) (a plain loop: in a parallel function Numba's parfor pass
     mishandled the slice assignment ``out[:n] = src``)."""
