@@ -58,7 +58,7 @@ class Trainer:
     parameters and optimizer state so that a non-finite loss can be rolled back to the last
     finite state, and it asks ``should_stop`` whether to return early (Ctrl-C) at a step
     boundary. ``fit_samples``: how many samples the fit trains on (epochs x rows), if known;
-    a fit too short to repay timing the first layer's two paths runs BLAS's
+    a fit too short to repay timing the first layer's two paths runs the dense path
     (``compiling.worth_weighing``). ``label_smoothing``: softmax + cross-entropy's
     (``Network.fit``).
     """
