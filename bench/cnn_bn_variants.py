@@ -56,7 +56,21 @@ VARIANTS = {
     # B trained against smoothed labels (0.9 on the label, 0.01 on every class)
     "I": {"filters": (20, 40), "dense": 128, "dropout": 0.4, "lr": 3e-3, "epochs": 30,
           "batch_size": 100, "augment": ELASTIC, "label_smoothing": 0.1},
+    # deeper: two 3x3 convolutions (unpadded) before each pooling, 32 then 64 filters, each
+    # batch-normalized before its ReLU; dense 256; B's distortions and schedule
+    "J": {"filters": (32, 64), "convs_per_pool": 2, "kernel": 3, "padding": "valid",
+          "dense": 256, "dropout": 0.4, "lr": 3e-3, "epochs": 30, "batch_size": 100,
+          "augment": ELASTIC},
 }
+
+
+def network_layers(settings):
+    """The variant's layers (``recipes._bn_cnn``): one 5x5 'same' convolution per pooling, or
+    ``convs_per_pool`` convolutions of ``kernel`` with ``padding`` before each pooling."""
+    return _bn_cnn(settings["filters"], settings["dense"], settings["dropout"],
+                   settings.get("convs_per_pool", 1), settings.get("kernel", 5),
+                   settings.get("padding", "same"))
+
 
 SHIFTS = [(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)]
 
@@ -80,8 +94,7 @@ def tta_accuracy(net, X, y, copies):
 
 def run(name, settings, splits, seed):
     (X, y), (Xv, yv), (Xt, yt) = splits
-    net = Network(_bn_cnn(settings["filters"], settings["dense"], settings["dropout"]),
-                  input_shape=(28, 28, 1), init="he", seed=seed)
+    net = Network(network_layers(settings), input_shape=(28, 28, 1), init="he", seed=seed)
     curve = []
     starts = settings.get("average_from", ())
     sums = {start: None for start in starts}  # per first epoch averaged: the running sums
