@@ -513,7 +513,7 @@ register("dense_forward_threaded", fast=dense_forward_threaded,
          outputs=("out",), flops=_mlp_flops, parallel=True)
 register("dense_backward_update", fast=dense_backward_update,
          reference=dense_backward_update_ref, make_case=_dense_backward_update_case,
-         outputs=("W", "b", "gW", "gb", "delta_prev", "S1", "S2", "s1b", "s2b"),
+         outputs=("W", "b", "gb", "delta_prev", "S1", "S2", "s1b", "s2b"),
          flops=lambda c: 2 * _mlp_flops(c), variants=OPTIMIZERS, parallel=True)
 register("sparse_input_forward", fast=sparse_input_forward, reference=sparse_input_forward_ref,
          make_case=_sparse_forward_case, outputs=("out", "nz_idx", "nz_val", "nz_cnt"),

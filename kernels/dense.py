@@ -4,9 +4,10 @@ from numba import get_num_threads, njit, prange
 
 from .activations import (IDENTITY, RELU, _act_scalar, _dact_scalar, activate_ref,
                           derivative_mul, derivative_mul_ref)
-from .blas import NO_TRANS, TRANS, gemm, row_stride
+from .blas import NO_TRANS, TRANS, gemm, gemm_beta, row_stride
 from .data import thread_block
-from .optim import optimizer_update, optimizer_update_ref
+from .optim import (BETA1, gemm_makes_velocity, momentum_step, optimizer_update,
+                    optimizer_update_ref)
 
 # A dense layer with at least this many weights runs on Numba's threads in the training step, a
 # block of W's rows each (forward, δ below, gradient and update); a smaller one is one BLAS call
@@ -109,10 +110,11 @@ def dense_partial_product(x, W, k0, k1, part):
 
 
 @njit(cache=True)
-def dense_sum_partials(parts, b, act, out):
-    """out (n, d_out) <- f(Σ_t parts[t] + b), parts[t] holding (n, d_out) values row-major."""
-    n, m = out.shape
-    for i in range(n):
+def dense_sum_partials(parts, b, act, out, lo, hi):
+    """Rows lo..hi-1 of out (n, d_out) <- f(Σ_t parts[t] + b), parts[t] holding (n, d_out)
+    values row-major (a block of rows per thread)."""
+    m = out.shape[1]
+    for i in range(lo, hi):
         o = out[i]
         for h in range(m):
             o[h] = b[h]
@@ -129,13 +131,15 @@ def dense_sum_partials(parts, b, act, out):
 def dense_forward_threaded(x, W, b, act, out, parts):
     """dense_forward as ``train_steps`` runs a large layer on Numba's threads: a block of W's
     rows per thread, each thread's partial product in its own parts[t] (at least n·d_out
-    values), then their sum."""
+    values), then their sum, a block of rows per thread."""
     n, m = out.shape
     T = parts.shape[0]
     for t in prange(T):
         k0, k1 = thread_block(W.shape[0], T, t)
         dense_partial_product(x, W, k0, k1, parts[t][:n * m].reshape(n, m))
-    dense_sum_partials(parts, b, act, out)
+    for t in prange(T):
+        lo, hi = thread_block(n, T, t)
+        dense_sum_partials(parts, b, act, out, lo, hi)
 
 
 def dense_forward_threaded_ref(x, W, b, act, out, parts):
@@ -187,12 +191,19 @@ def dense_delta_below(delta, W, x, x_act, delta_prev):
 def dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2):
     """Rows j0..j1-1 of the weight gradient, gW <- xᵀδ, made a block of rows at a time, each
     block then taking one step of the optimizer ``rule`` on the same rows of W and its state S1,
-    S2 while it is in cache."""
+    S2 while it is in cache. SGD without Nesterov makes its velocity S1 <- μS1 + xᵀδ in the
+    product itself (optim.gemm_makes_velocity), and leaves gW as it was."""
     n, m = delta.shape
     block = grad_block_rows(W.shape[0], m, W.itemsize, n)
+    into_velocity = gemm_makes_velocity(rule, h)
     for r0 in range(j0, j1, block):
         r1 = min(j1, r0 + block)
         # gW[r0:r1]^T = δ^T x[:, r0:r1], column-major
+        if into_velocity:
+            gemm_beta(NO_TRANS, TRANS, m, r1 - r0, n, delta, m, x[:, r0:], row_stride(x),
+                      h[BETA1], S1[r0:], m)
+            momentum_step(W[r0:r1].reshape(-1), S1[r0:r1].reshape(-1), h, np.bool_(True))
+            continue
         gemm(NO_TRANS, TRANS, m, r1 - r0, n, delta, m, x[:, r0:], row_stride(x), gW[r0:], m)
         # (the step's own optimizer_update, with the step's argument types: compiled once)
         optimizer_update(rule, W[r0:r1].reshape(-1), gW[r0:r1].reshape(-1),
@@ -225,7 +236,8 @@ def dense_backward_update(x, W, b, delta, x_act, gW, gb, delta_prev, S1, S2, s1b
                           c1, c2):
     """dense_backward and the optimizer's update of W and b, as ``train_steps`` runs a layer
     of at least THREADED_MIN_WEIGHTS weights: a block of W's rows per thread, its columns of
-    δ_prev first (dense_backward_update_rows)."""
+    δ_prev first (dense_backward_update_rows). gW is scratch (SGD's velocity is made without
+    it)."""
     T = get_num_threads()
     for t in prange(T):
         j0, j1 = thread_block(W.shape[0], T, t)

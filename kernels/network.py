@@ -714,7 +714,9 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                             # the block's nonzeros per input column, for the update's lists
                             count_columns(nz_idx, nz_cnt, lo, hi, col_counts[t])
                 if on_threads:
-                    dense_sum_partials(parts, b, act, a[:nb])
+                    for t in prange(T):
+                        lo, hi = thread_block(nb, T, t)
+                        dense_sum_partials(parts, b, act, a, lo, hi)
 
         # ---- output activation and loss: d loss / d logits into deltas[last]
         loss, c = output_loss(plan.loss, ws.acts[last][:nb], ws.yb[:nb], ws.deltas[last][:nb])

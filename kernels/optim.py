@@ -105,6 +105,26 @@ def _sgd_span(rule, w, g, s1, s2, h, c1, c2, decay):
             w[i] -= lr * v
 
 
+@njit(inline="always")
+def gemm_makes_velocity(rule, h):
+    """Whether a weight gradient made by BLAS can be made straight into SGD's velocity, v <- μv
+    + xᵀδ (gemm's beta = μ), sparing the gradient's buffer a write and a read: SGD without
+    Nesterov, whose update then needs v only (momentum_step)."""
+    return rule.code == SGD and h[NESTEROV] == 0
+
+
+@njit(inline="always")
+def momentum_step(w, v, h, decay):
+    """SGD's update (without Nesterov) of w where v holds μv + g already: v += λw, flushed as
+    in update_span, then w -= lr·v."""
+    n, lr, one, zero, tiny, wd = _span_constants(w, h, decay)
+    for i in range(n):
+        vi = v[i] + wd * w[i]
+        vi = zero if abs(vi) < tiny else vi
+        v[i] = vi
+        w[i] -= lr * vi
+
+
 def _adam_span(rule, w, g, s1, s2, h, c1, c2, decay):
     n, lr, one, zero, tiny, wd = _span_constants(w, h, decay)
     b1, b2, eps = h[BETA1], h[BETA2], h[EPS]
