@@ -39,7 +39,7 @@ from .batchnorm import (EPSILON, GAMMA, MOVING_MEAN, batchnorm_backward_ref,
 from .conv import (N_GEOM, cols_size, conv_backward_block, conv_backward_ref, conv_forward_block,
                    conv_forward_ref, maxpool_backward_ref, maxpool_backward_row,
                    maxpool_forward_ref, maxpool_forward_sample, sum_partials)
-from .data import copy_rows, gather_block, gather_rows, gather_rows_ref, thread_block
+from .data import copy_rows, gather_rows, gather_rows_ref, thread_block
 from .dense import (THREADED_MIN_WEIGHTS, column_sums, dense_backward, dense_backward_ref,
                     dense_backward_update_rows, dense_forward, dense_forward_ref,
                     dense_partial_product, dense_sum_partials)
@@ -599,8 +599,8 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
     augmenting = False
     if augment is not None:
         augmenting = augment.shape.shape[0] > 0
-    # a first dense layer on threads gathers the minibatch itself, each thread the block of
-    # columns its product and gradient read (in its forward region, not before it, serially)
+    # before a first dense layer on threads the minibatch is gathered on threads, a block of
+    # rows each (whole rows: a block of columns each, in the forward region, was slower)
     gathers_on_threads = False
     if threaded is not None:
         gathers_on_threads = (plan.kind[0] == DENSE and plan.sparse_layer != 0
@@ -630,8 +630,15 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                     for i in range(lo, hi):
                         augment_row(X[rows[i]], xb[i], key, i, aug, aug_basis, aug_shape,
                                     aug_scratch[t])
-        elif plan.sparse_layer != 0 and not gathers_on_threads:  # else the zero-skipping
-            gather_rows(X, rows, ws.xb)                           # layer reads X itself
+        elif gathers_on_threads:
+            if threaded is not None:  # (else this loop is not compiled)
+                xb = ws.xb
+                T = ws.cols.shape[0]
+                for t in prange(T):
+                    lo, hi = thread_block(nb, T, t)
+                    gather_rows(X, rows[lo:hi], xb[lo:hi])
+        elif plan.sparse_layer != 0:  # else the zero-skipping layer reads X itself
+            gather_rows(X, rows, ws.xb)
         x = ws.xb[:nb]
 
         # ---- forward, layer by layer
@@ -695,8 +702,6 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                             conv_forward_block(inp, W, b, act, g, lo, hi, cols[t][:need], a)
                     elif on_threads:
                         k0, k1 = thread_block(W.shape[0], T, t)
-                        if l == 0 and gathers_on_threads:
-                            gather_block(X, rows, k0, k1, inp)
                         dense_partial_product(inp, W, k0, k1, parts[t][:nb * m].reshape(nb, m))
                     else:
                         for i in range(lo, hi):
