@@ -39,11 +39,14 @@ SMALL_BATCH_ROWS = 16
 # W and their optimizer state in its own cache; larger minibatches run them as BLAS's sgemm on
 # BLAS's threads. Measured on 2 cores (Intel Xeon, AVX-512), Fashion-MNIST 784-300-10, SGD,
 # microseconds per step (threads / BLAS): batch 10 120-135 / 350-370, batch 64 365-460 /
-# 560-690, batch 128 680-750 / 750-800, batch 256 1170-1450 / 1180-1260. That code costs a cold
-# first fit 3-4 s more (784-300-10 at batch 64: 13.2 s against 10.5), so above SMALL_BATCH_ROWS
-# a fit takes it where it is compiled already or the fit is long enough to repay compiling it
+# 560-690, batch 128 680-750 / 750-800; since SGD's velocity is made in the gradient's GEMM and
+# the minibatch gathered a block of rows per thread, batch 256 981-998 / 1079-1108 (MNIST
+# 1028-1075 / 1068-1089), batch 512 1963-1991 / 2108-2122 (MNIST 2040-2062 / 2074-2107), batch
+# 1024 3868-3885 / 3694-3781 (MNIST 3900-3950 / 3756-3955). That code costs a cold first fit
+# 3-4 s more (784-300-10 at batch 64: 13.2 s against 10.5), so above SMALL_BATCH_ROWS a fit
+# takes it where it is compiled already or the fit is long enough to repay compiling it
 # (worth_weighing).
-THREADED_BATCH_ROWS = 128
+THREADED_BATCH_ROWS = 512
 SPARSE_EVAL_BATCH = 512  # rows per inference call of the zero-skipping first layer (its scratch)
 NO_THREADED_DENSE = 1 << 62
 def uses_sparse_input(net, X, batch_size, density=None):
