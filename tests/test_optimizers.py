@@ -234,6 +234,38 @@ def test_update_loops_compile_to_vector_code(kernel, code):
             assert len(vector_sqrt) >= 3, f"{kernel}, {rule}: {len(vector_sqrt)}"
 
 
+@pytest.mark.parametrize("nesterov", [0, 1])
+def test_sgd_velocity_is_made_in_the_weight_gradients_product(nesterov):
+    """A large dense layer's backward on threads: with SGD without Nesterov the weight
+    gradient's product makes the velocity itself (BLAS's beta = momentum) and leaves the
+    gradient buffer as it was; with Nesterov the gradient is made first. Either way W, b, the
+    velocities and δ below are the textbook update's (the twin's), in float64."""
+    from fastmlp.kernels import dense, optim
+    rng = np.random.default_rng(0)
+    n, d_in, d_out = 24, 40, 30
+    x = np.maximum(rng.normal(size=(n, d_in)), 0)
+    W, delta = rng.normal(size=(d_in, d_out)), rng.normal(size=(n, d_out)) / n
+    b = rng.normal(size=d_out)
+    h = np.zeros(optim.N_HYPER)
+    h[:7] = (0.05, 0.9, 0.0, 0.0, 1e-3, nesterov, 0)
+    h[optim.ONE], h[optim.TINY] = 1, np.finfo(np.float64).tiny
+    rule = optim.optimizer_rule(optim.SGD)
+    S1, s1b = rng.normal(size=W.shape), rng.normal(size=d_out)
+    runs = {}
+    for kernel in (dense.dense_backward_update, dense.dense_backward_update_ref):
+        args = [x, W.copy(), b.copy(), delta, dense.RELU, np.full(W.shape, 7.0),
+                np.zeros(d_out), np.zeros((n, d_in)), S1.copy(), np.zeros(W.shape),
+                s1b.copy(), np.zeros(d_out), rule, h, 1.0, 1.0]
+        kernel(*args)
+        runs[kernel] = args
+    fast, ref = runs[dense.dense_backward_update], runs[dense.dense_backward_update_ref]
+    for i in (1, 2, 6, 7, 8, 10):  # W, b, gb, δ below, S1, s1b
+        np.testing.assert_allclose(fast[i], ref[i], rtol=1e-12, atol=1e-14)
+    gradient_left = np.all(fast[5] == 7.0)
+    assert gradient_left == (not nesterov)
+    np.testing.assert_allclose(ref[5], x.T @ delta, rtol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("code", [0, 1, 2, 3], ids=["sgd", "adam", "rmsprop", "adagrad"])
 @pytest.mark.parametrize("backend", ["fast", "reference"])
