@@ -9,7 +9,7 @@ from .conv import (IN_C, IN_H, IN_W, K_H, K_W, OUT_C, OUT_H, OUT_W, conv_backwar
                    maxpool_backward, maxpool_backward_ref, maxpool_forward, maxpool_forward_ref)
 from .batchnorm import (batchnorm_backward, batchnorm_backward_ref, batchnorm_forward,
                         batchnorm_forward_ref, batchnorm_inference, batchnorm_inference_ref)
-from .data import gather_block, gather_block_ref, gather_rows, gather_rows_ref
+from .data import gather_rows, gather_rows_ref
 from .dense import (THREADED_MIN_WEIGHTS, dense_backward, dense_backward_ref,
                     dense_backward_update, dense_backward_update_ref, dense_forward,
                     dense_forward_ref, dense_forward_threaded, dense_forward_threaded_ref)
@@ -163,11 +163,6 @@ def _gather_case(rng, c):
     X = _normal(rng, (3 * c.batch + 1, c.n_in), c.dtype)
     return (X, rng.integers(0, X.shape[0], c.batch).astype(np.int64),
             np.zeros((c.batch, c.n_in), c.dtype))
-
-
-def _gather_block_case(rng, c):
-    X, rows, out = _gather_case(rng, c)
-    return X, rows, c.n_in // 3, c.n_in - c.n_in // 4, out
 
 
 def _rows_forward_case(rng, c):
@@ -539,8 +534,6 @@ register("augment_batch", fast=augment_batch, reference=augment_batch_ref,
          make_case=_augment_case, outputs=("x",), parallel=True)
 register("gather_rows", fast=gather_rows, reference=gather_rows_ref, make_case=_gather_case,
          outputs=("out",))
-register("gather_block", fast=gather_block, reference=gather_block_ref,
-         make_case=_gather_block_case, outputs=("out",))
 register("forward", fast=forward, reference=forward_ref, make_case=_forward_case,
          outputs=("ws.acts",), parallel=True)
 register("conv_forward", fast=conv_forward, reference=conv_forward_ref,

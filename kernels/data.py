@@ -4,25 +4,13 @@ from numba import njit
 
 
 @njit(cache=True)
-def gather_block(X, rows, k0, k1, out):
-    """out[i, k0:k1] <- X[rows[i], k0:k1] for i < len(rows): one thread's block of columns of
-    the minibatch, the block a threaded first layer's product and gradient read. (A loop: the
-    slice assignment ``out[i, k0:k1] = ...`` makes Numba compile its shape-mismatch error,
-    string formatting and all: 4 s.)"""
+def gather_rows(X, rows, out):
+    """out[i] <- X[rows[i]] for i < len(rows). (A loop: the slice assignment ``out[i, :] = ...``
+    makes Numba compile its shape-mismatch error, string formatting and all: 4 s.)"""
     for i in range(rows.shape[0]):
         src, dst = X[rows[i]], out[i]
-        for j in range(k0, k1):
+        for j in range(dst.shape[0]):
             dst[j] = src[j]
-
-
-def gather_block_ref(X, rows, k0, k1, out):
-    out[: rows.shape[0], k0:k1] = X[rows, k0:k1]
-
-
-@njit(cache=True)
-def gather_rows(X, rows, out):
-    """out[i] <- X[rows[i]] for i < len(rows): gather_block over every column."""
-    gather_block(X, rows, 0, out.shape[1], out)
 
 
 def gather_rows_ref(X, rows, out):
