@@ -77,15 +77,43 @@ def _dact_scalar(a, code):
     return a * 0 + 1
 
 
+# The row kernels below test ``code`` once, outside the loop, and pass _act_scalar a constant:
+# a loop that tests a run-time code on each element is not vectorized (~9× slower for ReLU).
+@njit(cache=True)
+def activate_row(o, code):
+    """o <- f(o) in place, for a 1-D array."""
+    if code == RELU:
+        for j in range(o.shape[0]):
+            o[j] = _act_scalar(o[j], RELU)
+    elif code == SIGMOID:
+        for j in range(o.shape[0]):
+            o[j] = _act_scalar(o[j], SIGMOID)
+    elif code == TANH:
+        for j in range(o.shape[0]):
+            o[j] = _act_scalar(o[j], TANH)
+
+
+@njit(cache=True)
+def derivative_mul_row(d, a, code):
+    """d <- d * f'(z) in place, f'(z) taken from the output a = f(z), for 1-D arrays."""
+    if code == RELU:
+        for j in range(d.shape[0]):
+            d[j] *= _dact_scalar(a[j], RELU)
+    elif code == SIGMOID:
+        for j in range(d.shape[0]):
+            d[j] *= _dact_scalar(a[j], SIGMOID)
+    elif code == TANH:
+        for j in range(d.shape[0]):
+            d[j] *= _dact_scalar(a[j], TANH)
+
+
 @njit(cache=True)
 def activate(z, code):
     """z <- f(z) in place, for a 2-D array."""
     if code == IDENTITY:
         return
-    n, m = z.shape
-    for i in range(n):
-        for j in range(m):
-            z[i, j] = _act_scalar(z[i, j], code)
+    for i in range(z.shape[0]):
+        activate_row(z[i], code)
 
 
 @njit(cache=True)
@@ -101,5 +129,4 @@ def derivative_mul(delta, a, code):
                     delta[i, j] = 0
         return
     for i in range(n):
-        for j in range(m):
-            delta[i, j] *= _dact_scalar(a[i, j], code)
+        derivative_mul_row(delta[i], a[i], code)

@@ -17,7 +17,8 @@ stops LLVM from vectorising the loop (8x slower for im2col).
 import numpy as np
 from numba import njit, prange
 
-from .activations import _act_scalar, activate_ref, derivative_mul_ref, _dact_scalar, IDENTITY
+from .activations import (activate_ref, activate_row, derivative_mul_ref,
+                          derivative_mul_row)
 from .data import thread_block
 
 IN_H, IN_W, IN_C, OUT_H, OUT_W, OUT_C, K_H, K_W, STRIDE, PAD_T, PAD_L = range(11)
@@ -143,7 +144,8 @@ def conv_forward_block(x, W, b, act, g, lo, hi, cols, out):
         np.dot(P, W, o)
         for p in range(OHW):
             for f in range(F):
-                o[p, f] = _act_scalar(o[p, f] + b[f], act)
+                o[p, f] += b[f]
+            activate_row(o[p], act)
 
 
 @njit(cache=True, parallel=True)
@@ -212,10 +214,7 @@ def conv_backward_block(x, W, d, x_act, g, lo, hi, p, cols, dx):
         if dx.shape[0] > 0:
             np.dot(D, W.T, dP)
             col2im(dP, g, xp, dx[i])
-            if x_act != IDENTITY:
-                row, a = dx[i], x[i]
-                for j in range(row.shape[0]):
-                    row[j] *= _dact_scalar(a[j], x_act)
+            derivative_mul_row(dx[i], x[i], x_act)
 
 
 @njit(cache=True)

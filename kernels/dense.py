@@ -2,7 +2,7 @@
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from .activations import (IDENTITY, RELU, _act_scalar, _dact_scalar, activate_ref,
+from .activations import (IDENTITY, RELU, activate_ref, activate_row, derivative_mul_row,
                           derivative_mul, derivative_mul_ref)
 from .blas import NO_TRANS, TRANS, gemm, gemm_beta, row_stride
 from .data import thread_block
@@ -52,7 +52,8 @@ def dense_forward(x, W, b, act, out):
     else:
         for i in range(n):
             for j in range(m):
-                out[i, j] = _act_scalar(out[i, j] + b[j], act)
+                out[i, j] += b[j]
+            activate_row(out[i], act)
 
 
 def dense_forward_ref(x, W, b, act, out):
@@ -122,9 +123,7 @@ def dense_sum_partials(parts, b, act, out, lo, hi):
             p = parts[t][i * m:i * m + m]
             for h in range(m):
                 o[h] += p[h]
-        if act != IDENTITY:
-            for h in range(m):
-                o[h] = _act_scalar(o[h], act)
+        activate_row(o, act)
 
 
 @njit(cache=True, parallel=True)
@@ -223,8 +222,7 @@ def dense_backward_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2,
         gemm(TRANS, NO_TRANS, j1 - j0, n, m, W[j0:], m, delta, m, delta_prev[:, j0:],
              row_stride(delta_prev))
         for i in range(n):
-            for j in range(j0, j1):
-                delta_prev[i, j] *= _dact_scalar(x[i, j], x_act)
+            derivative_mul_row(delta_prev[i, j0:j1], x[i, j0:j1], x_act)
     dense_grad_update_rows(x, delta, j0, j1, W, gW, S1, S2, rule, h, c1, c2)
 
 

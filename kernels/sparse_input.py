@@ -9,7 +9,7 @@ on row j of W and of its state.
 import numpy as np
 from numba import njit, prange
 
-from .activations import IDENTITY, activate_ref, _act_scalar
+from .activations import activate_ref, activate_row
 from .data import thread_block
 from .optim import optimizer_update_ref, update_span
 
@@ -48,9 +48,7 @@ def forward_row(x, W, b, act, o, nz_idx, nz_val):
     for h in range(n_out):
         o[h] = b[h]
     add_scaled_rows(o, W, nz_idx, nz_val, 0, nnz)
-    if act != IDENTITY:
-        for h in range(n_out):
-            o[h] = _act_scalar(o[h], act)
+    activate_row(o, act)
     return nnz
 
 
