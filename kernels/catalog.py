@@ -235,11 +235,13 @@ def network_case(rng, c, batch_size=None, input_dropout=True):
         W.append(_normal(rng, (a, m), c.dtype, 1 / np.sqrt(a))), b.append(_normal(rng, m, c.dtype, 0.1))
     second_last_dense = [i for i, k in enumerate(kinds) if k == DENSE][-2]
     max_norms = [3.0 if i == second_last_dense else 0.0 for i in range(len(kinds))]
-    # without the zero-skipping layer, every dense layer runs on threads, however small
+    # without the zero-skipping layer, every dense layer runs on threads, however small (odd
+    # batches), or all but the output layer, which then runs a block of rows per thread
+    threaded_min = 0 if c.batch % 2 else W[-1].size + 1
     plan = make_plan(kinds, acts, rates, max_norms,
                      loss_rule(c.loss, any_code=True, smoothing=_smoothing(c)),
                      c.sparse_input, 11, c.dtype,
-                     threaded_min=THREADED_MIN_WEIGHTS if c.sparse_input else 0)
+                     threaded_min=THREADED_MIN_WEIGHTS if c.sparse_input else threaded_min)
     params = make_params(W, b, c.dtype, slots=CASE_SLOTS)
     ws = make_workspace(params, plan, c.n_in, batch_size or c.batch, c.dtype)
     return params, plan, ws

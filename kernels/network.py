@@ -824,14 +824,17 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                         copy_rows(d[lo:hi], d_below[lo:hi])
                         derivative_mul(d_below[lo:hi], inp[lo:hi], x_act)
             elif kind == DENSE and not on_threads:
-                if rows_out and l == last:
-                    partial = ws.partial
-                    T = partial.shape[0]
-                    for t in prange(T):
-                        lo, hi = thread_block(nb, T, t)
-                        dense_backward_rows(inp, W, d, x_act, lo, hi, partial[t], d_below)
-                    sum_row_partials(partial, gW, gb)
-                else:
+                by_rows = False
+                if threaded is not None:  # (else this region is not compiled)
+                    by_rows = rows_out and l == last
+                    if by_rows:
+                        partial = ws.partial
+                        T = partial.shape[0]
+                        for t in prange(T):
+                            lo, hi = thread_block(nb, T, t)
+                            dense_backward_rows(inp, W, d, x_act, lo, hi, partial[t], d_below)
+                        sum_row_partials(partial, gW, gb)
+                if not by_rows:
                     dense_backward(inp, W, d, x_act, gW, gb, d_below)
                 optimizer_update(optimizer, W.ravel(), gW.ravel(), S1.ravel(), S2.ravel(), h,
                                  c1, c2, decay)
