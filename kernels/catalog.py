@@ -10,8 +10,8 @@ from .conv import (IN_C, IN_H, IN_W, K_H, K_W, OUT_C, OUT_H, OUT_W, conv_backwar
 from .batchnorm import (batchnorm_backward, batchnorm_backward_ref, batchnorm_forward,
                         batchnorm_forward_ref, batchnorm_inference, batchnorm_inference_ref)
 from .data import gather_rows, gather_rows_ref
-from .dense import (THREADED_MIN_WEIGHTS, dense_backward, dense_backward_by_rows,
-                    dense_backward_by_rows_ref, dense_backward_ref, dense_backward_update, dense_backward_update_ref, dense_forward,
+from .dense import (THREADED_MIN_WEIGHTS, dense_backward, dense_backward_ref,
+                    dense_backward_update, dense_backward_update_ref, dense_forward,
                     dense_forward_ref, dense_forward_threaded, dense_forward_threaded_ref)
 from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward, dropout_forward_ref,
                       keep_threshold, stream_key)
@@ -76,16 +76,6 @@ def _dense_forward_threaded_case(rng, c):
     x, W, b, act, out = _dense_forward_case(rng, c)
     x[rng.random(x.shape) < 0.6] = 0
     return x, W, b, act, out, np.zeros((1 + c.batch % 3, c.batch * c.n_out), c.dtype)
-
-
-def _dense_backward_by_rows_case(rng, c):
-    """With 1 to 3 blocks of rows (more blocks than rows where the batch is under 3), and no
-    layer below where the batch is odd."""
-    x, W, d, act, gW, gb, d_below = _dense_backward_case(rng, c)
-    if c.batch % 2:
-        d_below = d_below[:0]
-    partial = np.full((1 + c.batch % 3, W.size + gb.size + c.batch % 2), np.nan, c.dtype)
-    return x, W, d, act, gW, gb, d_below, partial
 
 
 def _dense_backward_update_case(rng, c):
@@ -235,13 +225,11 @@ def network_case(rng, c, batch_size=None, input_dropout=True):
         W.append(_normal(rng, (a, m), c.dtype, 1 / np.sqrt(a))), b.append(_normal(rng, m, c.dtype, 0.1))
     second_last_dense = [i for i, k in enumerate(kinds) if k == DENSE][-2]
     max_norms = [3.0 if i == second_last_dense else 0.0 for i in range(len(kinds))]
-    # without the zero-skipping layer, every dense layer runs on threads, however small (odd
-    # batches), or all but the output layer, which then runs a block of rows per thread
-    threaded_min = 0 if c.batch % 2 else W[-1].size + 1
+    # without the zero-skipping layer, every dense layer runs on threads, however small
     plan = make_plan(kinds, acts, rates, max_norms,
                      loss_rule(c.loss, any_code=True, smoothing=_smoothing(c)),
                      c.sparse_input, 11, c.dtype,
-                     threaded_min=THREADED_MIN_WEIGHTS if c.sparse_input else threaded_min)
+                     threaded_min=THREADED_MIN_WEIGHTS if c.sparse_input else 0)
     params = make_params(W, b, c.dtype, slots=CASE_SLOTS)
     ws = make_workspace(params, plan, c.n_in, batch_size or c.batch, c.dtype)
     return params, plan, ws
@@ -514,9 +502,6 @@ register("dense_forward", fast=dense_forward, reference=dense_forward_ref,
 register("dense_backward", fast=dense_backward, reference=dense_backward_ref,
          make_case=_dense_backward_case, outputs=("dW", "db", "delta_prev"),
          flops=lambda c: 2 * _mlp_flops(c))
-register("dense_backward_by_rows", fast=dense_backward_by_rows,
-         reference=dense_backward_by_rows_ref, make_case=_dense_backward_by_rows_case,
-         outputs=("dW", "db", "delta_prev"), flops=lambda c: 2 * _mlp_flops(c), parallel=True)
 register("dense_forward_threaded", fast=dense_forward_threaded,
          reference=dense_forward_threaded_ref,
          make_case=_dense_forward_threaded_case,

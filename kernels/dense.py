@@ -168,55 +168,6 @@ def dense_backward_ref(x, W, delta, x_act, dW, db, delta_prev):
 
 
 @njit(cache=True)
-def dense_backward_rows(x, W, delta, x_act, lo, hi, partial, delta_prev):
-    """One thread's share of a small dense layer's backward (the output layer, whose input a
-    threaded layer made a block of rows per thread), rows lo..hi-1 of the minibatch:
-    partial[:W.size] <- x[lo:hi]ᵀ δ[lo:hi] (W's shape, row-major), partial[W.size:] <- Σ
-    δ[lo:hi], and, when delta_prev has rows, δ_prev[lo:hi] <- (δ[lo:hi] Wᵀ) ⊙ f'(x[lo:hi])."""
-    n_in, n_out = W.shape
-    gW = partial[:n_in * n_out].reshape(n_in, n_out)
-    if hi > lo:
-        np.dot(x[lo:hi].T, delta[lo:hi], gW)
-    else:
-        gW[:] = 0
-    column_sums(delta[lo:hi], partial[n_in * n_out:n_in * n_out + n_out])
-    if delta_prev.shape[0] > 0 and hi > lo:
-        dense_delta_below(delta[lo:hi], W, x[lo:hi], x_act, delta_prev[lo:hi])
-
-
-@njit(cache=True)
-def sum_row_partials(partial, dW, db):
-    """dW <- Σ_t partial[t][:dW.size] (row-major), db <- Σ_t the db.size values after it."""
-    k = dW.size
-    flat = dW.reshape(-1)
-    for j in range(k):
-        flat[j] = partial[0, j]
-    for h in range(db.shape[0]):
-        db[h] = partial[0, k + h]
-    for t in range(1, partial.shape[0]):
-        for j in range(k):
-            flat[j] += partial[t, j]
-        for h in range(db.shape[0]):
-            db[h] += partial[t, k + h]
-
-
-@njit(cache=True, parallel=True)
-def dense_backward_by_rows(x, W, delta, x_act, dW, db, delta_prev, partial):
-    """dense_backward as ``train_steps`` runs the output layer where the layer below is on
-    Numba's threads: a block of the minibatch's rows per thread (partial: a row of at least
-    dW.size + db.size values per block), then the blocks' sums."""
-    T = partial.shape[0]
-    for t in prange(T):
-        lo, hi = thread_block(x.shape[0], T, t)
-        dense_backward_rows(x, W, delta, x_act, lo, hi, partial[t], delta_prev)
-    sum_row_partials(partial, dW, db)
-
-
-def dense_backward_by_rows_ref(x, W, delta, x_act, dW, db, delta_prev, partial):
-    dense_backward_ref(x, W, delta, x_act, dW, db, delta_prev)
-
-
-@njit(cache=True)
 def column_sums(delta, out):
     """out <- Σ_i delta[i] (the bias gradient)."""
     for h in range(out.shape[0]):

@@ -41,9 +41,8 @@ from .conv import (N_GEOM, cols_size, conv_backward_block, conv_backward_ref, co
                    maxpool_forward_ref, maxpool_forward_sample, sum_partials)
 from .data import copy_rows, gather_rows, gather_rows_ref, thread_block
 from .dense import (THREADED_MIN_WEIGHTS, column_sums, dense_backward, dense_backward_ref,
-                    dense_backward_rows, dense_backward_update_rows, dense_forward,
-                    dense_forward_ref, dense_partial_product, dense_sum_partials,
-                    sum_row_partials)
+                    dense_backward_update_rows, dense_forward, dense_forward_ref,
+                    dense_partial_product, dense_sum_partials)
 from .dropout import (dropout_backward, dropout_backward_ref, dropout_forward_ref, dropout_row,
                       stream_key)
 from .loss import LOSS_RULES, loss_rule, output_loss, output_loss_ref
@@ -183,17 +182,6 @@ def threaded_dense_layers(params, plan):
             if k == DENSE and l != skipped and W.size >= plan.threaded_min]
 
 
-def output_layer_on_rows(params, plan):
-    """The values per thread of the output layer's (dW, db) when it runs a block of the
-    minibatch's rows per thread (``train_steps``: a dense output layer above a threaded dense
-    layer), else 0."""
-    last = len(plan.kind) - 1
-    threaded = threaded_dense_layers(params, plan)
-    if last >= 1 and plan.kind[last] == DENSE and last - 1 in threaded and last not in threaded:
-        return params.W[last].size + params.b[last].size
-    return 0
-
-
 def layers_use_threads(params, plan):
     """Whether the step's layers run on Numba's threads: the zero-skipping layer, dropout,
     convolution and pooling, and in training (``params`` given; None for inference) the
@@ -259,10 +247,8 @@ def make_workspace(params, plan, n_in, batch_size, dtype, training=True):
         col_counts=np.zeros((threads if training else 0, sparse_in), np.int64),
         # per thread: one gradient row of the zero-skipping layer, or column norms
         scratch=np.zeros((threads, max(widths + [1])), dtype),
-        # per thread: a conv layer's (dW, db) sums over its block of samples, or the output
-        # layer's over its block of rows (output_layer_on_rows)
-        partial=np.zeros((threads if training else 0,
-                          max(conv_sizes + [output_layer_on_rows(params, plan)])), dtype),
+        # per thread: a conv layer's (dW, db) sums over its block of samples
+        partial=np.zeros((threads if training else 0, max(conv_sizes + [0])), dtype),
         # per thread: a conv layer's im2col buffers (conv.cols_size)
         cols=np.zeros((threads, max([cols_size(g) if k == CONV else 0 for k, g in
                                      zip(plan.kind, plan.geom)] + [0])), dtype),
@@ -619,14 +605,6 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
     if threaded is not None:
         gathers_on_threads = (plan.kind[0] == DENSE and plan.sparse_layer != 0
                               and params.W[0].size >= threaded and not augmenting)
-    # a dense output layer above a layer on threads runs a block of the minibatch's rows per
-    # thread: its forward in the region that sums the partials below, its backward in its own
-    rows_out = False
-    if threaded is not None and last >= 1:
-        rows_out = (plan.kind[last] == DENSE and plan.kind[last - 1] == DENSE
-                    and last != plan.sparse_layer and last - 1 != plan.sparse_layer
-                    and params.W[last].size < threaded <= params.W[last - 1].size
-                    and ws.partial.shape[1] >= params.W[last].size + params.b[last].size)
     loss_sum = 0.0
     correct = 0
     seen = 0
@@ -674,8 +652,7 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
             if threaded is not None:
                 on_threads = kind == DENSE and l != plan.sparse_layer and W.size >= threaded
             if kind == DENSE and l != plan.sparse_layer and not on_threads:
-                if not (rows_out and l == last):  # (else made with the partials' sum below)
-                    dense_forward(inp, W, b, act, a[:nb])
+                dense_forward(inp, W, b, act, a[:nb])
             elif kind == BATCHNORM:
                 if norm is not None:  # the minibatch's statistics, a block of rows per thread
                     C = W.shape[1]
@@ -742,14 +719,9 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                             # the block's nonzeros per input column, for the update's lists
                             count_columns(nz_idx, nz_cnt, lo, hi, col_counts[t])
                 if on_threads:
-                    fused = rows_out and l == last - 1
-                    W_out, b_out = params.W[last], params.b[last]
-                    a_out, act_out = ws.acts[last], plan.act[last]
                     for t in prange(T):
                         lo, hi = thread_block(nb, T, t)
                         dense_sum_partials(parts, b, act, a, lo, hi)
-                        if fused and hi > lo:
-                            dense_forward(a[lo:hi], W_out, b_out, act_out, a_out[lo:hi])
 
         # ---- output activation and loss: d loss / d logits into deltas[last]
         loss, c = output_loss(plan.loss, ws.acts[last][:nb], ws.yb[:nb], ws.deltas[last][:nb])
@@ -824,18 +796,7 @@ def train_steps(X, y, order, batch_size, step_begin, step_end, epoch, params, st
                         copy_rows(d[lo:hi], d_below[lo:hi])
                         derivative_mul(d_below[lo:hi], inp[lo:hi], x_act)
             elif kind == DENSE and not on_threads:
-                by_rows = False
-                if threaded is not None:  # (else this region is not compiled)
-                    by_rows = rows_out and l == last
-                    if by_rows:
-                        partial = ws.partial
-                        T = partial.shape[0]
-                        for t in prange(T):
-                            lo, hi = thread_block(nb, T, t)
-                            dense_backward_rows(inp, W, d, x_act, lo, hi, partial[t], d_below)
-                        sum_row_partials(partial, gW, gb)
-                if not by_rows:
-                    dense_backward(inp, W, d, x_act, gW, gb, d_below)
+                dense_backward(inp, W, d, x_act, gW, gb, d_below)
                 optimizer_update(optimizer, W.ravel(), gW.ravel(), S1.ravel(), S2.ravel(), h,
                                  c1, c2, decay)
                 optimizer_update(optimizer, b, gb, s1b, s2b, h, c1, c2, no_decay)
