@@ -45,10 +45,9 @@ SMALL_BATCH_ROWS = 16
 # 1024 3868-3885 / 3694-3781 (MNIST 3900-3950 / 3756-3955). Since the partial products' sum
 # vectorizes (activate_row), batch 1024 3467-3626 / 3858-4131 (MNIST 3582-3792 / 4071-4347),
 # 2048 and 4096 level (MNIST 7137-7659 / 7163-7527, 13704-15187 / 14063-14652): so up to 1024
-# rows. That code costs a cold first fit
-# 3-4 s more (784-300-10 at batch 64: 13.2 s against 10.5), so above SMALL_BATCH_ROWS a fit
-# takes it where it is compiled already or the fit is long enough to repay compiling it
-# (worth_weighing).
+# rows. That code costs a cold first fit 3-4 s more (784-300-10 at batch 64: 13.2 s against
+# 10.5), so above SMALL_BATCH_ROWS a fit takes it where it is compiled already or the fit is
+# long enough to repay compiling it (worth_weighing).
 THREADED_BATCH_ROWS = 1024
 SPARSE_EVAL_BATCH = 512  # rows per inference call of the zero-skipping first layer (its scratch)
 NO_THREADED_DENSE = 1 << 62
