@@ -37,17 +37,12 @@ SMALL_BATCH_ROWS = 16
 # thread a block of W's rows from step to step (kernels/dense.py: its share of the forward by
 # BLAS on one thread, the gradient folded into the update), so that each core keeps its rows of
 # W and their optimizer state in its own cache; larger minibatches run them as BLAS's sgemm on
-# BLAS's threads. Measured on 2 cores (Intel Xeon, AVX-512), Fashion-MNIST 784-300-10, SGD,
-# microseconds per step (threads / BLAS): batch 10 120-135 / 350-370, batch 64 365-460 /
-# 560-690, batch 128 680-750 / 750-800; since SGD's velocity is made in the gradient's GEMM and
-# the minibatch gathered a block of rows per thread, batch 256 981-998 / 1079-1108 (MNIST
-# 1028-1075 / 1068-1089), batch 512 1963-1991 / 2108-2122 (MNIST 2040-2062 / 2074-2107), batch
-# 1024 3868-3885 / 3694-3781 (MNIST 3900-3950 / 3756-3955). Since the partial products' sum
-# vectorizes (activate_row), batch 1024 3467-3626 / 3858-4131 (MNIST 3582-3792 / 4071-4347),
-# 2048 and 4096 level (MNIST 7137-7659 / 7163-7527, 13704-15187 / 14063-14652): so up to 1024
-# rows. That code costs a cold first fit 3-4 s more (784-300-10 at batch 64: 13.2 s against
-# 10.5), so above SMALL_BATCH_ROWS a fit takes it where it is compiled already or the fit is
-# long enough to repay compiling it (worth_weighing).
+# BLAS's threads. Measured on 2 cores (Intel Xeon, AVX-512), 784-300-10, SGD, µs a step: the
+# threads are ahead up to 1024 rows (there 3467-3626 against BLAS's 3858-4131 on Fashion-MNIST)
+# and level at 2048 and 4096; the history in bench/NOTES.md. That code costs a cold first fit
+# 3-4 s more (784-300-10 at batch 64: 13.2 s against 10.5), so above SMALL_BATCH_ROWS a fit
+# takes it where it is compiled already or the fit is long enough to repay compiling it
+# (worth_weighing).
 THREADED_BATCH_ROWS = 1024
 SPARSE_EVAL_BATCH = 512  # rows per inference call of the zero-skipping first layer (its scratch)
 NO_THREADED_DENSE = 1 << 62

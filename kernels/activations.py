@@ -96,9 +96,10 @@ def activate_row(o, code):
 @njit(cache=True)
 def derivative_mul_row(d, a, code):
     """d <- d * f'(z) in place, f'(z) taken from the output a = f(z), for 1-D arrays."""
-    if code == RELU:
+    if code == RELU:  # d·[a > 0], as the twin (_dact_scalar's int 0/1 would make it float64)
         for j in range(d.shape[0]):
-            d[j] *= _dact_scalar(a[j], RELU)
+            x = d[j]
+            d[j] = x if a[j] > 0 else x * 0
     elif code == SIGMOID:
         for j in range(d.shape[0]):
             d[j] *= _dact_scalar(a[j], SIGMOID)
@@ -119,14 +120,11 @@ def activate(z, code):
 @njit(cache=True)
 def derivative_mul(delta, a, code):
     """delta <- delta * f'(z), f'(z) computed from the output a = f(z)."""
-    if code == IDENTITY:
+    if code == RELU:  # (as derivative_mul_row's, without a call per row: ~40 % faster)
+        for i in range(delta.shape[0]):
+            for j in range(delta.shape[1]):
+                x = delta[i, j]
+                delta[i, j] = x if a[i, j] > 0 else x * 0
         return
-    n, m = delta.shape
-    if code == RELU:
-        for i in range(n):
-            for j in range(m):
-                if a[i, j] <= 0:
-                    delta[i, j] = 0
-        return
-    for i in range(n):
+    for i in range(delta.shape[0]):
         derivative_mul_row(delta[i], a[i], code)

@@ -2,7 +2,7 @@
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from .activations import (IDENTITY, RELU, activate_ref, activate_row, derivative_mul_row,
+from .activations import (activate_ref, activate_row, derivative_mul_row,
                           derivative_mul, derivative_mul_ref)
 from .blas import NO_TRANS, TRANS, gemm, gemm_beta, row_stride
 from .data import thread_block
@@ -39,21 +39,11 @@ def grad_block_rows(n_in, n_out, itemsize, rows):
 def dense_forward(x, W, b, act, out):
     """out <- f(x @ W + b); x (n, d_in), W (d_in, d_out), b (d_out,), out (n, d_out)."""
     np.dot(x, W, out)
-    n, m = out.shape
-    if act == RELU:
-        for i in range(n):
-            for j in range(m):
-                v = out[i, j] + b[j]
-                out[i, j] = v if v > 0 else v * 0
-    elif act == IDENTITY:
-        for i in range(n):
-            for j in range(m):
-                out[i, j] += b[j]
-    else:
-        for i in range(n):
-            for j in range(m):
-                out[i, j] += b[j]
-            activate_row(out[i], act)
+    for i in range(out.shape[0]):
+        o = out[i]
+        for j in range(o.shape[0]):
+            o[j] += b[j]
+        activate_row(o, act)
 
 
 def dense_forward_ref(x, W, b, act, out):

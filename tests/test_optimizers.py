@@ -240,7 +240,7 @@ def test_sgd_velocity_is_made_in_the_weight_gradients_product(nesterov):
     gradient's product makes the velocity itself (BLAS's beta = momentum) and leaves the
     gradient buffer as it was; with Nesterov the gradient is made first. Either way W, b, the
     velocities and δ below are the textbook update's (the twin's), in float64."""
-    from fastmlp.kernels import dense, optim
+    from fastmlp.kernels import activations, dense, optim
     rng = np.random.default_rng(0)
     n, d_in, d_out = 24, 40, 30
     x = np.maximum(rng.normal(size=(n, d_in)), 0)
@@ -253,7 +253,7 @@ def test_sgd_velocity_is_made_in_the_weight_gradients_product(nesterov):
     S1, s1b = rng.normal(size=W.shape), rng.normal(size=d_out)
     runs = {}
     for kernel in (dense.dense_backward_update, dense.dense_backward_update_ref):
-        args = [x, W.copy(), b.copy(), delta, dense.RELU, np.full(W.shape, 7.0),
+        args = [x, W.copy(), b.copy(), delta, activations.RELU, np.full(W.shape, 7.0),
                 np.zeros(d_out), np.zeros((n, d_in)), S1.copy(), np.zeros(W.shape),
                 s1b.copy(), np.zeros(d_out), rule, h, 1.0, 1.0]
         kernel(*args)
